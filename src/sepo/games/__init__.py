@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
+import importlib
 import tomllib
 from importlib import resources
 
 from sepo.errors import UnknownNameError
 from sepo.games.base import AGENT, OPPONENT, Action, Game, GameState, Round, Strategy
 
-from .auction import AuctionGame
-from .bargaining import BargainingGame
-from .ipd import IPDGame
-from .kuhn import KuhnGame
-from .negotiation import NegotiationGame
-
-_GAME_CLASSES: dict[str, type[Game]] = {
-    "ipd": IPDGame,
-    "auction": AuctionGame,
-    "negotiation": NegotiationGame,
-    "bargaining": BargainingGame,
-    "kuhn": KuhnGame,
+# name -> "module:class"; imported on first use, so one broken game cannot hide the others.
+_GAME_CLASSES: dict[str, str] = {
+    "ipd": "sepo.games.ipd:IPDGame",
+    "auction": "sepo.games.auction:AuctionGame",
+    "negotiation": "sepo.games.negotiation:NegotiationGame",
+    "bargaining": "sepo.games.bargaining:BargainingGame",
+    "kuhn": "sepo.games.kuhn:KuhnGame",
 }
 
 POOL_ROLES = ("train", "exploit", "collusive", "heldout")
@@ -28,7 +24,8 @@ _GAMES: dict[str, Game] = {}
 
 
 def _load(name: str) -> Game:
-    game = _GAME_CLASSES[name]()
+    module, cls = _GAME_CLASSES[name].split(":")
+    game: Game = getattr(importlib.import_module(module), cls)()
     data = tomllib.loads(resources.files("sepo.games").joinpath(f"{name}.toml").read_text())
     game.pools = {role: list(data["pools"].get(role, [])) for role in POOL_ROLES}
     game.demonstrators = dict(data["demonstrators"])
