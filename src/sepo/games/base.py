@@ -171,8 +171,11 @@ class Game(ABC):
         raises and never guesses: the LM layer falls back and counts the failure.
         """
 
-    def describe_action(self, action: Action) -> str:
-        return self.format_action(action)
+    def situation(self, state: GameState, seat: int) -> str:
+        """One clause on what matters for `seat`'s decision now (its private information and
+        the other's last move), e.g. "my value is 4 and the other bid HIGH last round". SFT
+        data builds its reason sentences from it."""
+        return f"it is round {state.t + 1} of {self.num_rounds}"
 
     def __repr__(self) -> str:
         return f"<game {self.name}>"

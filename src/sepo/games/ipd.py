@@ -223,6 +223,11 @@ class IPDGame(Game):
     def format_action(self, action: Action) -> str:
         return str(action)
 
+    def situation(self, state: GameState, seat: int) -> str:
+        if not state.rounds:
+            return "it is the first round and the other has not moved yet"
+        return f"the other played {state.rounds[-1].actions[1 - seat]} last round"
+
     def parse(self, text: str, state: GameState, seat: int) -> Action | None:
         return parse_one_word(text, ACTIONS)
 
