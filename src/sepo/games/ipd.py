@@ -5,7 +5,6 @@ Payoffs per round (row player first): CC 3/3, DD 1/1, DC 5/0, CD 0/5.
 
 from __future__ import annotations
 
-import random
 from typing import ClassVar
 
 from sepo.games.base import Action, Game, GameState, Round, Strategy, parse_one_word
