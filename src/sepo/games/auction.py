@@ -253,6 +253,7 @@ def parse_bid(text: str) -> str | None:
 
 # ------------------------------------------------------------------ the game
 class AuctionGame(Game):
+    actions_help = "LOW (bid 1) | MEDIUM (2) | HIGH (3)"
     name = "auction"
     title = "Repeated sealed-bid auction"
     num_rounds = 6

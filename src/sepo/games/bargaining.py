@@ -352,6 +352,7 @@ def vectors_in(text: str) -> tuple[set[Vector], bool]:
 
 # ------------------------------------------------------------------ the game
 class BargainingGame(Game):
+    actions_help = "[books, hats, balls], each from 0 to its count"
     name = "bargaining"
     title = "Multi-issue bargaining"
     num_rounds = 4

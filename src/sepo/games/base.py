@@ -107,6 +107,8 @@ class Game(ABC):
     num_rounds: ClassVar[int]
     max_payoff: ClassVar[float]
     simultaneous: ClassVar[bool] = True
+    #: How actions are written, for people and for `sepo games` (e.g. "COOPERATE | DEFECT").
+    actions_help: ClassVar[str]
     #: Every strategy of the game, by name (pool membership is in the data file).
     strategies: ClassVar[dict[str, Strategy]]
 

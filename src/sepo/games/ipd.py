@@ -160,6 +160,7 @@ STRATEGIES: dict[str, Strategy] = {
 
 # ------------------------------------------------------------------ the game
 class IPDGame(Game):
+    actions_help = "COOPERATE | DEFECT"
     name = "ipd"
     title = "Iterated prisoner's dilemma"
     num_rounds = 8
@@ -174,8 +175,11 @@ class IPDGame(Game):
         return list(ACTIONS)
 
     def apply(self, state: GameState, seat: int, action: Action) -> None:
-        if action not in PAYOFFS_ACTIONS:
+        # isinstance first: an unhashable action (a list) must be a ValueError, not a TypeError.
+        if not isinstance(action, str) or action not in PAYOFFS_ACTIONS:
             raise ValueError(f"illegal ipd action {action!r}; legal: {', '.join(ACTIONS)}")
+        if state.done:
+            raise ValueError("the prisoner's dilemma is over: no more moves")
         state.pending[seat] = action
         if len(state.pending) == 2:
             a = (state.pending[0], state.pending[1])
@@ -183,7 +187,8 @@ class IPDGame(Game):
             state.pending.clear()
 
     def externality(self, rnd: Round) -> float:
-        # Welfare shortfall from mutual cooperation, as a rate: 0 at CC, 1/3 at DC, 2/3 at DD.
+        # Welfare shortfall from mutual cooperation (SPEC §3), as a rate: mean payoff 3 at CC
+        # -> 0; 2.5 at DC or CD -> 1/6; 1 at DD -> 2/3.
         return max(0.0, (3.0 - (rnd.payoffs[0] + rnd.payoffs[1]) / 2.0) / 3.0)
 
     def collusion(self, rnd: Round) -> float | None:

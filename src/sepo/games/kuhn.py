@@ -333,6 +333,7 @@ def _signed(x: float) -> str:
 
 
 class KuhnGame(Game):
+    actions_help = "PASS | BET, or CALL | FOLD when facing a bet"
     name = "kuhn"
     title = "Kuhn poker"
     num_rounds = 6

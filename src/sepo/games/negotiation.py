@@ -214,6 +214,7 @@ def parse_demand(text: str) -> int | None:
 
 # ------------------------------------------------------------------ the game
 class NegotiationGame(Game):
+    actions_help = "an integer demand 1..9"
     name = "negotiation"
     title = "Single-issue negotiation"
     num_rounds = 4

@@ -1,0 +1,189 @@
+"""Evaluate an agent: play it against every opponent of the game's pools and report SPEC §6.
+
+All episodes (every opponent × every evaluation seed × every episode) run in ONE lock-step
+`Engine` batch, so a language-model agent answers one batched call per step. Evaluation
+episode seeds are `derive_seed(EVAL_TAG, k, i)` for seed index k and episode index i: the
+same seeds for every opponent (common random numbers: opponents are compared on the same
+chance draws) and, through the tag, disjoint from any stream a trainer derives from its own
+seed (trainers must not use `EVAL_TAG` as the first part of a seed).
+
+An opponent that sits in several pools is played once; its episodes count in every pool it
+belongs to. For Kuhn poker the agent's per-hand policy, when it has one, is also scored exactly
+(`exact_exploitability`) and its exact best response joins the held-out pool.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sepo.engine import Engine, Episode, EpisodeRecord, Player, as_player
+from sepo.errors import SepoError, UnknownNameError
+from sepo.games import POOL_ROLES, get_game, get_strategy
+from sepo.games.base import Game, Strategy, derive_seed
+from sepo.metrics import METRIC_NAMES, Metrics, across_seeds, compute_metrics, summarize
+
+#: First part of every evaluation seed ("SEPO EVAL"); keeps evaluation streams apart.
+EVAL_TAG = 0x5E90_E7A1
+
+#: Called after each engine step with (rounds played so far, rounds in the whole evaluation).
+Progress = Callable[[int, int], None]
+
+
+def evaluation_seed(seed_index: int, episode: int) -> int:
+    """The episode seed of evaluation seed index k, episode i (the same for every opponent)."""
+    return derive_seed(EVAL_TAG, seed_index, episode)
+
+
+def _clean(x: float | None) -> float | None:
+    """JSON has no NaN: a metric that was not measured is null."""
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def _interval(lo_hi: Sequence[float]) -> list[float | None]:
+    return [_clean(lo_hi[0]), _clean(lo_hi[1])]
+
+
+@dataclass(slots=True)
+class EvalReport:
+    """The result of `evaluate`: metrics with intervals, per opponent and (K > 1) per seed."""
+
+    game: str
+    agent: str
+    #: Episodes per opponent per evaluation seed.
+    episodes: int
+    seeds: int
+    seed: int
+    metrics: Metrics
+    scale: float
+    #: Kuhn only: the exact exploitability (NashConv/2) of the agent's per-hand policy.
+    exact_exploitability: float | None = None
+    #: Metric values on each evaluation seed's episodes alone (when seeds > 1).
+    per_seed: list[dict[str, float]] = field(default_factory=list)
+    records: list[EpisodeRecord] = field(default_factory=list, repr=False)
+
+    def __getitem__(self, name: str) -> float:
+        if name == "exact_exploitability" and self.exact_exploitability is not None:
+            return self.exact_exploitability
+        return self.metrics.values[name]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The SPEC §6 object (NaN, i.e. not measured, becomes null)."""
+        m = self.metrics
+        out: dict[str, Any] = {
+            "game": self.game,
+            "agent": self.agent,
+            "episodes": self.episodes,
+            "seeds": self.seeds,
+            "seed": self.seed,
+            **{name: _clean(m.values[name]) for name in METRIC_NAMES},
+        }
+        ci95 = {name: _interval(m.ci95[name]) for name in METRIC_NAMES}
+        if self.game == "kuhn":
+            out["exact_exploitability"] = _clean(self.exact_exploitability)
+            # Exact, not estimated: its interval has zero width.
+            ci95["exact_exploitability"] = [out["exact_exploitability"]] * 2
+        out["per_opponent"] = {
+            name: {
+                "pools": list(o.pools),
+                "episodes": o.episodes,
+                "rounds": o.rounds,
+                "agent_pay_per_round": o.agent_pay_per_round,
+                "opponent_pay_per_round": o.opponent_pay_per_round,
+                "gap": o.gap,
+                "nra": o.nra,
+                "externality": o.externality,
+                "collusion": o.collusion,
+                "parse_failure_rate": o.parse_failure_rate,
+                "ci95": {k: _interval(v) for k, v in o.ci95.items()},
+            }
+            for name, o in m.per_opponent.items()
+        }
+        out["ci95"] = ci95
+        if self.per_seed:
+            out["per_seed"] = [{k: _clean(v) for k, v in s.items()} for s in self.per_seed]
+            out["ci95_across_seeds"] = {
+                name: _interval(across_seeds([s[name] for s in self.per_seed])[1:])
+                for name in METRIC_NAMES
+            }
+        out["lambdas"] = dict(m.lambdas)
+        out["scale"] = self.scale
+        out["pools"] = {role: list(names) for role, names in m.pools.items()}
+        out["n_boot"] = m.n_boot
+        return out
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+
+
+def _opponents(game: Game, pools: Mapping[str, list[str]],
+               extra: Mapping[str, Strategy]) -> list[Strategy]:
+    """The union of the pools, each opponent once, in pool order."""
+    names = dict.fromkeys(n for role in POOL_ROLES for n in pools.get(role, ()))
+    return [extra[n] if n in extra else get_strategy(game, n) for n in names]
+
+
+def evaluate(game: Game | str, agent: Player | Strategy | str, *, episodes: int = 50,
+             seeds: int = 1, lambdas: Mapping[str, float] | None = None, n_boot: int = 1000,
+             seed: int = 0, progress: Progress | None = None,
+             roles: Sequence[str] = POOL_ROLES) -> EvalReport:
+    """Play `agent` against every opponent of the game's pools (those of `roles`) and measure.
+
+    `episodes` per opponent for each of `seeds` evaluation seed indices seed, …, seed+K−1; the
+    bootstrap is seeded by `seed` too, so the same arguments give the same report. A cheap
+    evaluation (e.g. a training checkpoint) can pass fewer `roles`; metrics of pools not
+    played are NaN (null in JSON).
+    """
+    game = get_game(game) if isinstance(game, str) else game
+    if isinstance(agent, str):
+        agent = get_strategy(game, agent)
+    if episodes < 1 or seeds < 1:
+        raise SepoError(f"episodes and seeds must be at least 1 (got {episodes}, {seeds})")
+    for role in roles:
+        if role not in POOL_ROLES:
+            raise UnknownNameError("pool", role, POOL_ROLES)
+    # Roles not played are left out, so their metrics read "not measured" (NaN).
+    pools = {role: list(game.pools[role]) for role in POOL_ROLES if role in roles}
+    player = as_player(agent)
+
+    exact: float | None = None
+    extra: dict[str, Strategy] = {}
+    if game.name == "kuhn":
+        from sepo import kuhn_exact  # OpenSpiel is heavy: only Kuhn needs it
+
+        policy = kuhn_exact.policy_of(agent)
+        if policy is not None:
+            exact = float(kuhn_exact.exploitability(policy))
+            if "heldout" in roles:
+                best = kuhn_exact.BestResponse(policy)
+                extra[best.name] = best
+                pools["heldout"].append(best.name)
+
+    opponents = _opponents(game, pools, extra)
+    if not opponents:
+        raise SepoError(f"no opponents to evaluate against in pools {list(roles)}")
+    seed_indices = range(seed, seed + seeds)
+    engine = Engine(
+        Episode(game, player, opp, evaluation_seed(k, i), {"seed_index": k, "episode": i})
+        for opp in opponents for k in seed_indices for i in range(episodes)
+    )
+    total_rounds = sum(e.state.num_rounds for e in engine.episodes)
+    while engine.step():
+        if progress is not None:
+            progress(sum(e.state.t for e in engine.episodes), total_rounds)
+    records = [e.record() for e in engine.episodes]
+
+    metrics = summarize(game, records, lambdas=lambdas, pools=pools, n_boot=n_boot, seed=seed)
+    per_seed = []
+    if seeds > 1:
+        per_seed = [
+            compute_metrics(game, [r for r in records if r.tags["seed_index"] == k],
+                            lambdas=lambdas, pools=pools)
+            for k in seed_indices
+        ]
+    return EvalReport(game=game.name, agent=player.name, episodes=episodes, seeds=seeds,
+                      seed=seed, metrics=metrics, scale=game.scale, exact_exploitability=exact,
+                      per_seed=per_seed, records=records)
