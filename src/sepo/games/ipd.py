@@ -5,6 +5,7 @@ Payoffs per round (row player first): CC 3/3, DD 1/1, DC 5/0, CD 0/5.
 
 from __future__ import annotations
 
+import random
 from typing import ClassVar
 
 from sepo.games.base import Action, Game, GameState, Round, Strategy, parse_one_word
@@ -23,16 +24,12 @@ def _their_moves(state: GameState, seat: int) -> list[str]:
     return [r.actions[1 - seat] for r in state.rounds]
 
 
-def _my_moves(state: GameState, seat: int) -> list[str]:
-    return [r.actions[seat] for r in state.rounds]
-
-
 # ------------------------------------------------------------------ strategies
 class AlwaysCooperate(Strategy):
     name = "AlwaysCooperate"
     description = "always cooperates"
 
-    def choose(self, game, state, seat, rng):
+    def choose(self, game: Game, state: GameState, seat: int, rng: random.Random) -> Action:
         return C
 
 
@@ -40,7 +37,7 @@ class AlwaysDefect(Strategy):
     name = "AlwaysDefect"
     description = "always defects"
 
-    def choose(self, game, state, seat, rng):
+    def choose(self, game: Game, state: GameState, seat: int, rng: random.Random) -> Action:
         return D
 
 
@@ -48,7 +45,7 @@ class TitForTat(Strategy):
     name = "TitForTat"
     description = "cooperates first, then copies the other's last move"
 
-    def choose(self, game, state, seat, rng):
+    def choose(self, game: Game, state: GameState, seat: int, rng: random.Random) -> Action:
         return state.rounds[-1].actions[1 - seat] if state.rounds else C
 
 
@@ -56,7 +53,7 @@ class GenerousTitForTat(Strategy):
     name = "GenerousTitForTat"
     description = "tit for tat, but after a defection forgives (cooperates) with p=0.25"
 
-    def choose(self, game, state, seat, rng):
+    def choose(self, game: Game, state: GameState, seat: int, rng: random.Random) -> Action:
         if not state.rounds or state.rounds[-1].actions[1 - seat] == C:
             return C
         return C if rng.random() < 0.25 else D
@@ -66,7 +63,7 @@ class Mixed(Strategy):
     name = "Mixed"
     description = "cooperates with p=0.5 each round"
 
-    def choose(self, game, state, seat, rng):
+    def choose(self, game: Game, state: GameState, seat: int, rng: random.Random) -> Action:
         return C if rng.random() < 0.5 else D
 
 
@@ -74,7 +71,7 @@ class Random(Strategy):
     name = "Random"
     description = "a uniformly random legal action each round"
 
-    def choose(self, game, state, seat, rng):
+    def choose(self, game: Game, state: GameState, seat: int, rng: random.Random) -> Action:
         return ACTIONS[rng.randrange(2)]
 
 
@@ -82,7 +79,7 @@ class GrimTrigger(Strategy):
     name = "GrimTrigger"
     description = "cooperates until the other defects once, then defects forever"
 
-    def choose(self, game, state, seat, rng):
+    def choose(self, game: Game, state: GameState, seat: int, rng: random.Random) -> Action:
         return D if D in _their_moves(state, seat) else C
 
 
@@ -90,7 +87,7 @@ class AlternatingDefect(Strategy):
     name = "AlternatingDefect"
     description = "defects on odd rounds (1, 3, 5, 7), cooperates on even ones"
 
-    def choose(self, game, state, seat, rng):
+    def choose(self, game: Game, state: GameState, seat: int, rng: random.Random) -> Action:
         return D if state.t % 2 == 0 else C
 
 
@@ -99,7 +96,7 @@ class SuspiciousTitForTat(Strategy):
     name = "SuspiciousTitForTat"
     description = "defects first, then copies the other's last move"
 
-    def choose(self, game, state, seat, rng):
+    def choose(self, game: Game, state: GameState, seat: int, rng: random.Random) -> Action:
         return state.rounds[-1].actions[1 - seat] if state.rounds else D
 
 
@@ -107,7 +104,7 @@ class TitForTwoTats(Strategy):
     name = "TitForTwoTats"
     description = "defects only after two defections in a row"
 
-    def choose(self, game, state, seat, rng):
+    def choose(self, game: Game, state: GameState, seat: int, rng: random.Random) -> Action:
         return D if _their_moves(state, seat)[-2:] == [D, D] else C
 
 
@@ -115,7 +112,7 @@ class Pavlov(Strategy):
     name = "Pavlov"
     description = "win-stay lose-shift: repeats its move after 3 or 5 points, else switches"
 
-    def choose(self, game, state, seat, rng):
+    def choose(self, game: Game, state: GameState, seat: int, rng: random.Random) -> Action:
         if not state.rounds:
             return C
         last = state.rounds[-1]
@@ -129,7 +126,7 @@ class Prober(Strategy):
     description = ("plays D, C, C; if the other cooperated in rounds 2 and 3 it defects "
                    "forever, otherwise it plays tit for tat")
 
-    def choose(self, game, state, seat, rng):
+    def choose(self, game: Game, state: GameState, seat: int, rng: random.Random) -> Action:
         t = state.t
         if t < 3:
             return (D, C, C)[t]
@@ -143,7 +140,7 @@ class Joss(Strategy):
     name = "Joss"
     description = "tit for tat that sneaks in a defection with p=0.1 instead of cooperating"
 
-    def choose(self, game, state, seat, rng):
+    def choose(self, game: Game, state: GameState, seat: int, rng: random.Random) -> Action:
         move = state.rounds[-1].actions[1 - seat] if state.rounds else C
         return D if move == C and rng.random() < 0.1 else move
 
