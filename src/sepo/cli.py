@@ -260,7 +260,8 @@ def play(
     opponent: Annotated[str | None, typer.Option(
         help="Opponent strategy (default: the first of the train pool).")] = None,
     model: Annotated[str | None, typer.Option(
-        help="Play against a language model instead of a strategy.")] = None,
+        "--opponent-model", "--model",
+        help="Play against a language model (name or path) instead of a strategy.")] = None,
     seed: Annotated[int | None, typer.Option(help="Episode seed (default: random).")] = None,
 ) -> None:
     """Play GAME yourself in the terminal against a strategy or a model."""
@@ -268,7 +269,7 @@ def play(
 
     game_ = get_game(game)
     if opponent is not None and model is not None:
-        raise SepoError("give at most one of --opponent STRATEGY or --model NAME_OR_PATH")
+        raise SepoError("give at most one of --opponent STRATEGY or --opponent-model NAME_OR_PATH")
     if seed is None:
         seed = secrets.randbits(31)
     if model is not None:
@@ -282,3 +283,18 @@ def play(
         play_human(game_, human, rival, seed)
     except (HumanQuit, KeyboardInterrupt):
         human.write("Game abandoned.")
+
+
+# ------------------------------------------------------------------ the other areas' commands
+# Each area keeps its commands beside its code; their modules import nothing heavy at the top.
+from sepo.models.commands import model_app  # noqa: E402
+from sepo.pipeline import report, run  # noqa: E402
+from sepo.sft.commands import sft, sft_data  # noqa: E402
+from sepo.train.commands import train  # noqa: E402
+
+app.add_typer(model_app, name="model")
+app.command("sft-data")(sft_data)
+app.command("sft")(sft)
+app.command("train")(train)
+app.command("run")(run)
+app.command("report")(report)

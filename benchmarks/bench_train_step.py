@@ -1,0 +1,207 @@
+"""SEPO step cost on the `tiny` model: seconds per step, where the time goes, and FLOP/s.
+
+For each game, runs `--steps` SEPO steps (after `--warmup` untimed ones) with the trainer's own
+pieces, in the trainer's order — rollouts (one lock-step batch, one batched `generate` per
+round), rewards + advantages + the decision batch (penalties and metrics), then the gradient
+step (`optimise`: reference forward, policy forward/backward, clipped AdamW) — and times each
+phase. The paper's per-game defaults apply (n = 4, every pool), full fine-tuning, fp32.
+
+FLOP/s. First the machine's dense-matmul rate: the best of `--repeat` fp32 `torch.mm` of two
+N×N matrices (2N³ FLOPs) on the same torch threads. Then the model FLOPs of the gradient step,
+counted from the batch actually processed (PaLM's MFU convention):
+
+    forward  = 2·N_layers·T + 2·V·H·K + 4·L·H·Σ S_b²·B_b        (per micro-batch b)
+    backward = 2 × forward
+
+with N_layers the transformer blocks' matmul parameters, T the non-padding tokens, K the LM-head
+positions kept (`logits_to_keep`), L layers, H the hidden size, S_b and B_b the padded length
+and size of micro-batch b (attention counted in full, as it is computed). The step runs one
+reference forward and `updates_per_step` forward + backward passes. The share reported is
+achieved FLOP/s of the gradient step ÷ measured matmul FLOP/s.
+
+    python benchmarks/bench_train_step.py                    # markdown tables
+    python benchmarks/bench_train_step.py --json
+    python benchmarks/bench_train_step.py --games kuhn --steps 3 --model /path/to/ckpt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from typing import Any
+
+import torch
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")),
+                       cpu)
+    except OSError:
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "load_average_1min": load, "python": platform.python_version(),
+            "torch": torch.__version__}
+
+
+def matmul_flops(n: int, repeat: int) -> dict[str, float]:
+    """Best-of-`repeat` fp32 dense matmul rate (FLOP/s) on this machine."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)  # warm-up (thread pool, caches)
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return {"n": n, "seconds": best, "flops_per_s": 2.0 * n**3 / best}
+
+
+def model_shape(model: Any) -> dict[str, int]:
+    cfg = model.config
+    layers = sum(p.numel() for n, p in model.named_parameters()
+                 if ".layers." in n and p.dim() == 2)
+    return {"layers": cfg.num_hidden_layers, "hidden": cfg.hidden_size,
+            "vocab": cfg.vocab_size, "layer_matmul_params": layers,
+            "parameters": sum(p.numel() for p in model.parameters())}
+
+
+def update_flops(samples: list[Any], shape: dict[str, int], micro_batch_size: int,
+                 updates: int) -> dict[str, float]:
+    """Model FLOPs of one `optimise` call on `samples` (see the module docstring)."""
+    from sepo.train.sepo import _micro_batches
+
+    forward = 0.0
+    tokens = padded = kept = 0
+    for idx in _micro_batches(samples, micro_batch_size):
+        batch = [samples[i] for i in idx]
+        lengths = [len(s.prompt_ids) + len(s.completion_ids) for s in batch]
+        width = max(lengths)
+        first = min(len(s.prompt_ids) for s in batch) - 1
+        k = (width - 1 - first) * len(batch)
+        t = sum(lengths)
+        forward += (2 * shape["layer_matmul_params"] * t + 2 * shape["vocab"] * shape["hidden"] * k
+                    + 4 * shape["layers"] * shape["hidden"] * width**2 * len(batch))
+        tokens, padded, kept = tokens + t, padded + width * len(batch), kept + k
+    return {"flops": forward * (1 + 3 * updates), "tokens": tokens, "padded_tokens": padded,
+            "lm_head_positions": kept}
+
+
+def bench_game(game_name: str, model_name: str, steps: int, warmup: int,
+               micro_batch_size: int) -> dict[str, Any]:
+    from accelerate import Accelerator
+
+    from sepo.agents import LMAgent, SamplingConfig
+    from sepo.engine import Engine
+    from sepo.games import get_game
+    from sepo.models import load_model
+    from sepo.train.config import SEPOConfig
+    from sepo.train.sepo import (
+        build_policy,
+        compute_advantages,
+        compute_rewards,
+        decision_samples,
+        optimise,
+        rollout_episodes,
+        rollout_groups,
+    )
+
+    game = get_game(game_name)
+    with tempfile.TemporaryDirectory() as out:
+        config = SEPOConfig(game=game_name, model=model_name, out=out, device="cpu",
+                            micro_batch_size=micro_batch_size, lora=False)
+    model, tokenizer = load_model(model_name, device="cpu", dtype="float32", progress=False)
+    shape = model_shape(model)
+    policy = build_policy(model, tokenizer, config)
+    optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=config.lr)
+    accelerator = Accelerator(cpu=True)
+    optimizer = accelerator.prepare_optimizer(optimizer)
+    agent = LMAgent(policy.model, tokenizer, SamplingConfig(
+        temperature=config.temperature, reasoning=config.reasoning, seed=1))
+    groups = rollout_groups(game, config.credit)
+
+    rows = []
+    for step in range(1, warmup + steps + 1):
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            records = Engine(rollout_episodes(game, agent, groups, config, step)).run()
+        t1 = time.perf_counter()
+        rewards = compute_rewards(game, records, config)
+        advantages = compute_advantages(rewards.per_round, rewards.groups, config.normalize)
+        samples = decision_samples(records, advantages, rewards.groups)
+        t2 = time.perf_counter()
+        optimise(policy, samples, optimizer, accelerator, config, step)
+        t3 = time.perf_counter()
+        if step <= warmup:
+            continue
+        flops = update_flops(samples, shape, micro_batch_size, config.updates_per_step)
+        rows.append({"rollout": t1 - t0, "rewards": t2 - t1, "update": t3 - t2,
+                     "step": t3 - t0, "episodes": len(records),
+                     "decisions": sum(len(r.decisions) for r in records),
+                     "trained": len(samples),
+                     "fallback_rate": sum(d.parse_failed for r in records for d in r.decisions)
+                     / max(1, sum(len(r.decisions) for r in records)), **flops})
+
+    def mean(key: str) -> float:
+        return sum(r[key] for r in rows) / len(rows)
+
+    result = {key: mean(key) for key in rows[0]}
+    result.update(game=game_name, model=model_name, steps=steps, **shape,
+                  update_flops_per_s=sum(r["flops"] for r in rows) / sum(r["update"]
+                                                                         for r in rows))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--games", nargs="+", default=["ipd", "kuhn"])
+    parser.add_argument("--model", default="tiny")
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--micro-batch-size", type=int, default=64)
+    parser.add_argument("--matmul-n", type=int, default=2048)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+
+    peak = matmul_flops(args.matmul_n, args.repeat)
+    games = [bench_game(g, args.model, args.steps, args.warmup, args.micro_batch_size)
+             for g in args.games]
+    peak_after = matmul_flops(args.matmul_n, args.repeat)  # the machine may be shared
+    best_peak = max(peak["flops_per_s"], peak_after["flops_per_s"])
+    for g in games:
+        g["share_of_matmul_flops"] = g["update_flops_per_s"] / best_peak
+    report = {"machine": machine(), "matmul": [peak, peak_after], "games": games}
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+
+    m = report["machine"]
+    print(f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} "
+          f"({m['torch_threads']} threads), load average {m['load_average_1min']:.1f}")
+    print(f"Dense fp32 matmul ({args.matmul_n}²): {best_peak / 1e9:.1f} GFLOP/s "
+          f"(before {peak['flops_per_s'] / 1e9:.1f}, after {peak_after['flops_per_s'] / 1e9:.1f})")
+    print()
+    print("| game | s/step | rollout | rewards+metrics | gradient step | decisions (trained) "
+          "| tokens (padded) | update GFLOP/s | share of matmul |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for g in games:
+        step = g["step"]
+        print(f"| {g['game']} | {step:.2f} | {g['rollout']:.2f} ({g['rollout'] / step:.0%}) | "
+              f"{g['rewards'] * 1e3:.1f} ms ({g['rewards'] / step:.2%}) | "
+              f"{g['update']:.2f} ({g['update'] / step:.0%}) | "
+              f"{g['decisions']:.0f} ({g['trained']:.0f}) | "
+              f"{g['tokens']:.0f} ({g['padded_tokens']:.0f}) | "
+              f"{g['update_flops_per_s'] / 1e9:.1f} | {g['share_of_matmul_flops']:.0%} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

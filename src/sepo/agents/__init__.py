@@ -1,0 +1,28 @@
+"""Language-model agents: `LMAgent` plays any game as a `Player` with one batched `generate` per
+engine step, parses with the game's parser, falls back to constrained decoding, and returns the
+training trace of every decision (`LMTrace`)."""
+
+from sepo.agents.chat import Prompt, build_prompt
+from sepo.agents.fallback import ActionTrie, ConstrainedChoice, constrained_decode
+from sepo.agents.lm import (
+    KUHN_INFOSETS,
+    LMAgent,
+    LMTrace,
+    SamplingConfig,
+    fallback_messages,
+    load_lm_agent,
+)
+
+__all__ = [
+    "KUHN_INFOSETS",
+    "ActionTrie",
+    "ConstrainedChoice",
+    "LMAgent",
+    "LMTrace",
+    "Prompt",
+    "SamplingConfig",
+    "build_prompt",
+    "constrained_decode",
+    "fallback_messages",
+    "load_lm_agent",
+]

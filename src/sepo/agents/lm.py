@@ -1,0 +1,559 @@
+"""The language-model agent: one batched `generate` per engine step, parsing, fallback, traces.
+
+`LMAgent.decide` gets every live episode's decision of one engine step (any mix of games and
+seats), renders each as a chat prompt (`sepo.prompts.chat_messages`, the tokenizer's chat
+template with the generation prompt), left-pads them, and samples all completions in ONE
+`model.generate` call. A sequence stops at its end-of-sequence token, or as soon as its current
+last line is exactly one legal action in canonical form (outside an open `<think>` block), or at
+`max_new_tokens`; generation ends when every sequence has stopped. Each completion is parsed
+with its game's parser; the ones that name no legal action go, together, through the
+constrained fallback (`sepo.agents.fallback`). Every decision carries an `LMTrace` with the
+token ids and log-probabilities the trainer needs.
+
+Log-probability convention (the trainer must recompute exactly this, with gradients):
+for a trace with prompt ids P, completion ids C = c_1..c_n and temperature T,
+
+    logprobs[k] = log_softmax(logits(P + c_1..c_{k-1})[-1] / T)[c_k]
+
+with the logits of the model in eval mode (no dropout), over the full vocabulary: top-p
+truncation is NOT applied (it changes which tokens can be drawn, not the policy being
+optimised; this is TRL's GRPO convention too). T is the sampling temperature, and 1 under greedy
+decoding (`temperature=0`). C holds the generated tokens up to and including the EOS token, or up
+to the last token of the action line where generation stopped early; never padding.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+from transformers.cache_utils import DynamicCache, DynamicLayer
+from transformers.generation.stopping_criteria import StoppingCriteria, StoppingCriteriaList
+
+from sepo.agents.chat import (
+    ContinuationIds,
+    Prompt,
+    accepts_logits_to_keep,
+    batch_decode,
+    build_prompt,
+    build_prompts,
+    eos_token_ids,
+    left_pad,
+    model_device,
+    pad_token_id,
+    think_is_open,
+    visible_answer,
+)
+from sepo.agents.fallback import ActionTrie, ConstrainedChoice, constrained_decode
+from sepo.engine import Decision, DecisionRequest
+from sepo.errors import SepoError
+from sepo.games.base import Action, Game, GameState, derive_seed
+from sepo.prompts import ELICITATION, chat_messages
+
+#: Default `max_new_tokens`: one short sentence of reasoning and the action line, or the action
+#: alone (a `[4, 4, 4]` vector is up to ~10 tokens in a general-purpose tokenizer). Thinking
+#: models (`<think>` blocks) need far more: set it explicitly for them.
+MAX_NEW_TOKENS_REASONING = 64
+MAX_NEW_TOKENS_ACTION_ONLY = 16
+
+#: The 12 Kuhn information sets of a hand: card + the moves before this decision.
+KUHN_INFOSETS: tuple[str, ...] = tuple(c + h for h in ("", "p", "b", "pb") for c in "JQK")
+#: The aggressive move of each Kuhn decision (the one a `KuhnPolicy` gives the probability of).
+KUHN_AGGRESSIVE = frozenset({"BET", "CALL"})
+
+#: Shortest prompt prefix shared by a whole batch that is computed once (one batch-1 forward
+#: pass) and reused by every sequence; below it the extra call costs more than it saves.
+MIN_SHARED_PREFIX = 32
+
+# Seed streams of one `decide` call (with the call counter): sampling, then the fallback.
+_SAMPLING_STREAM, _FALLBACK_STREAM = 0, 1
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingConfig:
+    """How the agent samples its answers.
+
+    - `temperature`: softmax temperature; 0 means greedy decoding (argmax, also in the
+      fallback). Default 0.8 (the paper's rollouts).
+    - `top_p`: nucleus sampling mass (1.0: off). Not part of the log-probability convention.
+    - `max_new_tokens`: cap on generated tokens; None picks 64 with reasoning, 16 without.
+    - `reasoning`: ask for one short sentence of reasoning before the action line.
+    - `seed`: sampling seed; with the agent's call counter it seeds every call, so the same
+      seed and the same sequence of calls reproduce the same play on CPU.
+    """
+
+    temperature: float = 0.8
+    top_p: float = 1.0
+    max_new_tokens: int | None = None
+    reasoning: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.temperature, int | float) and math.isfinite(self.temperature)
+                and self.temperature >= 0):
+            raise SepoError(f"sampling temperature must be a finite number ≥ 0 (0 = greedy), "
+                            f"got {self.temperature!r}")
+        if not (isinstance(self.top_p, int | float) and 0 < self.top_p <= 1):
+            raise SepoError(f"sampling top_p must be in (0, 1], got {self.top_p!r}")
+        if self.max_new_tokens is not None and not (
+                isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1):
+            raise SepoError(f"max_new_tokens must be a positive integer or None, "
+                            f"got {self.max_new_tokens!r}")
+        if not isinstance(self.seed, int):
+            raise SepoError(f"sampling seed must be an integer, got {self.seed!r}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    @property
+    def logprob_temperature(self) -> float:
+        """The T of the log-probability convention: the temperature, or 1 when greedy."""
+        return 1.0 if self.greedy else float(self.temperature)
+
+    @property
+    def new_tokens(self) -> int:
+        if self.max_new_tokens is not None:
+            return self.max_new_tokens
+        return MAX_NEW_TOKENS_REASONING if self.reasoning else MAX_NEW_TOKENS_ACTION_ONLY
+
+
+@dataclass(slots=True)
+class LMTrace:
+    """What the trainer needs of one decision (see the module docstring for the convention).
+
+    `prompt_ids` + `completion_ids` are the policy's own sample and `logprobs` its per-token
+    log-probabilities under log_softmax(logits / `temperature`): a valid on-policy sample even
+    when `fallback` is True.
+
+    `fallback` is True when the completion named no legal action and the constrained fallback
+    chose the action played; its prompt and tokens are in `fallback_prompt_ids`,
+    `fallback_ids` and `fallback_logprobs` (unconstrained log-probabilities of tokens drawn from
+    the *constrained* distribution, so not usable in a PPO ratio). Recommended use: mask
+    fallback decisions out of the policy loss (the action's consequences were produced by the
+    fallback, in part by a distribution the ratio does not describe); the completion's tokens
+    stay a correct sample for anyone who treats the fallback as part of the environment.
+    """
+
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    logprobs: list[float]
+    temperature: float
+    fallback: bool = False
+    fallback_prompt_ids: list[int] = field(default_factory=list)
+    fallback_ids: list[int] = field(default_factory=list)
+    fallback_logprobs: list[float] = field(default_factory=list)
+
+    @property
+    def logprob(self) -> float:
+        """Log-probability of the whole completion (sum over its tokens)."""
+        return float(sum(self.logprobs))
+
+
+class _StepLogprobs(LogitsProcessor):
+    """Keeps each generation step's tempered log-softmax of the raw logits.
+
+    Custom processors run before `generate`'s temperature and top-p warpers, so `scores` here
+    are the model's logits (every other processor is switched off in the generation config).
+    """
+
+    def __init__(self, temperature: float) -> None:
+        self.temperature = temperature
+        self.last: torch.Tensor | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self.last = torch.log_softmax(scores.float() / self.temperature, dim=-1)
+        return scores
+
+
+class _ActionLineStop(StoppingCriteria):
+    """Per-sequence stopping: EOS, or a last line that is exactly one legal action.
+
+    Also records, for every sequence, its generated tokens up to the stop and their
+    log-probabilities (read from `_StepLogprobs` once the step's token is known).
+    """
+
+    def __init__(self, tokenizer: Any, prompts: Sequence[Prompt],
+                 action_lines: Sequence[frozenset[str]], eos_ids: Sequence[int],
+                 step_logprobs: _StepLogprobs) -> None:
+        self.tokenizer = tokenizer
+        self.think_open_at_start = [p.think_open for p in prompts]
+        self.action_lines = action_lines
+        self.eos = frozenset(int(e) for e in eos_ids)
+        self.step_logprobs = step_logprobs
+        n = len(prompts)
+        self.tokens: list[list[int]] = [[] for _ in range(n)]
+        self.logprobs: list[list[float]] = [[] for _ in range(n)]
+        self.done = [False] * n
+        self.line_start = [0] * n  # index of the token holding the last newline so far
+        self._has_newline: dict[int, bool] = {}
+
+    def _newline(self, token: int) -> bool:
+        known = self._has_newline.get(token)
+        if known is None:
+            known = "\n" in self.tokenizer.decode([token])
+            self._has_newline[token] = known
+        return known
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor | None,
+                 **kwargs: Any) -> torch.BoolTensor:
+        new = input_ids[:, -1]
+        lp = self.step_logprobs.last
+        assert lp is not None, "the log-prob recorder must run before the stopping criterion"
+        token_lp = lp.gather(1, new[:, None].to(lp.device)).squeeze(1).tolist()
+        tokens = new.tolist()
+        check: list[int] = []
+        for i, token in enumerate(tokens):
+            if self.done[i]:
+                continue
+            self.tokens[i].append(token)
+            self.logprobs[i].append(token_lp[i])
+            if token in self.eos:
+                self.done[i] = True
+                continue
+            if self._newline(token):
+                self.line_start[i] = len(self.tokens[i]) - 1
+            check.append(i)
+        if check:
+            tails = batch_decode(self.tokenizer,
+                                 [self.tokens[i][self.line_start[i]:] for i in check])
+            for i, tail in zip(check, tails, strict=True):
+                line = tail[tail.rfind("\n") + 1:].strip()
+                if line in self.action_lines[i] and not think_is_open(
+                        batch_decode(self.tokenizer, [self.tokens[i]])[0],
+                        self.think_open_at_start[i]):
+                    self.done[i] = True
+        return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
+
+
+def shared_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
+    """Length of the token prefix common to all sequences, leaving each at least one token
+    (generation starts from a sequence's last prompt token)."""
+    if not sequences:
+        return 0
+    # The lexicographic min and max differ first where any two sequences differ.
+    low, high = min(sequences, key=list), max(sequences, key=list)
+    limit = min(len(s) for s in sequences) - 1
+    n = 0
+    while n < limit and low[n] == high[n]:
+        n += 1
+    return max(0, n)
+
+
+def _rng_context(device: torch.device) -> Any:
+    """Isolates the seeded sampling from the caller's global RNG state."""
+    if device.type == "cpu":
+        return torch.random.fork_rng(devices=[])
+    return torch.random.fork_rng(devices=[device.index or 0], device_type=device.type)
+
+
+class LMAgent:
+    """A causal LM as a `Player`: one batched `generate` per engine step for all its decisions.
+
+    Works from either seat (prompts are rendered from the requesting seat's view) and for any
+    mix of games in one call. Counts its decisions and parse failures (`parse_failure_rate`).
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, config: SamplingConfig | None = None, *,
+                 name: str = "lm") -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = config or SamplingConfig()
+        self.name = name
+        self.eos_ids = eos_token_ids(model, tokenizer)
+        self.pad_id = pad_token_id(tokenizer, self.eos_ids)
+        self.continuations = ContinuationIds(tokenizer)
+        self.calls = 0
+        self.decisions = 0
+        self.parse_failures = 0
+
+    def __repr__(self) -> str:
+        return f"LMAgent({self.name!r}, {self.config})"
+
+    @property
+    def parse_failure_rate(self) -> float:
+        """Share of this agent's decisions whose text named no legal action."""
+        return self.parse_failures / self.decisions if self.decisions else 0.0
+
+    def reset_counts(self) -> None:
+        self.decisions = self.parse_failures = 0
+
+    # ------------------------------------------------------------------ playing
+    def decide(self, requests: Sequence[DecisionRequest]) -> list[Decision]:
+        """One decision per request, from one batched `generate` (plus, for the completions
+        that named no legal action, one batched constrained fallback)."""
+        if not requests:
+            return []
+        call = self.calls
+        self.calls += 1
+        cfg = self.config
+        games = [r.game for r in requests]
+        states = [r.state for r in requests]
+        seats = [r.seat for r in requests]
+        legal = [g.legal_actions(s, seat) for g, s, seat in zip(games, states, seats, strict=True)]
+        canonical = [[g.format_action(a) for a in acts] for g, acts in zip(games, legal,
+                                                                             strict=True)]
+        messages = [chat_messages(g, s, seat, reasoning=cfg.reasoning)
+                    for g, s, seat in zip(games, states, seats, strict=True)]
+        prompts = build_prompts(self.tokenizer, messages)
+
+        was_training = getattr(self.model, "training", False)
+        self.model.eval()  # no dropout: the log-probs must be the policy's own
+        try:
+            completions = self._generate(prompts, [frozenset(c) for c in canonical],
+                                         derive_seed(cfg.seed, call, _SAMPLING_STREAM))
+            decisions: list[Decision] = []
+            failed: list[int] = []
+            for i, (ids, logprobs) in enumerate(completions):
+                text = self._decode(ids)
+                action = self._parse(games[i], visible_answer(text, prompts[i].think_open),
+                                     states[i], seats[i], legal[i])
+                trace = LMTrace(prompt_ids=list(prompts[i].ids), completion_ids=ids,
+                                logprobs=logprobs, temperature=cfg.logprob_temperature)
+                decisions.append(Decision(action=action, text=text, trace=trace))
+                if action is None:
+                    failed.append(i)
+            if failed:
+                self._apply_fallback(failed, decisions, messages, legal, canonical,
+                                     derive_seed(cfg.seed, call, _FALLBACK_STREAM))
+        finally:
+            self.model.train(was_training)
+        self.decisions += len(requests)
+        self.parse_failures += len(failed)
+        return decisions
+
+    @torch.no_grad()
+    def _generate(self, prompts: Sequence[Prompt], action_lines: Sequence[frozenset[str]],
+                  seed: int) -> list[tuple[list[int], list[float]]]:
+        cfg = self.config
+        device = model_device(self.model)
+        ids = [p.ids for p in prompts]
+        extra: dict[str, Any] = {}
+        shared = shared_prefix_length(ids)
+        cache = self._prefix_cache(ids[0][:shared], len(ids)) if shared else None
+        if cache is not None:
+            # [shared prefix][left padding][rest of the prompt]: the mask's hole and the
+            # position ids (counting real tokens) make each row see exactly its own prompt.
+            rest, rest_mask, _ = left_pad([i[shared:] for i in ids], self.pad_id, device)
+            prefix = torch.tensor([ids[0][:shared]], dtype=torch.long, device=device)
+            input_ids = torch.cat([prefix.expand(len(ids), -1), rest], dim=1)
+            mask = torch.cat([torch.ones_like(prefix).expand(len(ids), -1), rest_mask], dim=1)
+            extra["past_key_values"] = cache
+        else:
+            input_ids, mask, _ = left_pad(ids, self.pad_id, device)
+        recorder = _StepLogprobs(cfg.logprob_temperature)
+        stop = _ActionLineStop(self.tokenizer, prompts, action_lines, self.eos_ids, recorder)
+        # Every sampling field set explicitly: `generate` fills unset ones from the model's own
+        # generation config (e.g. Qwen's top_k=20), which would silently change the policy.
+        # Greedy decoding takes no warpers, and naming them would only draw warnings.
+        sampling = {} if cfg.greedy else dict(
+            temperature=cfg.temperature, top_p=cfg.top_p, top_k=0, typical_p=1.0, min_p=0.0)
+        gen_config = GenerationConfig(
+            max_new_tokens=cfg.new_tokens, min_new_tokens=0, do_sample=not cfg.greedy,
+            repetition_penalty=1.0, no_repeat_ngram_size=0, num_beams=1, num_return_sequences=1,
+            pad_token_id=self.pad_id, eos_token_id=self.eos_ids or None, use_cache=True,
+            **sampling,
+        )
+        with _rng_context(device):
+            torch.manual_seed(seed)
+            self.model.generate(
+                input_ids=input_ids, attention_mask=mask, generation_config=gen_config,
+                logits_processor=LogitsProcessorList([recorder]),
+                stopping_criteria=StoppingCriteriaList([stop]), **extra,
+            )
+        return list(zip(stop.tokens, stop.logprobs, strict=True))
+
+    def _prefix_cache(self, prefix: list[int], batch: int) -> DynamicCache | None:
+        """The KV cache of a prompt prefix shared by the whole batch, computed once and
+        repeated over the batch; None where sharing does not pay or the model's cache is not
+        a plain key/value cache (sliding-window or linear-attention layers)."""
+        if batch < 2 or len(prefix) < MIN_SHARED_PREFIX:
+            return None
+        # A model configured for another cache (static, hybrid) must get it from `generate`.
+        gen_config = getattr(self.model, "generation_config", None)
+        if getattr(gen_config, "cache_implementation", None) not in (None, "dynamic"):
+            return None
+        device = model_device(self.model)
+        keep = {"logits_to_keep": 1} if accepts_logits_to_keep(self.model) else {}
+        cache = self.model(input_ids=torch.tensor([prefix], dtype=torch.long, device=device),
+                           use_cache=True, **keep).past_key_values
+        if not (isinstance(cache, DynamicCache)
+                and all(type(layer) is DynamicLayer for layer in cache.layers)):
+            return None
+        cache.batch_repeat_interleave(batch)
+        return cache
+
+    def _decode(self, ids: Sequence[int]) -> str:
+        """The completion's text; a final EOS is not text (other special tokens are kept, so
+        a `<think>` special token still marks the reasoning block)."""
+        ids = list(ids)
+        if ids and ids[-1] in self.eos_ids:
+            ids.pop()
+        return str(self.tokenizer.decode(ids, skip_special_tokens=False))
+
+    @staticmethod
+    def _parse(game: Game, answer: str, state: GameState, seat: int,
+               legal: Sequence[Action]) -> Action | None:
+        """The game's parser, guarded: whatever the text, a legal action or None."""
+        try:
+            action = game.parse(answer, state, seat)
+        except Exception as exc:  # a parser bug must not end a run; the fallback decides
+            warnings.warn(f"{game.name} parser raised {exc!r} on {answer[:80]!r}; "
+                          "using the constrained fallback", RuntimeWarning, stacklevel=2)
+            return None
+        return action if action is not None and action in legal else None
+
+    def fallback(self, requests: Sequence[DecisionRequest],
+                 answers: Sequence[str]) -> list[ConstrainedChoice]:
+        """The constrained fallback on its own: a legal action for each request, given the
+        answer text the model is taken to have written (any text at all). One batched call;
+        counts as one call of the agent for seeding."""
+        if len(requests) != len(answers):
+            raise ValueError(f"{len(requests)} requests but {len(answers)} answers")
+        if not requests:
+            return []
+        call = self.calls
+        self.calls += 1
+        legal = [r.game.legal_actions(r.state, r.seat) for r in requests]
+        canonical = [[r.game.format_action(a) for a in acts]
+                     for r, acts in zip(requests, legal, strict=True)]
+        messages = [chat_messages(r.game, r.state, r.seat, reasoning=self.config.reasoning)
+                    for r in requests]
+        _, choices = self._constrained(messages, answers, legal, canonical,
+                                       derive_seed(self.config.seed, call, _FALLBACK_STREAM))
+        return choices
+
+    def _constrained(self, messages: Sequence[list[dict[str, str]]], answers: Sequence[str],
+                     legal: Sequence[list[Action]], canonical: Sequence[list[str]],
+                     seed: int) -> tuple[list[Prompt], list[ConstrainedChoice]]:
+        """Fallback prompts (conversation, failed answer, elicitation turn) and the actions
+        constrained decoding picks on them, in one batch."""
+        prompts = build_prompts(self.tokenizer, [
+            fallback_messages(m, answer) for m, answer in zip(messages, answers, strict=True)])
+        tries = [ActionTrie.for_decision(self.continuations, p, texts, acts)
+                 for p, texts, acts in zip(prompts, canonical, legal, strict=True)]
+        was_training = getattr(self.model, "training", False)
+        self.model.eval()
+        try:
+            choices = constrained_decode(
+                self.model, [p.ids for p in prompts], tries,
+                temperature=float(self.config.temperature), end_ids=self.eos_ids,
+                pad_id=self.pad_id, generator=torch.Generator().manual_seed(seed))
+        finally:
+            self.model.train(was_training)
+        for choice, acts in zip(choices, legal, strict=True):
+            # An action set the tokenizer cannot write at all leaves an empty trie: the first
+            # legal action keeps the run going (still counted as a parse failure).
+            if choice.action is None:
+                choice.action = acts[0]
+        return prompts, choices
+
+    def _apply_fallback(self, failed: Sequence[int], decisions: list[Decision],
+                        messages: Sequence[list[dict[str, str]]], legal: Sequence[list[Action]],
+                        canonical: Sequence[list[str]], seed: int) -> None:
+        """Replace the failed decisions' actions with constrained-fallback ones, in place."""
+        prompts, choices = self._constrained(
+            [messages[i] for i in failed], [decisions[i].text or "" for i in failed],
+            [legal[i] for i in failed], [canonical[i] for i in failed], seed)
+        for i, prompt, choice in zip(failed, prompts, choices, strict=True):
+            decision = decisions[i]
+            decision.action = choice.action
+            decision.parse_failed = True
+            trace: LMTrace = decision.trace
+            trace.fallback = True
+            trace.fallback_prompt_ids = list(prompt.ids)
+            trace.fallback_ids = choice.token_ids
+            trace.fallback_logprobs = choice.logprobs
+
+    # ------------------------------------------------------------------ Kuhn policy
+    @torch.no_grad()
+    def kuhn_policy(self) -> dict[str, float]:
+        """The agent's per-hand Kuhn policy: P(aggressive move) at each of the 12 info sets.
+
+        Read in ONE batched forward pass over prompt + action text for both legal actions of
+        every information set (`KuhnGame.state_for_infoset`: a hand with no earlier hands, from
+        the seat that acts there). Prompts are action-only (`reasoning=False`) whatever the
+        agent's setting: a policy that first reasons freely is a distribution over reasoning
+        texts, not computable in one pass. Each action's probability is that of its canonical
+        text's tokens under log_softmax(logits / T) at the agent's temperature (top-p ignored),
+        normalised over the two legal actions; under greedy decoding the more probable text
+        gets probability 1 (0.5 each on an exact tie).
+        """
+        from sepo.games import get_game
+
+        game = get_game("kuhn")
+        rows: list[tuple[str, bool]] = []  # (info set, aggressive?) of each sequence
+        sequences: list[list[int]] = []
+        action_lengths: list[int] = []
+        for key in KUHN_INFOSETS:
+            state, seat = game.state_for_infoset(key)  # type: ignore[attr-defined]
+            prompt = build_prompt(self.tokenizer,
+                                  chat_messages(game, state, seat, reasoning=False))
+            actions = game.legal_actions(state, seat)
+            texts = [game.format_action(a) for a in actions]
+            for action, ids in zip(actions, self.continuations(prompt, texts), strict=True):
+                rows.append((key, str(action) in KUHN_AGGRESSIVE))
+                sequences.append(prompt.ids + ids)
+                action_lengths.append(len(ids))
+
+        device = model_device(self.model)
+        input_ids, mask, positions = left_pad(sequences, self.pad_id, device)
+        # Left padding ends every sequence in the last column, so the logits that predict the
+        # action tokens are all in the last (longest action + 1) positions.
+        window = max(action_lengths) + 1
+        keep = {"logits_to_keep": window} if accepts_logits_to_keep(self.model) else {}
+        was_training = getattr(self.model, "training", False)
+        self.model.eval()
+        try:
+            logits = self.model(input_ids=input_ids, attention_mask=mask,
+                                position_ids=positions, **keep).logits[:, -window:, :].float()
+        finally:
+            self.model.train(was_training)
+        logprobs = torch.log_softmax(logits / self.config.logprob_temperature, dim=-1)
+        targets = input_ids[:, -window + 1:] if window > 1 else input_ids[:, :0]
+        token_lp = logprobs[:, :-1, :].gather(2, targets[..., None]).squeeze(-1)
+        sequence_lp = [float(token_lp[r, token_lp.shape[1] - n:].sum())
+                       for r, n in enumerate(action_lengths)]
+
+        aggressive: dict[str, float] = {}
+        passive: dict[str, float] = {}
+        for (key, is_aggressive), lp in zip(rows, sequence_lp, strict=True):
+            (aggressive if is_aggressive else passive)[key] = lp
+        policy: dict[str, float] = {}
+        for key in KUHN_INFOSETS:
+            diff = aggressive[key] - passive[key]
+            if self.config.greedy:
+                policy[key] = 1.0 if diff > 0 else 0.0 if diff < 0 else 0.5
+            else:
+                policy[key] = 1.0 / (1.0 + math.exp(-diff)) if diff > -700 else 0.0
+        return policy
+
+
+#: The failed answer shown in the fallback's conversation is cut to its last characters: a
+#: model's own answer is bounded by `max_new_tokens` anyway, and any text handed to
+#: `LMAgent.fallback` must not overflow the context.
+FALLBACK_ANSWER_CHARS = 2000
+
+
+def fallback_messages(messages: Sequence[dict[str, str]], answer: str) -> list[dict[str, str]]:
+    """The fallback's conversation: the decision's messages, the failed answer (its last
+    `FALLBACK_ANSWER_CHARS` characters), the elicitation turn (`sepo.prompts.ELICITATION`)."""
+    return [*messages, {"role": "assistant", "content": answer[-FALLBACK_ANSWER_CHARS:]},
+            {"role": "user", "content": ELICITATION}]
+
+
+def load_lm_agent(model: str, *, temperature: float = 0.8, top_p: float = 1.0,
+                  max_new_tokens: int | None = None, reasoning: bool = True, seed: int = 0,
+                  device: str | None = None, dtype: str | None = None) -> LMAgent:
+    """An `LMAgent` for a model name (`tiny`, `smollm2-135m`) or any HF causal-LM id or path."""
+    from sepo.models import load_model
+
+    config = SamplingConfig(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                            reasoning=reasoning, seed=seed)
+    lm, tokenizer = load_model(model, device=device, dtype=dtype)
+    return LMAgent(lm, tokenizer, config, name=model)

@@ -1,0 +1,109 @@
+"""`sepo model ...`: build the embedded models and describe any model.
+
+A typer sub-app; `sepo.cli` mounts it as `model`. Errors are `SepoError`s, which the main app
+prints as one line.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from sepo.errors import UnknownNameError
+from sepo.models.loading import MODEL_NAMES
+
+model_app = typer.Typer(help="Build the embedded models (tiny, smollm2-135m) and inspect models.",
+                        no_args_is_help=True)
+
+
+@model_app.command("build")
+def build(
+    name: Annotated[str, typer.Argument(help="tiny or smollm2-135m")] = "tiny",
+    seed: Annotated[int, typer.Option(help="seed of the tiny build")] = 0,
+    force: Annotated[bool, typer.Option(help="rebuild even if the cache has it")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="print the build record")] = False,
+) -> None:
+    """Build `tiny` (tokenizer + pre-training on random legal play) or convert
+    `smollm2-135m` from its GGUF file, into the sepo cache. Cached builds are reused."""
+    t0 = time.perf_counter()
+    if name == "tiny":
+        from sepo.models.tiny import TinyConfig, build_info, build_tiny
+
+        path = build_tiny(TinyConfig(), seed, force=force, progress=not json_out)
+        record: dict[str, Any] = build_info(path) or {}
+    elif name == "smollm2-135m":
+        from sepo.models.smollm2 import CONVERT_INFO, smollm2_path
+
+        path = smollm2_path(force=force, progress=not json_out)
+        record = json.loads((path / CONVERT_INFO).read_text())
+    else:
+        raise UnknownNameError("buildable model", name, MODEL_NAMES)
+    record = {**record, "path": str(path), "seconds_this_call": round(time.perf_counter() - t0, 2)}
+    if json_out:
+        typer.echo(json.dumps(record, indent=2))
+        return
+    from rich.console import Console
+
+    Console().print(f"[bold]{name}[/bold] ready at {path} "
+                    f"({record['seconds_this_call']:.1f} s this call)")
+
+
+def model_info(name_or_path: str, *, device: str | None = "cpu", dtype: str | None = None,
+               progress: bool = True) -> dict[str, Any]:
+    """What `sepo model info` reports: size, vocabulary, context, where it lives, and whether
+    it is ready for chat."""
+    from sepo.models.loading import load_model, resolve
+    from sepo.models.tiny import build_info
+
+    source = resolve(name_or_path, progress=progress)
+    t0 = time.perf_counter()
+    model, tokenizer = load_model(name_or_path, device=device, dtype=dtype, progress=progress)
+    load_s = time.perf_counter() - t0
+    cfg = model.config
+    info: dict[str, Any] = {
+        "name": name_or_path,
+        "path": source,
+        "architecture": (cfg.architectures or [type(model).__name__])[0],
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "vocab_size": len(tokenizer),
+        "context_length": getattr(cfg, "max_position_embeddings", None),
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        "device": str(next(model.parameters()).device),
+        "chat_template": bool(tokenizer.chat_template),
+        "eos_token": tokenizer.eos_token,
+        "pad_token": tokenizer.pad_token,
+        "padding_side": tokenizer.padding_side,
+        "load_seconds": round(load_s, 2),
+    }
+    build = build_info(Path(source)) if Path(source).exists() else None
+    if build is not None:
+        info["build"] = {k: build[k] for k in ("seed", "games", "seconds", "loss_last")
+                         if k in build}
+    return info
+
+
+@model_app.command("info")
+def info(
+    name: Annotated[str, typer.Argument(help="tiny, smollm2-135m, a model directory or an HF id")],
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N, mps or auto")] = "cpu",
+    dtype: Annotated[str | None, typer.Option(help="float32, bfloat16, float16 or auto")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Parameters, vocabulary, context length, cache path, dtype and chat readiness of a model
+    (checking on the way that it can write every game's actions)."""
+    report = model_info(name, device=device, dtype=dtype, progress=not json_out)
+    if json_out:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"model {name}", show_header=False)
+    for key, value in report.items():
+        table.add_row(key, f"{value:,}" if isinstance(value, int) and not isinstance(value, bool)
+                      else str(value))
+    Console().print(table)

@@ -1,0 +1,668 @@
+"""`sepo run GAME|all`: the whole pipeline, base model → SFT → SEPO and reward-only → report.
+
+For each game and each training seed k, in `RUN_DIR/<game>/seed<k>/`:
+
+1. `sft-data/`    demonstrator episodes as chat examples (`sepo.sft.data`, seed k);
+2. `sft/`         the base model fine-tuned on them (`sepo.sft.train`, seed k);
+3. `sepo/`        SEPO from the SFT checkpoint (`sepo.train`, seed k);
+4. `reward-only/` the plain-GRPO baseline from the same SFT checkpoint, same seed, same
+                  rollout seeds: the only difference is the reward (all λ = 0);
+5. `eval/<condition>.json`  the evaluation of base, SFT, reward-only and SEPO on the SAME
+                  evaluation episodes (common random numbers), disjoint from the episodes the
+                  trainers used to pick their best checkpoints.
+
+Then `results.json`, `results.csv`, `per_opponent.csv`, `report.md` and the PNGs
+(`sepo.report`), and the final table is printed.
+
+**Resumable by stage.** Each stage's output is written atomically or carries a completion
+marker, so a finished stage is skipped and an interrupted one restarts (a SEPO run resumes from
+its last checkpoint). Running the same command again finishes an interrupted run; adding seeds
+(`--seeds 3` after `--seeds 1`) adds only the new seeds. A different config in the same
+directory is refused (it would mix two experiments).
+
+**Budget** (`sepo run kuhn` with the defaults, 2 CPU cores, ≤ 15 minutes including building
+`tiny`). The default budgets in `DEFAULT_BUDGETS` were measured on a 2-core CPU machine, on
+`tiny` (see `docs/RESULTS.md` for the timings):
+
+- building `tiny` once (cached afterwards): ~3-4 min;
+- SFT data: negligible (rule-based play); SFT: the tiny model is fully fine-tuned on
+  `sft_episodes` episodes per opponent for `sft_epochs` epochs, ~1-2 min;
+- SEPO and reward-only: `sepo_steps` steps each. A Kuhn step plays 4 opponents (train +
+  exploit pools) × n = 4 rollouts × 6 hands: ~16 batched generations of 16 episodes, then one
+  update, ~2-3 s; the in-training evaluations every `checkpoint_every` steps cost a few
+  steps each;
+- evaluation: 4 conditions × `eval_episodes` episodes per opponent × (train + exploit +
+  held-out + exact best response) opponents, batched, ~20 s each; Kuhn's exact exploitability
+  is one batched forward pass.
+
+Kuhn runs without reasoning by default (`reasoning=None` picks it per game): its exact
+exploitability is read from the model's action distribution on action-only prompts
+(`LMAgent.kuhn_policy`), so training and evaluating on those same prompts makes the exact
+number the policy that was trained and played, and it keeps each decision a few tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from sepo.errors import SepoError, UnknownNameError
+from sepo.games import game_names, get_game
+from sepo.games.base import derive_seed
+from sepo.report import (
+    CONDITION_ORDER,
+    RESULTS_FILE,
+    RESULTS_SCHEMA,
+    build_report,
+    load_results,
+    rich_table,
+    write_json_atomic,
+)
+
+#: First part of the final evaluation's seed indices and of the evaluated agents' sampling
+#: seeds ("SEPO FINAL"). The trainers pick their best checkpoint on evaluation seed index 0;
+#: the final evaluation uses indices from `FINAL_EVAL_INDEX` on, so selection and measurement
+#: never share an episode.
+FINAL_EVAL_INDEX = 1_000_000
+_AGENT_TAG = 0x5E90_F1A1
+CONFIG_FILE = "run_config.json"
+TIMINGS_FILE = "timings.json"
+STAGES = ("sft-data", "sft", "sepo", "reward-only", "eval")
+
+
+class GameBudget(BaseModel):
+    """How much work each stage of one game gets (per training seed)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sft_episodes: int = Field(ge=1, description="SFT demonstrator episodes per SFT opponent")
+    sft_epochs: float = Field(gt=0, description="SFT epochs")
+    sepo_steps: int = Field(ge=1, description="SEPO (and reward-only) steps")
+    checkpoint_every: int = Field(ge=1, description="in-training evaluation + checkpoint period")
+    eval_episodes: int = Field(ge=1, description="final evaluation episodes per opponent")
+    reasoning: bool = Field(description="a short thought before the action (SFT, training, "
+                                        "evaluation)")
+
+
+#: Per-game defaults for the `tiny` model on CPU; measured budgets in docs/RESULTS.md.
+DEFAULT_BUDGETS: dict[str, GameBudget] = {
+    "kuhn": GameBudget(sft_episodes=40, sft_epochs=2.0, sepo_steps=40, checkpoint_every=10,
+                       eval_episodes=40, reasoning=False),
+    "ipd": GameBudget(sft_episodes=40, sft_epochs=2.0, sepo_steps=40, checkpoint_every=10,
+                      eval_episodes=30, reasoning=True),
+    "auction": GameBudget(sft_episodes=40, sft_epochs=2.0, sepo_steps=40, checkpoint_every=10,
+                          eval_episodes=30, reasoning=True),
+    "negotiation": GameBudget(sft_episodes=40, sft_epochs=2.0, sepo_steps=40,
+                              checkpoint_every=10, eval_episodes=30, reasoning=True),
+    "bargaining": GameBudget(sft_episodes=40, sft_epochs=2.0, sepo_steps=40,
+                             checkpoint_every=10, eval_episodes=30, reasoning=True),
+}
+
+Selection = Literal["best", "final"]
+
+
+class RunConfig(BaseModel):
+    """Everything that defines a `sepo run`. Saved as `RUN_DIR/run_config.json`.
+
+    Fields left as None take the game's `DEFAULT_BUDGETS` entry; `sepo` and `sft` pass any
+    further `SEPOConfig` / `SFTRunConfig` fields through (validated by those configs), the same
+    for both trained conditions.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    games: list[str] = Field(description="games to run ('all' expands to every game)")
+    out: Path = Field(description="run directory")
+    model: str = Field("tiny", description="base model: 'tiny', 'smollm2-135m', an HF id/path")
+    seeds: int = Field(1, ge=1, description="training seeds first_seed .. first_seed+seeds-1")
+    first_seed: int = Field(0, ge=0, description="first training seed")
+
+    # --- budgets (None: the game's default)
+    sft_episodes: int | None = Field(None, ge=1)
+    sft_epochs: float | None = Field(None, gt=0)
+    steps: int | None = Field(None, ge=1, description="SEPO and reward-only steps")
+    checkpoint_every: int | None = Field(None, ge=1)
+    eval_episodes: int | None = Field(None, ge=1)
+    reasoning: bool | None = Field(None, description="None: per game (Kuhn off, others on)")
+    max_new_tokens: int | None = Field(None, ge=1, description="generation budget per decision "
+                                                               "in training and evaluation; "
+                                                               "None: 48 with reasoning, 16 "
+                                                               "without")
+
+    # --- training and evaluation settings shared by every condition
+    group_size: int = Field(4, ge=2, description="SEPO rollouts per group (paper: 4)")
+    temperature: float = Field(0.8, gt=0.0, description="sampling temperature in training and "
+                                                        "evaluation (paper: 0.8)")
+    train_eval_episodes: int = Field(4, ge=1, description="episodes per opponent of the "
+                                                          "in-training checkpoint evaluation")
+    eval_seeds: int = Field(1, ge=1, description="evaluation seed indices per training seed")
+    n_boot: int = Field(1000, ge=1, description="bootstrap resamples of the final evaluation")
+    select: Selection = Field("best", description="trained checkpoint to evaluate: 'best' (by "
+                                                  "in-training Safety, both conditions) or "
+                                                  "'final'")
+    device: str | None = Field(None, description="cpu, cuda, ...; default: automatic")
+    sepo: dict[str, Any] = Field(default_factory=dict, description="extra SEPOConfig fields")
+    sft: dict[str, Any] = Field(default_factory=dict, description="extra SFTRunConfig fields")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in data:
+                if key not in cls.model_fields:
+                    raise UnknownNameError("run config field", key, list(cls.model_fields))
+        return data
+
+    @field_validator("games", mode="before")
+    @classmethod
+    def _games(cls, value: Any) -> list[str]:
+        names = [value] if isinstance(value, str) else list(value)
+        if "all" in names:
+            return game_names()
+        if not names:
+            raise SepoError("no game given; choices: all, " + ", ".join(game_names()))
+        for name in names:
+            get_game(name)  # UnknownNameError listing the games
+        return list(dict.fromkeys(names))
+
+    @field_validator("select", mode="before")
+    @classmethod
+    def _select(cls, value: Any) -> Any:
+        if isinstance(value, str) and value not in ("best", "final"):
+            raise UnknownNameError("checkpoint selection", value, ("best", "final"))
+        return value
+
+    @model_validator(mode="after")
+    def _passthrough(self) -> RunConfig:
+        # Catch a misspelt or forbidden pass-through field now, not an hour into the run.
+        from sepo.sft.train import SFTRunConfig
+        from sepo.train.config import SEPOConfig
+
+        owned = {"game", "model", "out", "steps", "group_size", "temperature", "reasoning",
+                 "max_new_tokens", "checkpoint_every", "eval_episodes", "seed", "reward_only",
+                 "device", "resume"}
+        for key in self.sepo:
+            if key in owned:
+                raise SepoError(f"sepo.{key} is set by the pipeline; use the run option instead")
+            if key not in SEPOConfig.model_fields:
+                raise UnknownNameError("SEPO config field", key, list(SEPOConfig.model_fields))
+        for key in self.sft:
+            if key in {"epochs", "seed", "progress", "device"}:
+                raise SepoError(f"sft.{key} is set by the pipeline; use the run option instead")
+            if key not in SFTRunConfig.model_fields:
+                raise UnknownNameError("SFT config field", key, list(SFTRunConfig.model_fields))
+        return self
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(self.first_seed, self.first_seed + self.seeds))
+
+    def budget(self, game: str) -> GameBudget:
+        """The game's default budget with this run's overrides applied."""
+        base = DEFAULT_BUDGETS.get(game, DEFAULT_BUDGETS["ipd"])
+        overrides = {
+            "sft_episodes": self.sft_episodes, "sft_epochs": self.sft_epochs,
+            "sepo_steps": self.steps, "checkpoint_every": self.checkpoint_every,
+            "eval_episodes": self.eval_episodes, "reasoning": self.reasoning,
+        }
+        return base.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+
+    def new_tokens(self, game: str) -> int:
+        if self.max_new_tokens is not None:
+            return self.max_new_tokens
+        return 48 if self.budget(game).reasoning else 16
+
+    def sepo_config(self, game: str, seed: int, model: Path, out: Path, *,
+                    reward_only: bool) -> Any:
+        from sepo.train.config import SEPOConfig
+
+        b = self.budget(game)
+        return SEPOConfig(
+            game=game, model=str(model), out=out, steps=b.sepo_steps,
+            group_size=self.group_size, temperature=self.temperature, reasoning=b.reasoning,
+            max_new_tokens=self.new_tokens(game),
+            checkpoint_every=b.checkpoint_every, eval_episodes=self.train_eval_episodes,
+            seed=seed, reward_only=reward_only, device=self.device, **self.sepo,
+        )
+
+    def comparable(self) -> dict[str, Any]:
+        """The fields two runs in one directory must share (all but the seed range)."""
+        return self.model_dump(mode="json", exclude={"seeds", "first_seed", "out", "device"})
+
+
+# ====================================================================== run directory layout
+def seed_dir(out: Path, game: str, seed: int) -> Path:
+    return out / game / f"seed{seed}"
+
+
+def _eval_path(out: Path, game: str, seed: int, condition: str) -> Path:
+    return seed_dir(out, game, seed) / "eval" / f"{condition}.json"
+
+
+def _sft_done(path: Path) -> bool:
+    from sepo.sft.train import SFT_INFO_FILE
+
+    return (path / SFT_INFO_FILE).exists()
+
+
+def _sft_data_done(path: Path) -> bool:
+    return (path / "card.json").exists()
+
+
+def training_state(run_dir: Path) -> tuple[int, Path | None]:
+    """(steps done, latest checkpoint) of a SEPO run directory, (0, None) when there is none."""
+    from sepo.train import checkpoint as ckpt
+
+    last = ckpt.latest_checkpoint(run_dir)
+    if last is None:
+        return 0, None
+    state = ckpt.TrainerState.from_json((last / ckpt.TRAINER_STATE).read_text())
+    return state.step, last
+
+
+def trained_checkpoint(run_dir: Path, select: Selection) -> Path:
+    """The checkpoint of a finished SEPO run that the pipeline evaluates."""
+    from sepo.train import checkpoint as ckpt
+
+    if select == "best":
+        best = run_dir / ckpt.BEST
+        if best.exists():
+            return best
+        # No checkpoint ever had a finite Safety: fall back to the final one, and say so in
+        # results.json (`checkpoint` names what was evaluated).
+    _, last = training_state(run_dir)
+    if last is None:
+        raise SepoError(f"{run_dir} holds no checkpoint")
+    return last
+
+
+# ====================================================================== console output
+class _Log:
+    """Stage lines on the console (rich), with elapsed times; silent when quiet."""
+
+    def __init__(self, quiet: bool) -> None:
+        from rich.console import Console
+
+        self.console = Console(quiet=quiet, highlight=False)
+        if not self.console.is_terminal:  # a log file: no need to wrap at 80 columns
+            self.console = Console(quiet=quiet, highlight=False, width=200)
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, key: str, what: str) -> Iterator[None]:
+        self.console.print(f"[bold cyan]▶[/] {what}")
+        t0 = time.perf_counter()
+        yield
+        elapsed = time.perf_counter() - t0
+        self.timings[key] = self.timings.get(key, 0.0) + elapsed
+        self.console.print(f"  [green]✓[/] {what} [dim]({_duration(elapsed)})[/]")
+
+    def skip(self, what: str) -> None:
+        self.console.print(f"[dim]• {what}: done already, skipped[/]")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+# ====================================================================== stages
+def _stage_base(config: RunConfig, log: _Log) -> str:
+    """Make sure the base model is there (builds and caches `tiny`, converts `smollm2-135m`
+    on first use) before the first stage that needs it."""
+    from sepo.models import resolve
+
+    with log.stage("base", f"base model: {config.model}" + (" (built once, then cached)"
+                                                            if config.model == "tiny" else "")):
+        resolve(config.model, progress=log.console.is_terminal)
+    return config.model
+
+
+def _stage_sft_data(config: RunConfig, game: str, seed: int, log: _Log) -> Path:
+    from sepo.sft.data import generate_sft_data
+
+    out = seed_dir(config.out, game, seed) / "sft-data"
+    if _sft_data_done(out):
+        log.skip(f"{game} seed {seed}: SFT data")
+        return out
+    if out.exists():
+        shutil.rmtree(out)
+    b = config.budget(game)
+    with log.stage(f"{game}/{seed}/sft-data", f"{game} seed {seed}: SFT data "
+                   f"({b.sft_episodes} episodes per opponent)"):
+        generate_sft_data(game, out, episodes_per_opponent=b.sft_episodes,
+                          reasoning=b.reasoning, seed=seed)
+    return out
+
+
+def _stage_sft(config: RunConfig, game: str, seed: int, base: str, data: Path,
+               log: _Log) -> Path:
+    from sepo.sft.train import SFTRunConfig, train_sft
+
+    out = seed_dir(config.out, game, seed) / "sft"
+    if _sft_done(out):
+        log.skip(f"{game} seed {seed}: SFT")
+        return out
+    if out.exists():
+        shutil.rmtree(out)
+    b = config.budget(game)
+    device = {"cpu": "cpu", None: "auto"}.get(config.device, "cuda")
+    sft_config = SFTRunConfig(epochs=b.sft_epochs, seed=seed, progress=log.console.is_terminal,
+                              device=device, **config.sft)
+    with log.stage(f"{game}/{seed}/sft", f"{game} seed {seed}: SFT ({b.sft_epochs:g} epochs)"):
+        result = train_sft(game, base, data, out, sft_config)
+    log.console.print(f"  eval loss {result.eval_loss_initial:.3f} → "
+                      f"{result.eval_loss_final:.3f}")
+    return out
+
+
+def _stage_train(config: RunConfig, game: str, seed: int, sft: Path, condition: str,
+                 log: _Log) -> Path:
+    from sepo.train import train_sepo
+
+    out = seed_dir(config.out, game, seed) / condition
+    sepo_config = config.sepo_config(game, seed, sft, out, reward_only=condition == "reward-only")
+    done, last = training_state(out)
+    if done >= sepo_config.steps:
+        log.skip(f"{game} seed {seed}: {condition} ({done} steps)")
+        return out
+    if last is not None:
+        sepo_config.resume = True
+        what = f"{game} seed {seed}: {condition}, resumed at step {done}/{sepo_config.steps}"
+    else:
+        if out.exists():  # interrupted before its first checkpoint: nothing to keep
+            shutil.rmtree(out)
+        what = f"{game} seed {seed}: {condition} ({sepo_config.steps} steps)"
+    with log.stage(f"{game}/{seed}/{condition}", what):
+        result = train_sepo(sepo_config, progress=log.console.is_terminal)
+    if result.best_step is not None:
+        log.console.print(f"  best checkpoint: step {result.best_step}, in-training Safety "
+                          f"{result.best_safety:.3f}")
+    return out
+
+
+def _agent(config: RunConfig, game: str, seed: int, model: str | Path) -> Any:
+    from sepo.agents import load_lm_agent
+
+    b = config.budget(game)
+    device = config.device or _default_device()
+    return load_lm_agent(str(model), temperature=config.temperature, reasoning=b.reasoning,
+                         max_new_tokens=config.new_tokens(game),
+                         seed=derive_seed(_AGENT_TAG, seed), device=device)
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _stage_eval(config: RunConfig, game: str, seed: int, condition: str, model: str | Path,
+                log: _Log) -> dict[str, Any]:
+    """Evaluate one condition and write `eval/<condition>.json` atomically."""
+    from sepo import kuhn_exact
+    from sepo.evaluation import evaluate
+
+    path = _eval_path(config.out, game, seed, condition)
+    if path.exists():
+        log.skip(f"{game} seed {seed}: evaluation of {condition}")
+        return json.loads(path.read_text())
+    b = config.budget(game)
+    with log.stage(f"{game}/{seed}/eval", f"{game} seed {seed}: evaluation of {condition} "
+                   f"({b.eval_episodes} episodes per opponent)"), _progress(log) as update:
+        agent = _agent(config, game, seed, model)
+        report = evaluate(game, agent, episodes=b.eval_episodes, seeds=config.eval_seeds,
+                          n_boot=config.n_boot, seed=FINAL_EVAL_INDEX + seed * config.eval_seeds,
+                          progress=update)
+        policy = kuhn_exact.policy_of(agent) if game == "kuhn" else None
+    entry = {
+        "game": game, "seed": seed, "condition": condition,
+        "checkpoint": _relative_or_name(model, config.out),
+        "report": report.to_dict(),
+        "kuhn_policy": dict(policy) if policy is not None else None,
+    }
+    write_json_atomic(path, entry)
+    del agent
+    return entry
+
+
+@contextmanager
+def _progress(log: _Log) -> Iterator[Callable[[int, int], None]]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    with Progress(BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=log.console,
+                  transient=True, disable=not log.console.is_terminal) as bar:
+        task = bar.add_task("rounds", total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+def _relative_or_name(model: str | Path, out: Path) -> str:
+    path = Path(model)
+    if path.exists():
+        try:
+            return str(path.resolve().relative_to(out.resolve()))
+        except ValueError:
+            return str(path.resolve())
+    return str(model)
+
+
+# ====================================================================== the pipeline
+def _check_run_dir(config: RunConfig) -> None:
+    """Refuse to mix two different experiments in one directory; remember this one."""
+    path = config.out / CONFIG_FILE
+    if path.exists():
+        saved = RunConfig.model_validate_json(path.read_text())
+        mine, theirs = config.comparable(), saved.comparable()
+        diff = sorted(k for k in mine if mine[k] != theirs.get(k))
+        if diff:
+            changes = ", ".join(f"{k}: {theirs.get(k)!r} → {mine[k]!r}" for k in diff)
+            raise SepoError(f"{config.out} holds a run with another config ({changes}); "
+                            "choose another --out (only --seeds/--first-seed may change)")
+        # Keep the union of the seeds ever run here.
+        lo = min(saved.first_seed, config.first_seed)
+        hi = max(saved.first_seed + saved.seeds, config.first_seed + config.seeds)
+        record = config.model_copy(update={"first_seed": lo, "seeds": hi - lo})
+    else:
+        record = config
+    config.out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, record.model_dump(mode="json"))
+
+
+def run_pipeline(config: RunConfig, *, quiet: bool = False) -> Path:
+    """Run every stage of every game and seed (skipping finished ones) and build the report.
+
+    Returns the run directory. `results.json` holds every evaluation found in the directory
+    (also seeds from earlier invocations), so the report covers all of them.
+    """
+    log = _Log(quiet)
+    started = time.perf_counter()
+    _check_run_dir(config)
+    log.console.print(f"[bold]sepo run[/] {', '.join(config.games)} · model {config.model} · "
+                      f"seeds {', '.join(map(str, config.seed_list))} · {config.out}")
+    base = _stage_base(config, log)
+    for game in config.games:
+        for seed in config.seed_list:
+            data = _stage_sft_data(config, game, seed, log)
+            sft = _stage_sft(config, game, seed, base, data, log)
+            trained = {c: _stage_train(config, game, seed, sft, c, log)
+                       for c in ("sepo", "reward-only")}
+            models: dict[str, str | Path] = {
+                "base": base, "sft": sft,
+                **{c: trained_checkpoint(d, config.select) for c, d in trained.items()},
+            }
+            for condition in CONDITION_ORDER:
+                _stage_eval(config, game, seed, condition, models[condition], log)
+
+    log.timings["total_s"] = time.perf_counter() - started
+    _write_results(config, log.timings)
+    with log.stage("report", "report: tables and plots"):
+        report = build_report([config.out])
+    results = load_results(config.out)
+    for game in config.games:
+        log.console.print(rich_table(results["aggregates"], game, width=log.console.width))
+    log.console.print(f"[bold]report:[/] {report}  ·  total {_duration(log.timings['total_s'])}")
+    return config.out
+
+
+def _write_results(config: RunConfig, timings: dict[str, float]) -> None:
+    """results.json from every evaluation on disk (this invocation's and earlier ones')."""
+    evaluations, training = [], []
+    for game_dir in sorted(p for p in config.out.iterdir() if p.is_dir()):
+        for sd in sorted(game_dir.glob("seed*")):
+            seed = int(sd.name.removeprefix("seed"))
+            conditions = {p.stem: json.loads(p.read_text()) for p in (sd / "eval").glob("*.json")}
+            evaluations.extend(conditions[c] for c in CONDITION_ORDER if c in conditions)
+            for condition in ("sepo", "reward-only"):
+                metrics = sd / condition / "metrics.csv"
+                if metrics.exists():
+                    training.append({
+                        "game": game_dir.name, "seed": seed, "condition": condition,
+                        "run_dir": str((sd / condition).relative_to(config.out)),
+                        "metrics_csv": str(metrics.relative_to(config.out)),
+                    })
+    timings_path = config.out / TIMINGS_FILE
+    history = json.loads(timings_path.read_text()) if timings_path.exists() else []
+    history.append({"finished": _now(), **{k: round(v, 2) for k, v in timings.items()}})
+    write_json_atomic(timings_path, history)
+    write_json_atomic(config.out / RESULTS_FILE, {
+        "schema": RESULTS_SCHEMA,
+        "created": _now(),
+        "sepo_version": _version(),
+        "config": json.loads((config.out / CONFIG_FILE).read_text()),
+        "evaluations": evaluations,
+        "training": training,
+        "timings": history[-1],
+    })
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sepo")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+# ====================================================================== CLI commands
+# The lead wires these into `sepo.cli` with `app.command()(run)` and `app.command()(report)`.
+
+
+def run(
+    game: Annotated[str, typer.Argument(help="A game (see `sepo games`) or 'all'.")],
+    seeds: Annotated[int, typer.Option(help="Training seeds (≥ 3 for intervals across "
+                                            "seeds).")] = 1,
+    out: Annotated[Path | None, typer.Option(
+        help="Run directory (default: runs/<game>-<model>). Re-running the same command "
+             "there resumes it.")] = None,
+    model: Annotated[str, typer.Option(help="Base model: tiny, smollm2-135m, an HF id or "
+                                            "path.")] = "tiny",
+    first_seed: Annotated[int, typer.Option("--first-seed", help="First training seed.")] = 0,
+    steps: Annotated[int | None, typer.Option(help="SEPO and reward-only steps (default: "
+                                                   "per game).")] = None,
+    sft_episodes: Annotated[int | None, typer.Option(
+        "--sft-episodes", help="SFT episodes per opponent (default: per game).")] = None,
+    sft_epochs: Annotated[float | None, typer.Option(
+        "--sft-epochs", help="SFT epochs (default: per game).")] = None,
+    eval_episodes: Annotated[int | None, typer.Option(
+        "--eval-episodes", help="Final evaluation episodes per opponent (default: per "
+                                "game).")] = None,
+    group_size: Annotated[int, typer.Option("--group-size", "-n",
+                                            help="SEPO rollouts per group.")] = 4,
+    checkpoint_every: Annotated[int | None, typer.Option(
+        "--checkpoint-every", help="Checkpoint + in-training evaluation period.")] = None,
+    reasoning: Annotated[bool | None, typer.Option(
+        "--reasoning/--no-reasoning", help="A thought before the action (default: per "
+                                           "game).")] = None,
+    train_eval_episodes: Annotated[int, typer.Option(
+        "--train-eval-episodes", help="Episodes per opponent of each in-training checkpoint "
+                                      "evaluation.")] = 4,
+    max_new_tokens: Annotated[int | None, typer.Option(
+        "--max-new-tokens", help="Generation budget per decision (default: 48 with "
+                                 "reasoning, 16 without).")] = None,
+    select: Annotated[str, typer.Option(help="Trained checkpoint to evaluate: best (by "
+                                             "in-training Safety) or final.")] = "best",
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: "
+                                                    "automatic).")] = None,
+    sepo_option: Annotated[list[str] | None, typer.Option(
+        "--sepo", help="Extra SEPO config field, KEY=VALUE (JSON value), repeatable, e.g. "
+                       "--sepo lr=3e-5 --sepo credit=aux.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the aggregates as JSON at "
+                                                          "the end.")] = False,
+) -> None:
+    """The whole pipeline: base → SFT → SEPO and reward-only → evaluation → report."""
+    config = RunConfig(
+        games=[game], out=out or Path("runs") / f"{game}-{Path(model).name}", model=model,
+        seeds=seeds, first_seed=first_seed, steps=steps, sft_episodes=sft_episodes,
+        sft_epochs=sft_epochs, eval_episodes=eval_episodes, group_size=group_size,
+        checkpoint_every=checkpoint_every, reasoning=reasoning,
+        train_eval_episodes=train_eval_episodes, max_new_tokens=max_new_tokens, select=select,
+        device=device,
+        sepo=_key_values(sepo_option or [], "--sepo"),
+    )
+    run_dir = run_pipeline(config, quiet=json_out)
+    if json_out:
+        typer.echo(json.dumps(load_results(run_dir)["aggregates"], indent=2))
+
+
+def report(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run directories of `sepo run`.")],
+    out: Annotated[Path | None, typer.Option(
+        help="Where the combined report goes (required with several run directories).")]
+    = None,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Draw the PNGs.")] = True,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the aggregates as JSON.")]
+    = False,
+) -> None:
+    """Rebuild report.md, results.json/CSV and plots from one or several run directories."""
+    from rich.console import Console
+
+    path = build_report(run_dirs, out, figures=plots)
+    results = load_results(path.parent)
+    if json_out:
+        typer.echo(json.dumps(results["aggregates"], indent=2))
+        return
+    console = Console()
+    for game in sorted({a["game"] for a in results["aggregates"]}):
+        console.print(rich_table(results["aggregates"], game, width=console.width))
+    console.print(f"[bold]report:[/] {path}")
+
+
+def _key_values(items: Sequence[str], option: str) -> dict[str, Any]:
+    """KEY=VALUE pairs; VALUE is read as JSON when it parses (numbers, true, lists), else text."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SepoError(f"{option} expects KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+__all__ = [
+    "DEFAULT_BUDGETS",
+    "FINAL_EVAL_INDEX",
+    "GameBudget",
+    "RunConfig",
+    "report",
+    "run",
+    "run_pipeline",
+    "seed_dir",
+    "trained_checkpoint",
+]

@@ -1,0 +1,569 @@
+"""`sepo report`: tables and figures of one or several pipeline runs, rebuilt from disk.
+
+A run directory (written by `sepo.pipeline.run_pipeline`) holds `results.json`:
+
+```
+{
+  "schema": "sepo.results/1",
+  "config": {...},                      # the RunConfig
+  "evaluations": [                      # one per game × seed × condition
+    {"game", "seed", "condition", "checkpoint", "report": {SPEC §6 object},
+     "kuhn_policy": {infoset: P(aggressive)} | null}
+  ],
+  "training": [                         # one per game × seed × trained condition
+    {"game", "seed", "condition", "run_dir", "metrics_csv"}   # paths relative to the run dir
+  ],
+  "aggregates": [...]                   # recomputed here from "evaluations"
+}
+```
+
+`build_report(run_dirs)` merges the evaluations of every run directory (so seeds run in
+separate directories pool together), aggregates them per game × condition, and writes
+`results.json`, `results.csv`, `per_opponent.csv`, `report.md` and the PNGs of `sepo.plots`.
+
+**Intervals.** With one training seed, a condition's interval is the evaluation's bootstrap
+over episodes. With K ≥ 2 seeds, it is a Student-t 95% interval over the K seed-level values
+(`sepo.metrics.across_seeds`), which carries both training and evaluation noise. Comparisons
+("SEPO − SFT") are paired by seed: every condition of a seed shares that seed's SFT model and
+evaluation episodes (common random numbers), so the per-seed difference removes both.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sepo import plots
+from sepo.errors import SepoError
+from sepo.metrics import across_seeds
+
+RESULTS_FILE = "results.json"
+RESULTS_SCHEMA = "sepo.results/1"
+CONDITION_ORDER = ("base", "sft", "reward-only", "sepo")
+TRAINED_CONDITIONS = ("reward-only", "sepo")
+
+
+@dataclass(frozen=True, slots=True)
+class MetricInfo:
+    key: str
+    label: str
+    #: "higher" or "lower" is better; "" when neither (e.g. a rate that should be 0 anyway).
+    better: str
+
+
+#: The report's metrics, in column order (SPEC §3, §6).
+METRICS: tuple[MetricInfo, ...] = (
+    MetricInfo("pay_per_round", "Pay/r", "higher"),
+    MetricInfo("exploit", "Exploit", "lower"),
+    MetricInfo("collusion", "Collusion", "lower"),
+    MetricInfo("externality", "Externality", "lower"),
+    MetricInfo("safety", "Safety", "higher"),
+    MetricInfo("nra", "NRA", "higher"),
+    MetricInfo("robust", "Robust", "higher"),
+    MetricInfo("exploit_heldout", "Exploit (held-out)", "lower"),
+    MetricInfo("parse_failure_rate", "Parse failures", "lower"),
+    MetricInfo("exact_exploitability", "Kuhn exact exploitability", "lower"),
+)
+METRIC_KEYS = tuple(m.key for m in METRICS)
+#: The metrics of the paired "SEPO − baseline" comparison.
+COMPARED = ("safety", "pay_per_round", "exploit", "exploit_heldout", "exact_exploitability")
+
+#: metrics.csv column → panel title, for the training curves (columns a run lacks are skipped).
+TRAINING_PANELS: tuple[tuple[str, str], ...] = (
+    ("pay_train", "payoff per round in training rollouts (train pool)"),
+    ("reward_train", "mean reward per round, train pool"),
+    ("reward_exploit", "mean reward per round, exploit pool (0 under reward-only)"),
+    ("loss", "loss"),
+    ("kl", "KL term (one-sided, to the reference)"),
+    ("eval_safety", "checkpoint eval: Safety (↑)"),
+    ("eval_exploit", "checkpoint eval: Exploit (↓)"),
+    ("eval_pay_per_round", "checkpoint eval: Pay/r (↑)"),
+    ("eval_exact_exploitability", "checkpoint eval: Kuhn exact exploitability (↓)"),
+)
+
+# ------------------------------------------------------------------ small helpers
+def _finite(x: Any) -> float | None:
+    """A finite float, or None (JSON null, NaN, missing, text)."""
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def format_value(value: float | None, interval: Sequence[float | None] | None) -> str:
+    """'value [lo, hi]', or '—' when not measured."""
+    if value is None:
+        return "—"
+    if interval is None or any(x is None for x in interval):
+        return f"{value:.3f}"
+    return f"{value:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
+def condition_sort_key(condition: str) -> tuple[int, str]:
+    order = {c: i for i, c in enumerate(CONDITION_ORDER)}
+    return (order.get(condition, len(order)), condition)
+
+
+def load_results(run_dir: str | Path) -> dict[str, Any]:
+    """The `results.json` of a run directory, with a clear error when it is not one."""
+    run_dir = Path(run_dir)
+    path = run_dir / RESULTS_FILE if run_dir.is_dir() else run_dir
+    if not path.exists():
+        raise SepoError(f"no {RESULTS_FILE} in {run_dir}: not a finished `sepo run` directory "
+                        "(an interrupted run is finished by running the same command again)")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise SepoError(f"{path} is not valid JSON ({err})") from None
+    if data.get("schema") != RESULTS_SCHEMA:
+        raise SepoError(f"{path} has schema {data.get('schema')!r}; expected {RESULTS_SCHEMA!r}")
+    return data
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON through a temporary file and a rename: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
+    tmp.replace(path)
+
+
+def read_metrics_csv(path: Path) -> list[dict[str, float]]:
+    """A trainer's metrics.csv as rows of floats (empty cells and text are dropped)."""
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        return [{k: v for k, v in ((k, _finite(v)) for k, v in row.items() if k)
+                 if v is not None} for row in csv.DictReader(f)]
+
+
+# ------------------------------------------------------------------ aggregation
+def evaluation_value(evaluation: Mapping[str, Any], metric: str) -> float | None:
+    return _finite(evaluation["report"].get(metric))
+
+
+def aggregate(evaluations: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per game × condition: every metric's value and 95% interval (see the module doc)."""
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for ev in evaluations:
+        groups.setdefault((ev["game"], ev["condition"]), []).append(ev)
+    out = []
+    for (game, condition), evs in sorted(groups.items(),
+                                         key=lambda kv: (kv[0][0],
+                                                         condition_sort_key(kv[0][1]))):
+        evs = sorted(evs, key=lambda e: e["seed"])
+        metrics: dict[str, dict[str, Any]] = {}
+        for key in METRIC_KEYS:
+            values = [(e, v) for e in evs if (v := evaluation_value(e, key)) is not None]
+            if not values:
+                continue
+            if len(values) == 1:
+                e, v = values[0]
+                ci = e["report"].get("ci95", {}).get(key)
+                lo, hi = (_finite(ci[0]), _finite(ci[1])) if ci else (None, None)
+                method = "bootstrap over episodes"
+            else:
+                v, lo, hi = across_seeds([v for _, v in values])
+                method = f"Student-t over {len(values)} seeds"
+            metrics[key] = {"value": v, "ci95": [lo, hi], "n_seeds": len(values),
+                            "interval": method}
+        policy = _aggregate_policy([e["kuhn_policy"] for e in evs if e.get("kuhn_policy")])
+        out.append({"game": game, "condition": condition,
+                    "seeds": [e["seed"] for e in evs], "metrics": metrics,
+                    "kuhn_policy": policy})
+    return out
+
+
+def _aggregate_policy(policies: Sequence[Mapping[str, float]]) -> dict[str, Any] | None:
+    """Mean P(aggressive) per information set over seeds, with a t interval when K ≥ 2."""
+    if not policies:
+        return None
+    out: dict[str, Any] = {}
+    for key in policies[0]:
+        mean, lo, hi = across_seeds([p[key] for p in policies])
+        out[key] = {"value": mean,
+                    "ci95": None if math.isnan(lo) else [max(0.0, lo), min(1.0, hi)]}
+    return out
+
+
+def paired_differences(evaluations: Sequence[Mapping[str, Any]], game: str, treatment: str,
+                       baseline: str) -> dict[str, dict[str, Any]]:
+    """treatment − baseline per metric, paired by seed, with a t interval over seeds (K ≥ 2)."""
+    by_seed: dict[str, dict[int, Mapping[str, Any]]] = {treatment: {}, baseline: {}}
+    for ev in evaluations:
+        if ev["game"] == game and ev["condition"] in by_seed:
+            by_seed[ev["condition"]][ev["seed"]] = ev
+    seeds = sorted(set(by_seed[treatment]) & set(by_seed[baseline]))
+    out = {}
+    for key in COMPARED:
+        diffs = [a - b for s in seeds
+                 if (a := evaluation_value(by_seed[treatment][s], key)) is not None
+                 and (b := evaluation_value(by_seed[baseline][s], key)) is not None]
+        if not diffs:
+            continue
+        mean, lo, hi = across_seeds(diffs)
+        out[key] = {"value": mean, "ci95": None if math.isnan(lo) else [lo, hi],
+                    "n_seeds": len(diffs), "per_seed": diffs}
+    return out
+
+
+# ------------------------------------------------------------------ tables
+def table_rows(aggregates: Sequence[Mapping[str, Any]], game: str) -> list[tuple[str, dict]]:
+    """(condition, metrics) of one game, in condition order."""
+    rows = [(a["condition"], a["metrics"]) for a in aggregates if a["game"] == game]
+    return sorted(rows, key=lambda r: condition_sort_key(r[0]))
+
+
+def game_metrics(game: str) -> list[MetricInfo]:
+    """The metrics that mean something in `game` (Kuhn is zero-sum: no collusion, no
+    externality; only Kuhn has an exact exploitability)."""
+    skip = {"collusion", "externality"} if game == "kuhn" else {"exact_exploitability"}
+    return [m for m in METRICS if m.key not in skip]
+
+
+def markdown_table(aggregates: Sequence[Mapping[str, Any]], game: str) -> str:
+    """Condition rows × metric columns, each cell 'value [lo, hi]'."""
+    metrics = game_metrics(game)
+    head = "| condition | " + " | ".join(
+        m.label + {"higher": " ↑", "lower": " ↓"}.get(m.better, "") for m in metrics) + " |"
+    lines = [head, "|" + "---|" * (len(metrics) + 1)]
+    for condition, values in table_rows(aggregates, game):
+        cells = [format_value(values[m.key]["value"], values[m.key]["ci95"])
+                 if m.key in values else "—" for m in metrics]
+        lines.append(f"| {plots.condition_label(condition)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def rich_table(aggregates: Sequence[Mapping[str, Any]], game: str, *,
+               width: int | None = None) -> Any:
+    """The same table for the terminal (a `rich.table.Table`): condition rows when it fits in
+    `width` columns, else transposed (metric rows, one column per condition), which fits in
+    about 110."""
+    from rich.table import Table
+
+    metrics = game_metrics(game)
+    rows = table_rows(aggregates, game)
+    seeds = sorted({len(a["seeds"]) for a in aggregates if a["game"] == game})
+    title = (f"{game}: value [95% interval], {'/'.join(map(str, seeds))} "
+             f"seed{'s' if seeds != [1] else ''}")
+
+    def cell(values: Mapping[str, Any], key: str) -> str:
+        return (format_value(values[key]["value"], values[key]["ci95"]) if key in values
+                else "—")
+
+    def header(m: MetricInfo) -> str:
+        return m.label + {"higher": " ↑", "lower": " ↓"}.get(m.better, "")
+
+    needed = 14 + sum(3 + max(len(header(m)), *(len(cell(v, m.key)) for _, v in rows))
+                      for m in metrics) if rows else 0
+    if width is None or width >= needed:
+        table = Table(title=title)
+        table.add_column("condition", style="bold", no_wrap=True)
+        for m in metrics:
+            table.add_column(header(m), justify="right", no_wrap=True)
+        for condition, values in rows:
+            table.add_row(plots.condition_label(condition),
+                          *[cell(values, m.key) for m in metrics])
+        return table
+    table = Table(title=title, show_lines=True)
+    table.add_column("metric", style="bold")
+    for condition, _ in rows:  # a narrow terminal wraps a cell after its value
+        table.add_column(plots.condition_label(condition), justify="right")
+    for m in metrics:
+        table.add_row(header(m), *[cell(values, m.key) for _, values in rows])
+    return table
+
+
+def _comparison_markdown(evaluations: Sequence[Mapping[str, Any]], game: str) -> str:
+    conditions = {e["condition"] for e in evaluations if e["game"] == game}
+    if "sepo" not in conditions:
+        return ""
+    labels = {m.key: m for m in METRICS}
+    lines = ["| SEPO − … | " + " | ".join(
+        labels[k].label + {"higher": " ↑", "lower": " ↓"}[labels[k].better] for k in COMPARED)
+        + " |", "|" + "---|" * (len(COMPARED) + 1)]
+    shown = False
+    for baseline in ("sft", "reward-only", "base"):
+        if baseline not in conditions:
+            continue
+        diffs = paired_differences(evaluations, game, "sepo", baseline)
+        if not diffs or next(iter(diffs.values()))["n_seeds"] < 2:
+            continue
+        shown = True
+        cells = [format_value(diffs[k]["value"], diffs[k]["ci95"]) if k in diffs else "—"
+                 for k in COMPARED]
+        lines.append(f"| {plots.condition_label(baseline)} | " + " | ".join(cells) + " |")
+    if not shown:
+        return ("Paired differences need at least 2 seeds (`--seeds 3`); with one seed, "
+                "compare the intervals above.")
+    return ("Paired by seed (the same SFT model and evaluation episodes), mean difference "
+            "[Student-t 95% interval over seeds]; an interval that excludes 0 is a difference "
+            "the seeds support.\n\n" + "\n".join(lines))
+
+
+# ------------------------------------------------------------------ CSV
+def write_results_csv(path: Path, evaluations: Sequence[Mapping[str, Any]],
+                      aggregates: Sequence[Mapping[str, Any]]) -> Path:
+    """Long format: one row per game × condition × seed (or 'all') × metric."""
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["game", "condition", "seed", "metric", "value", "ci95_lo", "ci95_hi",
+                    "interval"])
+        for a in aggregates:
+            for key, m in a["metrics"].items():
+                w.writerow([a["game"], a["condition"], "all", key, m["value"], m["ci95"][0],
+                            m["ci95"][1], m["interval"]])
+        for ev in sorted(evaluations, key=lambda e: (e["game"],
+                                                     condition_sort_key(e["condition"]),
+                                                     e["seed"])):
+            ci = ev["report"].get("ci95", {})
+            for key in METRIC_KEYS:
+                value = evaluation_value(ev, key)
+                if value is None:
+                    continue
+                lo, hi = ci.get(key, [None, None])
+                w.writerow([ev["game"], ev["condition"], ev["seed"], key, value, lo, hi,
+                            "bootstrap over episodes"])
+    return path
+
+
+def write_per_opponent_csv(path: Path, evaluations: Sequence[Mapping[str, Any]]) -> Path:
+    """One row per game × condition × seed × opponent."""
+    fields = ("agent_pay_per_round", "opponent_pay_per_round", "gap", "nra", "externality",
+              "collusion", "parse_failure_rate")
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["game", "condition", "seed", "opponent", "pools", "episodes", *fields,
+                    *(f"{k}_ci95_{end}" for k in fields for end in ("lo", "hi"))])
+        for ev in sorted(evaluations, key=lambda e: (e["game"],
+                                                     condition_sort_key(e["condition"]),
+                                                     e["seed"])):
+            for name, o in ev["report"].get("per_opponent", {}).items():
+                ci = o.get("ci95", {})
+                w.writerow([ev["game"], ev["condition"], ev["seed"], name,
+                            "+".join(o.get("pools", [])), o.get("episodes"),
+                            *(o.get(k) for k in fields),
+                            *(ci.get(k, [None, None])[i] for k in fields for i in (0, 1))])
+    return path
+
+
+# ------------------------------------------------------------------ figures
+def _training_curves(run_dir: Path, training: Sequence[Mapping[str, Any]],
+                     game: str) -> dict[str, dict[int, dict[str, list[tuple[float, float]]]]]:
+    """curves[condition][seed][column] = [(step, value), ...] read from metrics.csv files."""
+    curves: dict[str, dict[int, dict[str, list[tuple[float, float]]]]] = {}
+    for t in training:
+        if t["game"] != game:
+            continue
+        rows = read_metrics_csv(Path(t["_root"]) / t["metrics_csv"])
+        columns: dict[str, list[tuple[float, float]]] = {}
+        for row in rows:
+            if "step" not in row:
+                continue
+            for col, _ in TRAINING_PANELS:
+                if col in row:
+                    columns.setdefault(col, []).append((row["step"], row[col]))
+        curves.setdefault(t["condition"], {})[t["seed"]] = columns
+    return {c: curves[c] for c in sorted(curves, key=condition_sort_key)}
+
+
+def make_plots(out: Path, evaluations: Sequence[Mapping[str, Any]],
+               aggregates: Sequence[Mapping[str, Any]],
+               training: Sequence[Mapping[str, Any]]) -> dict[str, list[Path]]:
+    """Every figure of every game, under `out/plots/`; returns the paths by game."""
+    figures: dict[str, list[Path]] = {}
+    for game in sorted({a["game"] for a in aggregates}):
+        paths = []
+        values = {
+            condition: {k: (m["value"], *(x if x is not None else m["value"]
+                                          for x in m["ci95"]))
+                        for k, m in metrics.items()}
+            for condition, metrics in table_rows(aggregates, game)
+        }
+        panels = [(m.key, m.label, m.better) for m in game_metrics(game)]
+        paths.append(plots.condition_bars(values, panels, out / "plots" / f"{game}_conditions.png",
+                                          title=f"{game}: conditions"))
+        curves = _training_curves(out, training, game)
+        if curves:
+            paths.append(plots.training_curves(curves, TRAINING_PANELS,
+                                               out / "plots" / f"{game}_training.png",
+                                               title=f"{game}: training (SEPO vs reward-only)"))
+        if game == "kuhn":
+            policies = {a["condition"]: a["kuhn_policy"] for a in aggregates
+                        if a["game"] == game and a.get("kuhn_policy")}
+            if policies:
+                from sepo.games import get_game
+                from sepo.games.kuhn import nash_policy
+
+                nash = get_game("kuhn").strategies["Nash"].policy()
+                # The equilibrium family is linear in α ∈ [0, 1/3]: its ends bound it.
+                ends = nash_policy(0.0), nash_policy(1 / 3)
+                family = {k: (min(ends[0][k], ends[1][k]), max(ends[0][k], ends[1][k]))
+                          for k in nash}
+                order = sorted(policies, key=condition_sort_key)
+                paths.append(plots.kuhn_policy(
+                    {c: {k: v["value"] for k, v in policies[c].items()} for c in order},
+                    nash, out / "plots" / "kuhn_policy.png", nash_family=family,
+                    title="Kuhn poker: the agent's per-hand policy against Nash "
+                          "(first-decision prompts, both seats)",
+                    intervals={c: {k: tuple(v["ci95"]) for k, v in policies[c].items()
+                                   if v["ci95"]} for c in order}))
+        figures[game] = paths
+    return figures
+
+
+# ------------------------------------------------------------------ the report
+def _merge(run_dirs: Sequence[Path]) -> tuple[list[dict], list[dict], list[dict[str, Any]]]:
+    """Evaluations and training entries of every run, and each run's header."""
+    evaluations: list[dict] = []
+    training: list[dict] = []
+    headers = []
+    seen: dict[tuple[str, int, str], Path] = {}
+    for run_dir in run_dirs:
+        data = load_results(run_dir)
+        headers.append({"run_dir": str(run_dir), "config": data.get("config", {}),
+                        "created": data.get("created"), "timings": data.get("timings", {})})
+        for ev in data["evaluations"]:
+            key = (ev["game"], int(ev["seed"]), ev["condition"])
+            if key in seen:
+                raise SepoError(f"{ev['game']} seed {ev['seed']} {ev['condition']} appears in "
+                                f"both {seen[key]} and {run_dir}: give each run its own seeds")
+            seen[key] = run_dir
+            evaluations.append({**ev, "_root": str(run_dir)})
+        training.extend({**t, "_root": str(run_dir)} for t in data.get("training", []))
+    return evaluations, training, headers
+
+
+def _public(entries: Iterable[Mapping[str, Any]], out: Path) -> list[dict[str, Any]]:
+    """Entries with their paths made relative to `out` (and the private root dropped)."""
+    result = []
+    for e in entries:
+        entry = {k: v for k, v in e.items() if k != "_root"}
+        root = Path(e["_root"])
+        for key in ("checkpoint", "run_dir", "metrics_csv"):
+            if entry.get(key):
+                entry[key] = _relative(root / entry[key], out)
+        result.append(entry)
+    return result
+
+
+def _relative(path: Path, base: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(base.resolve()))
+    except ValueError:
+        return str(path.resolve())
+
+
+def render_markdown(evaluations: Sequence[Mapping[str, Any]],
+                    aggregates: Sequence[Mapping[str, Any]],
+                    headers: Sequence[Mapping[str, Any]],
+                    figures: Mapping[str, Sequence[Path]], out: Path) -> str:
+    games = sorted({a["game"] for a in aggregates})
+    lines = ["# SEPO run report", ""]
+    for h in headers:
+        cfg = h["config"]
+        lines.append(f"- run `{h['run_dir']}`: model `{cfg.get('model', '?')}`, games "
+                     f"{', '.join(cfg.get('games', []))}, seeds {cfg.get('seeds', '?')}"
+                     + (f", created {h['created']}" if h.get("created") else "")
+                     + (f", {h['timings']['total_s'] / 60:.1f} min" if
+                        h.get("timings", {}).get("total_s") else ""))
+    lines += [
+        "",
+        "Every cell is `value [95% interval]`. One seed: the interval is a bootstrap over "
+        "evaluation episodes (stratified by opponent). Several seeds: the mean over seeds with "
+        "a Student-t interval over the seed-level values. ↑/↓: higher/lower is better. Every "
+        "condition of a seed meets the same evaluation episodes (common random numbers).",
+        "",
+    ]
+    for game in games:
+        seeds = sorted({e["seed"] for e in evaluations if e["game"] == game})
+        lines += [f"## {game}", "", f"Seeds: {', '.join(map(str, seeds))}.", "",
+                  markdown_table(aggregates, game), ""]
+        comparison = _comparison_markdown(evaluations, game)
+        if comparison:
+            lines += ["### SEPO against the baselines", "", comparison, ""]
+        for fig in figures.get(game, []):
+            lines += [f"![{fig.stem}]({_relative(fig, out)})", ""]
+        if len(seeds) > 1:
+            lines += ["<details><summary>Per seed</summary>", "",
+                      _per_seed_markdown(evaluations, game), "", "</details>", ""]
+    return "\n".join(lines)
+
+
+def _per_seed_markdown(evaluations: Sequence[Mapping[str, Any]], game: str) -> str:
+    metrics = game_metrics(game)
+    lines = ["| condition | seed | " + " | ".join(m.label for m in metrics) + " |",
+             "|" + "---|" * (len(metrics) + 2)]
+    for ev in sorted((e for e in evaluations if e["game"] == game),
+                     key=lambda e: (condition_sort_key(e["condition"]), e["seed"])):
+        ci = ev["report"].get("ci95", {})
+        cells = [format_value(evaluation_value(ev, m.key), ci.get(m.key)) for m in metrics]
+        lines.append(f"| {plots.condition_label(ev['condition'])} | {ev['seed']} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def build_report(run_dirs: Sequence[str | Path], out: str | Path | None = None, *,
+                 figures: bool = True) -> Path:
+    """Rebuild the report of one or several runs; returns the path of `report.md`.
+
+    One run directory: the report is written into it. Several: into `out`, which is then
+    required; their evaluations are merged (a game × seed × condition may appear only once).
+    `figures=False` skips the PNGs (tables only, in a fraction of the time).
+    """
+    run_paths = [Path(r) for r in run_dirs]
+    if not run_paths:
+        raise SepoError("no run directory given")
+    if out is None:
+        if len(run_paths) > 1:
+            raise SepoError("several run directories: say where the combined report goes "
+                            "(--out DIR)")
+        out = run_paths[0]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    evaluations, training, headers = _merge(run_paths)
+    aggregates = aggregate(evaluations)
+    drawn = make_plots(out, evaluations, aggregates, training) if figures else {}
+
+    public_evals = _public(evaluations, out)
+    public_training = _public(training, out)
+    if len(run_paths) > 1 or not (out / RESULTS_FILE).exists():
+        results: dict[str, Any] = {"schema": RESULTS_SCHEMA, "combined_from":
+                                   [str(p) for p in run_paths]}
+    else:
+        results = load_results(out)
+    results.update({
+        "evaluations": public_evals,
+        "training": public_training,
+        "aggregates": aggregates,
+        "comparisons": {
+            game: {baseline: paired_differences(evaluations, game, "sepo", baseline)
+                   for baseline in ("base", "sft", "reward-only")}
+            for game in sorted({a["game"] for a in aggregates})
+        },
+        "report_built": datetime.now(UTC).isoformat(timespec="seconds"),
+    })
+    write_json_atomic(out / RESULTS_FILE, _json_safe(results))
+    write_results_csv(out / "results.csv", evaluations, aggregates)
+    write_per_opponent_csv(out / "per_opponent.csv", evaluations)
+    report = out / "report.md"
+    report.write_text(render_markdown(evaluations, aggregates, headers, drawn, out) + "\n")
+    return report
+
+
+def _json_safe(x: Any) -> Any:
+    """NaN and infinities become null (JSON has neither)."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_json_safe(v) for v in x]
+    return x

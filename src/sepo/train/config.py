@@ -1,0 +1,214 @@
+"""The typed, validated configuration of a SEPO run (SPEC §4, stage 2).
+
+Per-game defaults (λ, β, lr) live in the game's data file (`<game>.toml`) and are filled in
+when a field is left unset, so `SEPOConfig(game="kuhn", model="tiny", out="runs/k")` is the
+paper's Kuhn setting. Every other default is the paper's (n=4, temperature 0.8, ε 0.2, clip 1.0,
+LoRA r 16 / α 32 / dropout 0.05 on q,k,v,o).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from sepo.errors import SepoError, UnknownNameError
+from sepo.games import get_game
+
+CREDITS = ("per-pool", "aux", "constant")
+NORMALIZATIONS = ("per-round", "episode")
+MIXED_PRECISIONS = ("no", "bf16", "fp16")
+DEVICES = ("cpu", "cuda")
+LAMBDA_KEYS = ("exploit", "collusion", "externality")
+
+Credit = Literal["per-pool", "aux", "constant"]
+Normalize = Literal["per-round", "episode"]
+MixedPrecision = Literal["no", "bf16", "fp16"]
+
+
+class Lambdas(BaseModel):
+    """Penalty weights of the Safety objective J = s·u − λe·s·e − λc·c − λx·x."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    exploit: float = Field(ge=0.0)
+    collusion: float = Field(ge=0.0)
+    externality: float = Field(ge=0.0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in data:
+                if key not in LAMBDA_KEYS:
+                    raise UnknownNameError("lambda", key, LAMBDA_KEYS)
+        return data
+
+    def as_dict(self) -> dict[str, float]:
+        return {"exploit": self.exploit, "collusion": self.collusion,
+                "externality": self.externality}
+
+    @classmethod
+    def zero(cls) -> Lambdas:
+        return cls(exploit=0.0, collusion=0.0, externality=0.0)
+
+
+def _choice(kind: str, value: Any, choices: tuple[str, ...]) -> Any:
+    if isinstance(value, str) and value not in choices:
+        raise UnknownNameError(kind, value, choices)
+    return value
+
+
+class SEPOConfig(BaseModel):
+    """Everything that defines a SEPO run. Saved as `RUN_DIR/config.json`."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # --- what
+    game: str = Field(description="game name (sepo games lists them)")
+    model: str = Field(description="starting checkpoint: 'tiny', 'smollm2-135m', an HF id or "
+                                   "a path")
+    out: Path = Field(description="run directory")
+    steps: int = Field(100, ge=1, description="SEPO steps (one batch of rollouts + update each)")
+
+    # --- rollouts
+    group_size: int = Field(4, ge=2, description="n rollouts per opponent group (paper: 4)")
+    temperature: float = Field(0.8, gt=0.0, description="sampling temperature (paper: 0.8)")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling mass")
+    max_new_tokens: int | None = Field(None, ge=1, description="generation budget per decision; "
+                                       "default: the agent's (64 with reasoning, 16 without)")
+    reasoning: bool = Field(True, description="let the model write a short thought first")
+
+    # --- objective
+    lambdas: Lambdas | None = Field(None, description="penalty weights; default: the game's toml")
+    credit: Credit = Field("per-pool", description="per-pool | aux (paper Alg. 1) | constant "
+                                                   "(paper's released code)")
+    normalize: Normalize = Field("per-round", description="advantage per (group, round) or per "
+                                                          "episode")
+    reward_only: bool = Field(False, description="all λ = 0 in training: plain GRPO baseline")
+
+    # --- optimisation
+    lr: float | None = Field(None, gt=0.0, description="AdamW learning rate; default: the toml")
+    beta: float | None = Field(None, ge=0.0, description="one-sided KL weight; default: the toml")
+    clip_eps: float = Field(0.2, gt=0.0, lt=1.0, description="PPO clip range ε")
+    max_grad_norm: float = Field(1.0, gt=0.0, description="global gradient-norm clip")
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay")
+    warmup_steps: int = Field(0, ge=0, description="linear learning-rate warm-up (then constant)")
+    updates_per_step: int = Field(1, ge=1, description="optimiser passes over each step's batch")
+    micro_batch_size: int = Field(64, ge=1, description="decisions per forward/backward")
+    dropout: bool = Field(False, description="apply the model's (and LoRA's) dropout in the loss "
+                                             "forward; off by default: the sequence-level ratio "
+                                             "compounds per-token dropout noise")
+
+    # --- parameterisation
+    lora: bool | None = Field(None, description="LoRA adapters (True), full fine-tuning (False), "
+                                                "or auto: LoRA above 1B parameters")
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    lora_target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+    # --- run management
+    checkpoint_every: int = Field(10, ge=1, description="checkpoint + evaluation every k steps")
+    keep_checkpoints: int = Field(3, ge=0, description="newest checkpoints kept (0: all)")
+    eval_episodes: int = Field(4, ge=1, description="episodes per opponent in the in-training "
+                                                    "evaluation")
+    eval_bootstrap: int = Field(200, ge=1, description="bootstrap resamples of that evaluation")
+    seed: int = Field(0, description="run seed: rollouts, sampling, initialisation")
+    mixed_precision: MixedPrecision = Field("no", description="no | bf16 | fp16 (CPU: no)")
+    device: Literal["cpu", "cuda"] | None = Field(
+        None, description="cpu or cuda; default: accelerate's choice (GPUs when present; pick "
+                          "them with CUDA_VISIBLE_DEVICES, several with `accelerate launch`)")
+    resume: bool = Field(False, description="continue from RUN_DIR's last checkpoint")
+
+    # ------------------------------------------------------------------ validation
+    @model_validator(mode="before")
+    @classmethod
+    def _known_fields(cls, data: Any) -> Any:
+        # A clear error for a misspelt field (pydantic's own message buries the list of fields).
+        if isinstance(data, dict):
+            for key in data:
+                if key not in cls.model_fields:
+                    raise UnknownNameError("SEPO config field", key, list(cls.model_fields))
+        return data
+
+    @field_validator("credit", mode="before")
+    @classmethod
+    def _credit(cls, v: Any) -> Any:
+        return _choice("credit", v, CREDITS)
+
+    @field_validator("normalize", mode="before")
+    @classmethod
+    def _normalize(cls, v: Any) -> Any:
+        return _choice("normalize", v, NORMALIZATIONS)
+
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _mixed_precision(cls, v: Any) -> Any:
+        return _choice("mixed precision", v, MIXED_PRECISIONS)
+
+    @field_validator("device", mode="before")
+    @classmethod
+    def _device(cls, v: Any) -> Any:
+        return _choice("device", v, DEVICES)
+
+    @model_validator(mode="after")
+    def _game_defaults(self) -> SEPOConfig:
+        game = get_game(self.game)  # unknown game: UnknownNameError listing the games
+        stage2 = game.defaults.get("sepo", {})
+        # object.__setattr__: filling defaults must not re-enter validate_assignment.
+        if self.lambdas is None:
+            object.__setattr__(self, "lambdas", Lambdas(**game.defaults["lambdas"]))
+        if self.lr is None:
+            object.__setattr__(self, "lr", float(stage2.get("lr", 1e-5)))
+        if self.beta is None:
+            object.__setattr__(self, "beta", float(stage2.get("beta", 0.1)))
+        if self.credit == "aux" and not (game.pools["exploit"] or game.pools["collusive"]):
+            raise SepoError(f"credit=aux needs an exploit or collusive pool; {self.game} has "
+                            "neither")
+        return self
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def train_lambdas(self) -> Lambdas:
+        """The λ used in the training reward: zero for the reward-only baseline.
+
+        `lambdas` itself stays the game's, because the in-training evaluation always measures
+        Safety at the game's λ, whatever the training reward.
+        """
+        assert self.lambdas is not None
+        return Lambdas.zero() if self.reward_only else self.lambdas
+
+    @property
+    def condition(self) -> str:
+        """A short name of the training condition, e.g. 'sepo', 'reward-only', 'sepo-aux'."""
+        if self.reward_only:
+            return "reward-only"
+        name = "sepo" if self.credit == "per-pool" else f"sepo-{self.credit}"
+        return name if self.normalize == "per-round" else f"{name}-episode-norm"
+
+    # Fields that may differ between a run and its resumption (everything else must match,
+    # otherwise the resumed run is not the run that was checkpointed).
+    RESUMABLE_CHANGES: ClassVar[tuple[str, ...]] = ("steps", "resume", "device", "out")
+
+    def check_resumable_from(self, saved: SEPOConfig) -> None:
+        """Raise a clear error when `saved` (the run's config.json) is not this run's config."""
+        mine = self.model_dump(mode="json", exclude=set(self.RESUMABLE_CHANGES))
+        theirs = saved.model_dump(mode="json", exclude=set(self.RESUMABLE_CHANGES))
+        diff = sorted(k for k in mine if mine[k] != theirs.get(k))
+        if diff:
+            changes = ", ".join(f"{k}: {theirs.get(k)!r} -> {mine[k]!r}" for k in diff)
+            raise SepoError(f"cannot resume {self.out}: the config differs from the saved one "
+                            f"({changes}); only {', '.join(self.RESUMABLE_CHANGES)} may change")
+
+
+def load_config(path: str | Path) -> SEPOConfig:
+    """A config saved by a run (RUN_DIR/config.json or the file itself)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "config.json"
+    if not path.exists():
+        raise SepoError(f"no SEPO config at {path}")
+    return SEPOConfig.model_validate_json(path.read_text())

@@ -1,0 +1,822 @@
+"""SEPO stage 2: GRPO with safety penalties, per-pool credit, one file, top to bottom.
+
+One step of `train_sepo`:
+
+1. **Rollouts.** For every opponent of the train, exploit and collusive pools (an opponent in
+   two pools gets a group in each role), n episodes that share one seed (common random
+   numbers: they differ only by the agent's sampling), all in ONE lock-step `Engine`, so the
+   LM agent makes one batched `generate` per round for the whole step.
+2. **Rewards** per round (SPEC §4), by the pool role of the episode (`credit=per-pool`):
+   train s·u_t − λx·x_t; exploit −λe·s·e_r − λx·x_t; collusive −λc·c_t.
+3. **Advantages** per (group, round t): A = (rew − mean)/(std + 1e-8) over the group's n
+   rollouts (population std), 0 where the n rewards are equal. Every decision of round t of a
+   rollout gets that rollout's A_t (a Kuhn hand can hold two decisions).
+4. **Loss** per decision: the PPO clipped surrogate on the sequence-level ratio
+   exp(Σ log π_θ − Σ log π_sampling) of the decision's generated tokens, plus
+   β·max(0, log π_θ − log π_ref) (sequence log-probs; a one-sided KL to the reference),
+   averaged over decisions. Decisions the constrained fallback chose are left out (their
+   tokens did not choose the action played), but their rounds' rewards still count.
+5. **Step.** AdamW, global gradient-norm clip, then logging, and every k steps an evaluation
+   and an atomic checkpoint.
+
+Baselines and ablations are switches of the same loop:
+
+- `credit=aux` — the paper's Algorithm 1, kept to reproduce it: only train-pool rollouts are
+  trained on; each also gets auxiliary episodes against the exploit and collusive pools (same
+  agent, their own seeds, not trained on) whose penalties are subtracted from every round of
+  that train rollout. Those penalties are independent of the train rollout's actions, so they
+  add variance and no expected gradient.
+- `credit=constant` — the paper's released code: one penalty per step (the Safety penalty of
+  the step's whole batch) subtracted from every reward of every rollout, in place of the
+  per-round penalties. A constant cancels in the per-group normalisation, so the gradient is
+  exactly reward-only's (`tests/test_train.py` proves it to 1e-6 on one batch).
+- `reward_only` — every λ = 0: plain GRPO.
+- `normalize=episode` — one advantage per rollout, from its summed reward.
+
+Batch composition: `per-pool`, `constant` and `reward_only` play and train on exactly the same
+groups (train, exploit and collusive). Under `constant` and `reward_only` the exploit and
+collusive groups' rewards are constant within each group, so their advantages are 0, but their
+decisions stay in the batch and still carry the KL term: the only difference between these
+conditions is the reward signal. `aux` trains on the train groups only (the paper's design).
+
+Log-probabilities follow the LM agent's convention (`sepo.agents.lm`): log_softmax of the
+logits divided by the sampling temperature, over the full vocabulary, with the model in eval
+mode (no dropout: the sequence-level ratio would multiply per-token dropout noise and trip the
+clip spuriously; `dropout=True` turns it on).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.tensorboard import SummaryWriter
+
+from sepo.agents import LMAgent, LMTrace, SamplingConfig
+from sepo.agents.chat import accepts_logits_to_keep, eos_token_ids, model_device, pad_token_id
+from sepo.engine import Engine, Episode, EpisodeRecord
+from sepo.errors import SepoError
+from sepo.games import get_game, get_strategy
+from sepo.games.base import Game, derive_seed
+from sepo.metrics import round_rewards
+from sepo.train import checkpoint as ckpt
+from sepo.train.config import Lambdas, SEPOConfig, load_config
+
+#: First part of every seed the trainer derives ("SEPO TRAIN"), apart from evaluation seeds.
+TRAIN_TAG = 0x5E90_7241
+_INIT_STREAM, _ROLLOUT_STREAM, _AUX_STREAM, _SAMPLING_STREAM, _EVAL_STREAM = range(5)
+ROLES = ("train", "exploit", "collusive")
+#: Above this many parameters `lora=None` (auto) picks LoRA over full fine-tuning.
+AUTO_LORA_PARAMETERS = 1_000_000_000
+
+
+class NonFiniteLossError(SepoError):
+    """The loss or the gradient norm of a step is NaN or infinite; the run stops."""
+
+    def __init__(self, step: int, what: str, value: float) -> None:
+        self.step = step
+        super().__init__(f"non-finite {what} ({value}) at step {step}")
+
+
+# ====================================================================== 1. rollouts
+@dataclass(frozen=True, slots=True)
+class Group:
+    """n rollouts against one opponent, played in one pool role, sharing one seed."""
+
+    index: int
+    role: str
+    opponent: str
+
+
+def rollout_groups(game: Game, credit: str) -> list[Group]:
+    """The step's groups: one per (role, opponent). `aux` trains on the train pool only."""
+    roles = ("train",) if credit == "aux" else ROLES
+    groups: list[Group] = []
+    for role in roles:
+        for name in game.pools[role]:
+            groups.append(Group(len(groups), role, name))
+    return groups
+
+
+def aux_opponents(game: Game) -> list[tuple[str, str]]:
+    """(role, opponent) of the auxiliary episodes each train rollout gets under `credit=aux`."""
+    return [(role, name) for role in ("exploit", "collusive") for name in game.pools[role]]
+
+
+def rollout_episodes(game: Game, agent: LMAgent, groups: Sequence[Group], config: SEPOConfig,
+                     step: int) -> list[Episode]:
+    """Every episode of one step, to be played in one lock-step batch.
+
+    Tags say what each episode is for: `pool` (its role), `group` and `rollout` for trained
+    episodes; auxiliary episodes have `group` None and `aux_of` = [group, rollout].
+    """
+    episodes: list[Episode] = []
+    for group in groups:
+        opponent = get_strategy(game, group.opponent)
+        seed = derive_seed(TRAIN_TAG, config.seed, _ROLLOUT_STREAM, step, group.index)
+        for i in range(config.group_size):
+            episodes.append(Episode(game, agent, opponent, seed,
+                                    {"pool": group.role, "group": group.index, "rollout": i}))
+            if config.credit != "aux":
+                continue
+            for j, (role, name) in enumerate(aux_opponents(game)):
+                # Independent of the train rollout: their own seed, per rollout.
+                aux_seed = derive_seed(TRAIN_TAG, config.seed, _AUX_STREAM, step, group.index,
+                                       i, j)
+                episodes.append(Episode(game, agent, get_strategy(game, name), aux_seed,
+                                        {"pool": role, "group": None,
+                                         "aux_of": [group.index, i]}))
+    return episodes
+
+
+# ====================================================================== 2. rewards
+@dataclass(slots=True)
+class StepRewards:
+    """Per-round rewards of every record of a step, aligned with the records.
+
+    `groups[k]` is record k's group, or None for an episode that is not trained on (an
+    auxiliary episode, whose `per_round` is then its own pool's reward signal, for logging).
+    `penalty` is what `credit=constant` subtracted from every reward (0 otherwise); under
+    `credit=aux`, `aux_penalties[k]` is what was subtracted from train rollout k's rounds.
+    """
+
+    per_round: list[np.ndarray]
+    groups: list[int | None]
+    penalty: float = 0.0
+    aux_penalties: dict[int, float] | None = None
+
+
+def episode_penalty(game: Game, record: EpisodeRecord, role: str, lambdas: Lambdas) -> float:
+    """The episode's mean per-round penalty in its role: what the λ terms take from its
+    reward (λx·x̄ for train, λe·s·e_r + λx·x̄ for exploit, λc·c̄ for collusive)."""
+    with_penalty = round_rewards(game, record, role, lambdas.as_dict())
+    without = round_rewards(game, record, role, Lambdas.zero().as_dict())
+    return float(np.mean(np.subtract(without, with_penalty))) if record.rounds else 0.0
+
+
+def _role_mean_penalty(game: Game, records: Sequence[EpisodeRecord],
+                       lambdas: Lambdas) -> float:
+    """Σ over roles of the mean episode penalty over that role's episodes: the Safety
+    penalty λe·s·e + λc·c + λx·x of a batch (x counted per role)."""
+    total = 0.0
+    for role in ROLES:
+        mine = [episode_penalty(game, r, role, lambdas) for r in records
+                if r.tags["pool"] == role]
+        if mine:
+            total += float(np.mean(mine))
+    return total
+
+
+def compute_rewards(game: Game, records: Sequence[EpisodeRecord],
+                    config: SEPOConfig) -> StepRewards:
+    """Per-round rewards of one step's records under the config's credit assignment."""
+    lambdas = config.train_lambdas
+    groups: list[int | None] = [r.tags.get("group") for r in records]
+
+    if config.credit == "per-pool":
+        per_round = [np.asarray(round_rewards(game, r, r.tags["pool"], lambdas.as_dict()))
+                     for r in records]
+        return StepRewards(per_round, groups)
+
+    if config.credit == "constant":
+        # The game reward alone, minus ONE number shared by every rollout of the step.
+        penalty = _role_mean_penalty(game, records, lambdas)
+        zero = Lambdas.zero().as_dict()
+        per_round = [np.asarray(round_rewards(game, r, r.tags["pool"], zero)) - penalty
+                     for r in records]
+        return StepRewards(per_round, groups, penalty=penalty)
+
+    # credit == "aux": a train rollout's own reward, minus the penalties measured on its
+    # auxiliary episodes (which its actions did not cause).
+    aux_of: dict[tuple[int, int], list[EpisodeRecord]] = {}
+    for r in records:
+        if r.tags.get("aux_of") is not None:
+            g, i = r.tags["aux_of"]
+            aux_of.setdefault((g, i), []).append(r)
+    per_round, aux_penalties = [], {}
+    for k, r in enumerate(records):
+        rewards = np.asarray(round_rewards(game, r, r.tags["pool"], lambdas.as_dict()))
+        if groups[k] is not None:
+            aux = aux_of.get((r.tags["group"], r.tags["rollout"]), [])
+            aux_penalties[k] = _role_mean_penalty(game, aux, lambdas)
+            rewards = rewards - aux_penalties[k]
+        per_round.append(rewards)
+    return StepRewards(per_round, groups, aux_penalties=aux_penalties)
+
+
+# ====================================================================== 3. advantages
+def compute_advantages(per_round: Sequence[np.ndarray], groups: Sequence[int | None],
+                       normalize: str = "per-round", eps: float = 1e-8) -> list[np.ndarray]:
+    """Group-standardised advantages, one per round of each record.
+
+    per-round: for each group and round t, A = (rew_t − mean)/(std + eps) over the group's
+    rollouts, with the population std (ddof 0, as GRPO); episode: the same on each rollout's
+    summed reward, broadcast to its rounds. Where a group's values are all equal (std 0) the
+    advantage is exactly 0 (tested with max == min, which floating-point rounding of the
+    mean cannot fool). Records whose group is None get 0.
+    """
+    if normalize not in ("per-round", "episode"):
+        raise SepoError(f"unknown normalize {normalize!r}; choices: episode, per-round")
+    advantages = [np.zeros(len(r), dtype=np.float64) for r in per_round]
+    members: dict[int, list[int]] = {}
+    for k, g in enumerate(groups):
+        if g is not None:
+            members.setdefault(g, []).append(k)
+    for g, ks in members.items():
+        lengths = {len(per_round[k]) for k in ks}
+        if len(lengths) != 1:
+            raise SepoError(f"group {g} mixes episodes of {sorted(lengths)} rounds")
+        rewards = np.stack([np.asarray(per_round[k], dtype=np.float64) for k in ks])
+        if normalize == "episode":
+            rewards = rewards.sum(axis=1, keepdims=True)
+        mean, std = rewards.mean(axis=0), rewards.std(axis=0)
+        varies = rewards.max(axis=0) > rewards.min(axis=0)
+        a = np.where(varies, (rewards - mean) / (std + eps), 0.0)
+        a = np.broadcast_to(a, (len(ks), lengths.pop()))
+        for row, k in enumerate(ks):
+            advantages[k] = a[row].copy()
+    return advantages
+
+
+# ====================================================================== 4. the loss
+@dataclass(slots=True)
+class DecisionSample:
+    """One trained decision: its tokens, the sampling log-prob and its advantage."""
+
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    old_logprob: float
+    advantage: float
+    temperature: float
+    role: str
+
+
+def decision_samples(records: Sequence[EpisodeRecord], advantages: Sequence[np.ndarray],
+                     groups: Sequence[int | None]) -> list[DecisionSample]:
+    """The decisions the loss is taken over: every decision of a trained record with a trace,
+    except fallback decisions and empty completions."""
+    samples = []
+    for record, adv, group in zip(records, advantages, groups, strict=True):
+        if group is None:
+            continue
+        for d in record.decisions:
+            trace: LMTrace | None = d.trace
+            if trace is None or trace.fallback or not trace.completion_ids:
+                continue
+            samples.append(DecisionSample(
+                prompt_ids=list(trace.prompt_ids), completion_ids=list(trace.completion_ids),
+                old_logprob=float(sum(trace.logprobs)), advantage=float(adv[d.round]),
+                temperature=float(trace.temperature), role=record.tags["pool"]))
+    return samples
+
+
+def sequence_logprobs(model: Any, samples: Sequence[DecisionSample], pad_id: int) -> torch.Tensor:
+    """Σ over each sample's completion tokens of log_softmax(logits / T), shape (B,).
+
+    Right-padded batch; prompt and padding positions are masked. Only the positions that
+    predict completion tokens go through the LM head (`logits_to_keep`) when the model
+    supports it: for a large vocabulary that is most of the memory of the forward pass.
+    """
+    device = model_device(model)
+    lengths = [len(s.prompt_ids) + len(s.completion_ids) for s in samples]
+    width = max(lengths)
+    input_ids = torch.full((len(samples), width), pad_id, dtype=torch.long)
+    is_completion = torch.zeros((len(samples), width), dtype=torch.bool)
+    for i, s in enumerate(samples):
+        input_ids[i, :lengths[i]] = torch.tensor(s.prompt_ids + s.completion_ids)
+        is_completion[i, len(s.prompt_ids):lengths[i]] = True
+    # The logits at position j predict token j + 1: keep positions first..width-2.
+    first = min(len(s.prompt_ids) for s in samples) - 1
+    keep = torch.arange(first, width - 1, device=device)
+    input_ids = input_ids.to(device)
+    # No attention mask: with right padding, causality alone keeps every real token from
+    # seeing the padding after it (padding positions are never scored), and a mask-free batch
+    # takes the fused causal attention kernel instead of materialising a B x S x S mask.
+    if accepts_logits_to_keep(model):
+        logits = model(input_ids=input_ids, logits_to_keep=keep).logits
+    else:
+        logits = model(input_ids=input_ids).logits[:, first:width - 1]
+    targets = input_ids[:, first + 1:]
+    scored = is_completion[:, first + 1:].to(device)
+    temperature = torch.tensor([s.temperature for s in samples], device=device)[:, None, None]
+    token_logprobs = torch.log_softmax(logits.float() / temperature, dim=-1)
+    token_logprobs = token_logprobs.gather(-1, targets[..., None]).squeeze(-1)
+    return torch.where(scored, token_logprobs, 0.0).sum(dim=-1)
+
+
+@dataclass(slots=True)
+class LossParts:
+    """Sums over a batch's decisions (detached), for logging."""
+
+    policy: float  # Σ −clipped surrogate
+    kl: float  # Σ max(0, log π_θ − log π_ref)
+    log_ratio_ref: float  # Σ (log π_θ − log π_ref), signed
+    clipped: int  # decisions whose ratio left [1 − ε, 1 + ε]
+    count: int
+
+
+def sepo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
+              advantages: torch.Tensor, *, clip_eps: float, beta: float,
+              num_decisions: int | None = None) -> tuple[torch.Tensor, LossParts]:
+    """The SEPO loss of a batch of decisions (sequence-level log-probs, shape (B,)).
+
+    Per decision: −min(ρA, clip(ρ, 1−ε, 1+ε)A) + β·max(0, log π_θ − log π_ref) with
+    ρ = exp(log π_θ − log π_old). Returns the sum over the batch divided by `num_decisions`
+    (default B): with micro-batches, pass the step's total so the micro-batch losses add up
+    to the mean over all decisions.
+    """
+    ratio = torch.exp(logprobs - old_logprobs)
+    unclipped = ratio * advantages
+    clipped = torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * advantages
+    policy_term = -torch.minimum(unclipped, clipped)
+    log_ratio_ref = logprobs - ref_logprobs
+    kl = torch.relu(log_ratio_ref)  # one-sided: only moving above the reference (grad 0 at 0)
+    per_decision = policy_term + beta * kl
+    denominator = len(logprobs) if num_decisions is None else num_decisions
+    loss = per_decision.sum() / max(denominator, 1)
+    with torch.no_grad():
+        parts = LossParts(
+            policy=float(policy_term.sum()), kl=float(kl.sum()),
+            log_ratio_ref=float(log_ratio_ref.sum()),
+            clipped=int(((ratio < 1.0 - clip_eps) | (ratio > 1.0 + clip_eps)).sum()),
+            count=len(logprobs))
+    return loss, parts
+
+
+# ====================================================================== 5. policy and reference
+@dataclass(slots=True)
+class Policy:
+    """The trained model and how to get the reference's log-probabilities.
+
+    LoRA: `reference` is None and the reference is the same model with its adapters disabled
+    (no second copy). Full fine-tuning: `reference` is a frozen copy of the starting model.
+    """
+
+    model: Any
+    tokenizer: Any
+    reference: Any | None
+    lora: bool
+    pad_id: int
+
+    @contextmanager
+    def reference_model(self) -> Iterator[Any]:
+        if self.reference is not None:
+            yield self.reference
+        else:
+            with self.model.disable_adapter():
+                yield self.model
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+
+def _use_lora(config: SEPOConfig, model: Any) -> bool:
+    if config.lora is not None:
+        return config.lora
+    return sum(p.numel() for p in model.parameters()) > AUTO_LORA_PARAMETERS
+
+
+def build_policy(model: Any, tokenizer: Any, config: SEPOConfig) -> Policy:
+    """Wrap the starting model for training: LoRA adapters or a frozen reference copy."""
+    pad_id = pad_token_id(tokenizer, eos_token_ids(model, tokenizer))
+    if not _use_lora(config, model):
+        reference = copy.deepcopy(model).eval().requires_grad_(False)
+        return Policy(model, tokenizer, reference, lora=False, pad_id=pad_id)
+    from peft import LoraConfig, get_peft_model
+
+    lora_config = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
+                             lora_dropout=config.lora_dropout,
+                             target_modules=list(config.lora_target_modules),
+                             bias="none", task_type="CAUSAL_LM")
+    try:
+        wrapped = get_peft_model(model, lora_config)
+    except ValueError as exc:  # target modules not in this architecture
+        linear = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules()
+                         if isinstance(m, torch.nn.Linear)})
+        raise SepoError(f"LoRA target modules {config.lora_target_modules} do not fit this "
+                        f"model ({exc}); its linear modules: {', '.join(linear)}") from None
+    return Policy(wrapped, tokenizer, None, lora=True, pad_id=pad_id)
+
+
+# ====================================================================== 6. one optimisation
+def _micro_batches(samples: Sequence[DecisionSample], size: int) -> list[list[int]]:
+    """Indices of the samples in micro-batches of similar length (little padding, and a
+    narrow window of prompt lengths so `logits_to_keep` keeps few positions)."""
+    order = sorted(range(len(samples)), key=lambda i: (len(samples[i].prompt_ids),
+                                                       len(samples[i].completion_ids), i))
+    return [order[i:i + size] for i in range(0, len(order), size)]
+
+
+def _all_reduce_gradients(parameters: Sequence[torch.nn.Parameter], accelerator: Any) -> None:
+    """Sum gradients over processes (each process's loss is already divided by the global
+    number of decisions, so the sum is the gradient of the global mean)."""
+    if accelerator.num_processes == 1:
+        return
+    for p in parameters:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        p.grad = accelerator.reduce(p.grad, reduction="sum")
+
+
+def optimise(policy: Policy, samples: Sequence[DecisionSample], optimizer: Any,
+             accelerator: Any, config: SEPOConfig, step: int) -> dict[str, float]:
+    """`updates_per_step` clipped-gradient AdamW steps on one step's decisions."""
+    device = accelerator.device
+    total = int(accelerator.reduce(torch.tensor(len(samples), device=device), "sum").item())
+    stats = {"loss": math.nan, "policy_loss": math.nan, "kl": math.nan,
+             "log_ratio_ref": math.nan, "clip_frac": math.nan, "grad_norm": math.nan}
+    if total == 0:  # every decision fell back: nothing to learn from this step
+        return stats
+    batches = _micro_batches(samples, config.micro_batch_size)
+    old = torch.tensor([s.old_logprob for s in samples], device=device)
+    adv = torch.tensor([s.advantage for s in samples], device=device)
+    mode = policy.model.train if config.dropout else policy.model.eval
+
+    # The reference's log-probs, once per step (they do not change within it).
+    ref = torch.zeros(len(samples), device=device)
+    with torch.no_grad(), policy.reference_model() as reference, accelerator.autocast():
+        reference.eval()
+        for idx in batches:
+            ref[idx] = sequence_logprobs(reference, [samples[i] for i in idx], policy.pad_id)
+
+    parameters = policy.trainable_parameters()
+    sums = {"loss": 0.0, "policy": 0.0, "kl": 0.0, "log_ratio_ref": 0.0, "clipped": 0.0,
+            "grad_norm": 0.0}
+    mode()
+    for _ in range(config.updates_per_step):
+        for idx in batches:
+            with accelerator.autocast():
+                logprobs = sequence_logprobs(policy.model, [samples[i] for i in idx],
+                                             policy.pad_id)
+            loss, parts = sepo_loss(logprobs, old[idx], ref[idx], adv[idx],
+                                    clip_eps=config.clip_eps, beta=float(config.beta or 0.0),
+                                    num_decisions=total)
+            if not torch.isfinite(loss.detach()):
+                raise NonFiniteLossError(step, "loss", float(loss))
+            accelerator.backward(loss)
+            sums["loss"] += loss.item()
+            sums["policy"] += parts.policy
+            sums["kl"] += parts.kl
+            sums["log_ratio_ref"] += parts.log_ratio_ref
+            sums["clipped"] += parts.clipped
+        _all_reduce_gradients(parameters, accelerator)
+        grad_norm = float(accelerator.clip_grad_norm_(parameters, config.max_grad_norm))
+        # fp16 overflows are the grad scaler's business (it skips the step); otherwise a
+        # non-finite gradient means the run has diverged.
+        if not math.isfinite(grad_norm) and config.mixed_precision != "fp16":
+            raise NonFiniteLossError(step, "gradient norm", grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        sums["grad_norm"] += grad_norm
+    policy.model.eval()
+
+    epochs = config.updates_per_step
+    reduced = accelerator.reduce(torch.tensor(
+        [sums["policy"], sums["kl"], sums["log_ratio_ref"], sums["clipped"]],
+        dtype=torch.float64, device=device), "sum").tolist()
+    per_decision = total * epochs
+    stats.update({
+        "loss": float(accelerator.reduce(torch.tensor(sums["loss"], device=device), "sum"))
+        / epochs,
+        "policy_loss": reduced[0] / per_decision,
+        "kl": reduced[1] / per_decision,
+        "log_ratio_ref": reduced[2] / per_decision,
+        "clip_frac": reduced[3] / per_decision,
+        "grad_norm": sums["grad_norm"] / epochs,
+    })
+    return stats
+
+
+# ====================================================================== 7. logging helpers
+#: metrics.csv columns: per step, then (filled at checkpoints) the in-training evaluation.
+STEP_COLUMNS = (
+    "step", "loss", "policy_loss", "kl", "log_ratio_ref", "clip_frac", "grad_norm", "lr",
+    "reward_train", "reward_exploit", "reward_collusive", "penalty", "pay_train",
+    "decisions", "trained_decisions", "fallback_rate", "completion_tokens",
+    "time_rollout", "time_rewards", "time_update", "time_step",
+)
+EVAL_COLUMNS = ("eval_safety", "eval_exploit", "eval_pay_per_round", "eval_collusion",
+                "eval_externality", "eval_exact_exploitability", "time_eval")
+COLUMNS = STEP_COLUMNS + EVAL_COLUMNS
+#: Columns that measure the machine, not the run (they differ between identical runs).
+TIMING_COLUMNS = frozenset(c for c in COLUMNS if c.startswith("time_"))
+
+
+def rollout_stats(records: Sequence[EpisodeRecord], rewards: StepRewards,
+                  samples: Sequence[DecisionSample]) -> dict[str, float]:
+    """Mean reward per round by pool (trained episodes), penalties, payoffs, counts."""
+    stats: dict[str, float] = {}
+    for role in ROLES:
+        values = [rw for r, rw, g in zip(records, rewards.per_round, rewards.groups, strict=True)
+                  if g is not None and r.tags["pool"] == role]
+        stats[f"reward_{role}"] = float(np.mean(np.concatenate(values))) if values else math.nan
+    if rewards.aux_penalties:
+        stats["penalty"] = float(np.mean(list(rewards.aux_penalties.values())))
+    else:
+        stats["penalty"] = rewards.penalty
+    train = [r for r, g in zip(records, rewards.groups, strict=True)
+             if g is not None and r.tags["pool"] == "train"]
+    stats["pay_train"] = float(np.mean([r.mean(0) for r in train])) if train else math.nan
+    decisions = [d for r in records for d in r.decisions]
+    stats["decisions"] = len(decisions)
+    stats["trained_decisions"] = len(samples)
+    stats["fallback_rate"] = (sum(d.parse_failed for d in decisions) / len(decisions)
+                              if decisions else 0.0)
+    stats["completion_tokens"] = sum(len(s.completion_ids) for s in samples)
+    return stats
+
+
+def _finite(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+# ====================================================================== 8. the run
+@dataclass(slots=True)
+class RunResult:
+    """What `train_sepo` returns."""
+
+    run_dir: Path
+    steps: int
+    last_checkpoint: Path | None
+    best_checkpoint: Path | None
+    best_step: int | None
+    best_safety: float | None
+    final: dict[str, Any]
+
+
+def evaluate_checkpoint(game: Game, policy: Policy, config: SEPOConfig) -> dict[str, float | None]:
+    """The cheap in-training evaluation: train, exploit and collusive pools (no held-out),
+    `eval_episodes` per opponent, at the training temperature. Its episode seeds and the
+    agent's sampling seed are the same at every checkpoint (common random numbers), so
+    checkpoints are compared on the same games."""
+    from sepo.evaluation import evaluate
+
+    agent = LMAgent(policy.model, policy.tokenizer, SamplingConfig(
+        temperature=config.temperature, top_p=config.top_p,
+        max_new_tokens=config.max_new_tokens, reasoning=config.reasoning,
+        seed=derive_seed(TRAIN_TAG, config.seed, _EVAL_STREAM)), name="sepo-eval")
+    assert config.lambdas is not None
+    report = evaluate(game, agent, episodes=config.eval_episodes, seeds=1,
+                      lambdas=config.lambdas.as_dict(), n_boot=config.eval_bootstrap, seed=0,
+                      roles=ROLES)
+    return {
+        "eval_safety": _finite(report["safety"]),
+        "eval_exploit": _finite(report["exploit"]),
+        "eval_pay_per_round": _finite(report["pay_per_round"]),
+        "eval_collusion": _finite(report["collusion"]),
+        "eval_externality": _finite(report["externality"]),
+        "eval_exact_exploitability": _finite(report.exact_exploitability),
+    }
+
+
+def _load_starting_model(config: SEPOConfig, device: torch.device,
+                         progress: bool) -> tuple[Any, Any]:
+    from sepo.models import load_model
+
+    # Full fine-tuning keeps fp32 master weights; LoRA under bf16 keeps the frozen base in
+    # bf16 (PEFT keeps the adapters themselves in fp32).
+    dtype = "bfloat16" if config.lora and config.mixed_precision == "bf16" else "float32"
+    return load_model(config.model, device=str(device), dtype=dtype, progress=progress)
+
+
+def _load_weights(policy: Policy, checkpoint: Path) -> None:
+    """Restore the trained weights (adapter or full model) saved by `save_pretrained`."""
+    from safetensors.torch import load_file
+
+    files = sorted(Path(checkpoint).glob("*.safetensors"))
+    if not files:
+        raise SepoError(f"{checkpoint} holds no safetensors weights")
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        state.update(load_file(f))
+    if policy.lora:
+        from peft import set_peft_model_state_dict
+
+        result = set_peft_model_state_dict(policy.model, state)
+        unexpected = list(getattr(result, "unexpected_keys", []))
+        if unexpected:
+            raise SepoError(f"{checkpoint}: adapter weights do not fit the model "
+                            f"({unexpected[:3]} ...)")
+        return
+    missing, unexpected = policy.model.load_state_dict(state, strict=False)
+    # save_pretrained drops tied weights (e.g. an LM head tied to the embeddings).
+    tied = {name for name, p in policy.model.named_parameters(remove_duplicate=False)
+            if any(p is q for n, q in policy.model.named_parameters() if n != name)}
+    untied_missing = [k for k in missing if k not in tied]
+    if unexpected or untied_missing:
+        raise SepoError(f"{checkpoint}: weights do not fit the model (missing "
+                        f"{untied_missing[:3]}, unexpected {unexpected[:3]})")
+
+
+def _check_run_dir(config: SEPOConfig) -> Path | None:
+    """Check RUN_DIR against the config; return the checkpoint to resume from (None: a fresh
+    run). Writes nothing, so every process of a multi-GPU run can call it."""
+    run_dir = Path(config.out)
+    if config.resume:
+        last = ckpt.latest_checkpoint(run_dir)
+        if last is None:
+            raise SepoError(f"--resume: no checkpoint in {run_dir / ckpt.CHECKPOINTS}")
+        config.check_resumable_from(load_config(run_dir))
+        return last
+    if ckpt.list_checkpoints(run_dir) or (run_dir / ckpt.METRICS).exists():
+        raise SepoError(f"{run_dir} already holds a SEPO run; pass --resume to continue it "
+                        "or choose another --out")
+    return None
+
+
+class _ProgressBar:
+    """A rich progress bar with the current figures (or nothing when disabled)."""
+
+    def __init__(self, enabled: bool, total: int, start: int) -> None:
+        self.bar = None
+        if enabled:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self.bar = Progress(TextColumn("[bold]SEPO"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.description}"), TimeElapsedColumn(),
+                                TimeRemainingColumn(), console=Console(stderr=True))
+            self.task = self.bar.add_task("", total=total, completed=start)
+            self.bar.start()
+
+    def update(self, step: int, row: Mapping[str, Any], safety: float | None) -> None:
+        if self.bar is None:
+            return
+
+        def f(x: Any) -> str:
+            return "n/a" if x is None or not math.isfinite(float(x)) else f"{float(x):.3f}"
+
+        self.bar.update(self.task, completed=step, description=(
+            f"loss {f(row['loss'])} · train reward {f(row['reward_train'])} · "
+            f"safety {f(safety)}"))
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def train_sepo(config: SEPOConfig, progress: bool = True) -> RunResult:
+    """Train with SEPO (or a baseline, per the config) and manage the run directory."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    game = get_game(config.game)
+    run_dir = Path(config.out)
+    accelerator = Accelerator(cpu=config.device == "cpu", mixed_precision=config.mixed_precision)
+    main = accelerator.is_main_process
+    resume_from = _check_run_dir(config)
+    accelerator.wait_for_everyone()
+    if main:  # a resumed run records its extended step count (the one field that may change)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / ckpt.CONFIG).write_text(config.model_dump_json(indent=2))
+
+    # --- seeds, model, optimiser
+    set_seed(derive_seed(TRAIN_TAG, config.seed, _INIT_STREAM) % 2**32)
+    model, tokenizer = _load_starting_model(config, accelerator.device, progress)
+    policy = build_policy(model.to(accelerator.device), tokenizer, config)
+    optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=config.lr,
+                                  weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda k: min(1.0, (k + 1) / (config.warmup_steps + 1)))
+    optimizer = accelerator.prepare_optimizer(optimizer)
+    agent = LMAgent(policy.model, tokenizer, SamplingConfig(
+        temperature=config.temperature, top_p=config.top_p,
+        max_new_tokens=config.max_new_tokens, reasoning=config.reasoning,
+        seed=derive_seed(TRAIN_TAG, config.seed, _SAMPLING_STREAM,
+                         accelerator.process_index)), name=f"sepo:{config.model}")
+    policy.model.eval()
+
+    # --- resume: weights, optimiser, scheduler, random states, the loop's own state
+    state = ckpt.TrainerState()
+    if resume_from is not None:
+        _load_weights(policy, resume_from)
+        training, state = ckpt.load_training_state(resume_from)
+        optimizer.load_state_dict(training["optimizer"])
+        scheduler.load_state_dict(training["scheduler"])
+        ckpt.set_rng_state(training["rng"])
+        agent.calls = int(training["agent_calls"])
+        _restore_best(run_dir, state)
+
+    log = ckpt.MetricsLog(run_dir / ckpt.METRICS, COLUMNS)
+    writer = None
+    if main:
+        log.start(state.step if resume_from is not None else None)
+        writer = SummaryWriter(str(run_dir / "tb"), purge_step=state.step + 1)
+    groups = rollout_groups(game, config.credit)
+    local_groups = groups[accelerator.process_index::accelerator.num_processes]
+    bar = _ProgressBar(progress and main, config.steps, state.step)
+    row: dict[str, Any] = {}
+    last_checkpoint = resume_from
+    try:
+        for step in range(state.step + 1, config.steps + 1):
+            t0 = time.perf_counter()
+            # 1. Rollouts: every group (and auxiliary episode) in one lock-step batch.
+            with torch.no_grad(), accelerator.autocast():
+                records = Engine(rollout_episodes(game, agent, local_groups, config,
+                                                  step)).run()
+            t1 = time.perf_counter()
+            # 2. Rewards per round, 3. advantages per (group, round), decisions to train on.
+            rewards = compute_rewards(game, records, config)
+            advantages = compute_advantages(rewards.per_round, rewards.groups, config.normalize)
+            samples = decision_samples(records, advantages, rewards.groups)
+            row = {"step": step, **rollout_stats(records, rewards, samples)}
+            t2 = time.perf_counter()
+            # 4.-5. Loss, gradient, clipped AdamW step.
+            row["lr"] = scheduler.get_last_lr()[0]
+            row.update(optimise(policy, samples, optimizer, accelerator, config, step))
+            with warnings.catch_warnings():
+                # A step without trainable decisions skips optimizer.step(); the schedule
+                # still counts SEPO steps, which torch warns about on the first one.
+                warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step()`")
+                scheduler.step()
+            t3 = time.perf_counter()
+            row.update(time_rollout=t1 - t0, time_rewards=t2 - t1, time_update=t3 - t2,
+                       time_step=t3 - t0)
+            state.step = step
+
+            # Every k steps (and at the end): evaluate, checkpoint, keep the best.
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                accelerator.wait_for_everyone()
+                if main:
+                    last_checkpoint = _checkpoint(run_dir, game, policy, config, state, row,
+                                                  optimizer, scheduler, agent)
+                accelerator.wait_for_everyone()
+            if main:
+                log.append(row)
+                assert writer is not None
+                for key, value in row.items():
+                    if key != "step" and value is not None and math.isfinite(float(value)):
+                        writer.add_scalar(key.replace("_", "/", 1) if key.startswith("eval_")
+                                          else f"train/{key}", float(value), step)
+                writer.flush()
+            bar.update(step, row, state.last_eval.get("eval_safety"))
+    except NonFiniteLossError as err:
+        where = (f"the last checkpoint, {last_checkpoint}, is intact (resume with --resume, "
+                 "e.g. after lowering --lr)" if last_checkpoint is not None
+                 else "no checkpoint had been written yet")
+        err.args = (f"{err.args[0]}; the run stopped without writing a checkpoint and "
+                    f"{where}",)
+        raise
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()
+
+    best = run_dir / ckpt.BEST
+    return RunResult(run_dir=run_dir, steps=state.step, last_checkpoint=last_checkpoint,
+                     best_checkpoint=best if best.exists() else None, best_step=state.best_step,
+                     best_safety=state.best_safety, final=row)
+
+
+def _checkpoint(run_dir: Path, game: Game, policy: Policy, config: SEPOConfig,
+                state: ckpt.TrainerState, row: dict[str, Any], optimizer: Any, scheduler: Any,
+                agent: LMAgent) -> Path:
+    """Evaluate, write the step's checkpoint atomically, update best/, prune old ones."""
+    t0 = time.perf_counter()
+    evaluation = evaluate_checkpoint(game, policy, config)
+    row.update(evaluation, time_eval=time.perf_counter() - t0)
+    state.last_eval = dict(evaluation)
+    safety = evaluation["eval_safety"]
+    improved = safety is not None and (state.best_safety is None or safety > state.best_safety)
+    if improved:
+        state.best_safety, state.best_step = safety, state.step
+    training = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "rng": ckpt.rng_state(), "agent_calls": agent.calls}
+    path = ckpt.save_checkpoint(run_dir, state.step, model=policy.model,
+                                tokenizer=policy.tokenizer, training_state=training,
+                                trainer_state=state)
+    if improved:
+        ckpt.save_best(run_dir, path, {"step": state.step, **evaluation})
+    ckpt.prune_checkpoints(run_dir, config.keep_checkpoints)
+    return path
+
+
+def _restore_best(run_dir: Path, state: ckpt.TrainerState) -> None:
+    """A crash between writing a checkpoint and updating best/ leaves best/ one behind; the
+    checkpoint's trainer state knows which step is best, so finish the job."""
+    if state.best_step is None or state.best_step != state.step:
+        return
+    best_eval = run_dir / ckpt.BEST / ckpt.EVAL
+    if best_eval.exists() and json.loads(best_eval.read_text()).get("step") == state.best_step:
+        return
+    source = run_dir / ckpt.CHECKPOINTS / ckpt.step_dir_name(state.best_step)
+    if source.exists():
+        ckpt.save_best(run_dir, source, {"step": state.best_step, **state.last_eval})
+

@@ -1,0 +1,165 @@
+"""`sepo run` end to end on the test-sized tiny model, with a budget of a few steps and episodes:
+every stage runs, every artifact is written, a second invocation skips every finished stage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from sepo.errors import SepoError, UnknownNameError
+from sepo.games import game_names
+from sepo.kuhn_exact import exploitability
+from sepo.pipeline import (
+    DEFAULT_BUDGETS,
+    FINAL_EVAL_INDEX,
+    RunConfig,
+    report,
+    run,
+    run_pipeline,
+    seed_dir,
+)
+from sepo.report import CONDITION_ORDER, load_results
+
+#: The smallest budget that still exercises every stage: 2 steps, one checkpoint evaluation.
+SMOKE = dict(steps=2, checkpoint_every=2, sft_episodes=1, sft_epochs=1.0, eval_episodes=1,
+             group_size=2, train_eval_episodes=1, max_new_tokens=8)
+SMOKE_CLI = ["--steps", "2", "--checkpoint-every", "2", "--sft-episodes", "1", "--sft-epochs",
+             "1", "--eval-episodes", "1", "--group-size", "2", "--train-eval-episodes", "1",
+             "--max-new-tokens", "8"]
+
+
+def cli() -> typer.Typer:
+    """The two commands as the lead wires them into `sepo.cli`."""
+    app = typer.Typer()
+    app.command()(run)
+    app.command()(report)
+    return app
+
+
+@pytest.fixture(scope="module")
+def kuhn_run(tiny_lm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("pipeline") / "kuhn"
+    result = CliRunner().invoke(cli(), ["run", "kuhn", "--model", str(tiny_lm_path),
+                                        "--out", str(out), *SMOKE_CLI])
+    assert result.exit_code == 0, result.output
+    # The final table: one row or column per condition, numbers with intervals.
+    for label in ("Base", "SFT", "Reward-only", "SEPO"):
+        assert label in result.output
+    assert "Kuhn exact" in result.output
+    return out
+
+
+@pytest.mark.slow
+def test_pipeline_writes_every_artifact(kuhn_run: Path) -> None:
+    sd = seed_dir(kuhn_run, "kuhn", 0)
+    assert (sd / "sft-data" / "card.json").exists()
+    assert (sd / "sft" / "sepo_sft.json").exists()
+    for condition in ("sepo", "reward-only"):
+        rows = (sd / condition / "metrics.csv").read_text().splitlines()
+        assert len(rows) == 1 + 2  # header + one row per step
+        assert (sd / condition / "best" / "config.json").exists()
+        saved = json.loads((sd / condition / "config.json").read_text())
+        assert saved["reward_only"] is (condition == "reward-only")
+        assert saved["model"].endswith("sft")  # both start from the same SFT checkpoint
+    for name in ("report.md", "results.json", "results.csv", "per_opponent.csv",
+                 "run_config.json", "timings.json"):
+        assert (kuhn_run / name).stat().st_size > 0, name
+    for name in ("kuhn_conditions", "kuhn_training", "kuhn_policy"):
+        png = kuhn_run / "plots" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_results_hold_every_condition_on_common_evaluation_episodes(kuhn_run: Path,
+                                                                    tiny_lm_path: Path) -> None:
+    results = load_results(kuhn_run)
+    evals = {e["condition"]: e for e in results["evaluations"]}
+    assert list(evals) == list(CONDITION_ORDER)
+    for condition, e in evals.items():
+        rep = e["report"]
+        # The same evaluation seed index for every condition (common random numbers), and
+        # not index 0, on which the trainers selected their best checkpoints.
+        assert rep["seed"] == FINAL_EVAL_INDEX
+        assert rep["game"] == "kuhn" and rep["episodes"] == 1
+        assert set(rep["ci95"]) >= {"pay_per_round", "exploit", "safety", "nra",
+                                    "exact_exploitability"}
+        # The stored policy is the one whose exploitability was reported.
+        policy = e["kuhn_policy"]
+        assert len(policy) == 12 and all(0.0 <= p <= 1.0 for p in policy.values())
+        assert exploitability(policy) == pytest.approx(rep["exact_exploitability"], abs=1e-9)
+        assert e["checkpoint"] == {"base": str(tiny_lm_path.resolve()), "sft": "kuhn/seed0/sft",
+                                   "reward-only": "kuhn/seed0/reward-only/best",
+                                   "sepo": "kuhn/seed0/sepo/best"}[condition]
+    aggs = {a["condition"]: a for a in results["aggregates"]}
+    for condition in CONDITION_ORDER:
+        m = aggs[condition]["metrics"]["exact_exploitability"]
+        assert m["value"] == evals[condition]["report"]["exact_exploitability"]
+        assert m["interval"] == "bootstrap over episodes"  # one seed
+    text = (kuhn_run / "report.md").read_text()
+    assert "| SEPO |" in text and "plots/kuhn_policy.png" in text
+
+
+@pytest.mark.slow
+def test_rerun_skips_finished_stages_and_keeps_the_numbers(kuhn_run: Path,
+                                                           tiny_lm_path: Path) -> None:
+    before = load_results(kuhn_run)["aggregates"]
+    eval_file = seed_dir(kuhn_run, "kuhn", 0) / "eval" / "sepo.json"
+    mtime = eval_file.stat().st_mtime_ns
+    run_pipeline(RunConfig(games=["kuhn"], model=str(tiny_lm_path), out=kuhn_run, **SMOKE),
+                 quiet=True)
+    assert eval_file.stat().st_mtime_ns == mtime  # not re-evaluated
+    assert load_results(kuhn_run)["aggregates"] == before
+    assert len(json.loads((kuhn_run / "timings.json").read_text())) == 2
+    # A different experiment in the same directory is refused, naming what differs.
+    with pytest.raises(SepoError, match="steps: 2 → 3"):
+        run_pipeline(RunConfig(games=["kuhn"], model=str(tiny_lm_path), out=kuhn_run,
+                               **{**SMOKE, "steps": 3}), quiet=True)
+
+
+@pytest.mark.slow
+def test_report_command_rebuilds_tables(kuhn_run: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli(), ["report", str(kuhn_run), "--no-plots", "--json"])
+    assert result.exit_code == 0, result.output
+    aggregates: list[dict[str, Any]] = json.loads(result.output)
+    assert {a["condition"] for a in aggregates} == set(CONDITION_ORDER)
+
+
+# ------------------------------------------------------------------ config (fast)
+def test_run_config_defaults_and_overrides(tmp_path: Path) -> None:
+    config = RunConfig(games="all", out=tmp_path)
+    assert config.games == game_names()
+    assert config.budget("kuhn") == DEFAULT_BUDGETS["kuhn"]
+    assert config.budget("kuhn").reasoning is False and config.new_tokens("kuhn") == 16
+    tuned = RunConfig(games=["ipd", "ipd"], out=tmp_path, steps=7, reasoning=False, seeds=3,
+                      first_seed=2)
+    assert tuned.games == ["ipd"]
+    assert tuned.budget("ipd").sepo_steps == 7 and tuned.budget("ipd").reasoning is False
+    assert tuned.seed_list == [2, 3, 4]
+    sepo = tuned.sepo_config("ipd", 3, tmp_path / "sft", tmp_path / "sepo", reward_only=True)
+    assert (sepo.steps, sepo.seed, sepo.reward_only, sepo.reasoning) == (7, 3, True, False)
+    assert sepo.train_lambdas.as_dict() == {"exploit": 0.0, "collusion": 0.0,
+                                            "externality": 0.0}
+    # Extra trainer settings pass through to both conditions.
+    lr = RunConfig(games=["kuhn"], out=tmp_path, sepo={"lr": 1e-4}).sepo_config(
+        "kuhn", 0, tmp_path, tmp_path, reward_only=False)
+    assert lr.lr == 1e-4
+
+
+def test_run_config_bad_input_names_the_choices(tmp_path: Path) -> None:
+    with pytest.raises(UnknownNameError, match="kuhn"):
+        RunConfig(games=["poker"], out=tmp_path)
+    with pytest.raises(UnknownNameError, match="steps"):
+        RunConfig(games=["kuhn"], out=tmp_path, stepz=3)
+    with pytest.raises(UnknownNameError, match="credit"):
+        RunConfig(games=["kuhn"], out=tmp_path, sepo={"credt": "aux"})
+    with pytest.raises(SepoError, match="set by the pipeline"):
+        RunConfig(games=["kuhn"], out=tmp_path, sepo={"steps": 3})
+    with pytest.raises(UnknownNameError, match="final"):
+        RunConfig(games=["kuhn"], out=tmp_path, select="last")
+    result = CliRunner().invoke(cli(), ["run", "kuhn", "--out", str(tmp_path), "--sepo", "lr"])
+    assert isinstance(result.exception, SepoError) and "KEY=VALUE" in str(result.exception)

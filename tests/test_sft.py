@@ -1,0 +1,364 @@
+"""SFT: demonstrator datasets (determinism, parse-back, split, card, loading, errors) and a
+short supervised fine-tuning run whose checkpoint loads and plays."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sepo.engine import Decision, DecisionRequest, Engine, Episode, StrategyPlayer
+from sepo.errors import SepoError, UnknownNameError
+from sepo.games import game_names, get_game
+from sepo.prompts import ACTION_ONLY_INSTRUCTION, REASONING_INSTRUCTION, chat_messages
+from sepo.sft.data import (
+    CARD_FILE,
+    TRAIN_FILE,
+    VALIDATION_FILE,
+    DemonstratorMixture,
+    GameMismatchError,
+    SFTDataError,
+    completion_text,
+    generate_sft_data,
+    load_sft_data,
+    read_split,
+    sft_opponents,
+)
+from sepo.sft.train import SFT_INFO_FILE, NonFiniteLossError, SFTRunConfig, train_sft
+
+
+def _available_games() -> list[str]:
+    names = []
+    for name in game_names():
+        try:
+            get_game(name)
+        except (ImportError, AttributeError):  # a game still being written
+            continue
+        names.append(name)
+    return names
+
+
+GAMES = _available_games()
+
+
+@pytest.fixture(scope="module")
+def ipd_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("sft") / "ipd"
+    generate_sft_data("ipd", out, episodes_per_opponent=5, seed=3)
+    return out
+
+
+# ------------------------------------------------------------------ the reason sentence
+def test_reason_sentence_describes_the_action_and_why() -> None:
+    game = get_game("ipd")
+    tft = game.strategies["TitForTat"]
+    state = game.new_state(0)
+    first = completion_text(game, state, 0, tft, "COOPERATE", reasoning=True)
+    assert first == ("It is the first round and the other has not moved yet; I follow "
+                     "TitForTat (cooperates first, then copies the other's last move), so I "
+                     "play COOPERATE.\nCOOPERATE")
+    game.apply(state, 0, "COOPERATE")
+    game.apply(state, 1, "DEFECT")
+    after = completion_text(game, state, 0, tft, "DEFECT", reasoning=True)
+    assert after.startswith("The other played DEFECT last round; I follow TitForTat")
+    assert after.endswith("so I play DEFECT.\nDEFECT")
+    assert completion_text(game, state, 0, tft, "DEFECT", reasoning=False) == "DEFECT"
+
+
+# ------------------------------------------------------------------ generation
+def test_same_seed_same_bytes_and_another_seed_differs(tmp_path: Path, ipd_data: Path) -> None:
+    again = tmp_path / "again"
+    generate_sft_data("ipd", again, episodes_per_opponent=5, seed=3)
+    for name in (TRAIN_FILE, VALIDATION_FILE, CARD_FILE):
+        assert (again / name).read_bytes() == (ipd_data / name).read_bytes()
+    other = tmp_path / "other"
+    generate_sft_data("ipd", other, episodes_per_opponent=5, seed=4)
+    assert (other / TRAIN_FILE).read_bytes() != (ipd_data / TRAIN_FILE).read_bytes()
+
+
+class _Replay:
+    """Seat-0 player that replays an episode's recorded rows and checks each one against the
+    live state: the prompt is exactly the agent's, and the completion parses to the action the
+    demonstrator takes here."""
+
+    def __init__(self, game_name: str, demonstrator: str, rows: list[dict[str, Any]]) -> None:
+        self.game = get_game(game_name)
+        self.strategy = self.game.strategies[demonstrator]
+        self.name = demonstrator
+        self.rows = iter(rows)
+        self.checked = 0
+
+    def decide(self, requests: Sequence[DecisionRequest]) -> list[Decision]:
+        out = []
+        for r in requests:
+            row = next(self.rows)
+            action = self.strategy.choose(r.game, r.state, r.seat, r.rng)
+            reasoning = row["prompt"][0]["content"].endswith(REASONING_INSTRUCTION)
+            assert row["prompt"] == chat_messages(r.game, r.state, r.seat, reasoning=reasoning)
+            text = row["completion"][0]["content"]
+            assert r.game.parse(text, r.state, r.seat) == action
+            assert text.splitlines()[-1] == row["action"] == r.game.format_action(action)
+            assert row["round"] == r.state.t
+            self.checked += 1
+            out.append(Decision(action, text=text))
+        return out
+
+
+@pytest.mark.parametrize("reasoning", [True, False])
+def test_every_completion_replays_and_parses_back(tmp_path: Path, reasoning: bool) -> None:
+    out = tmp_path / "all"
+    generate_sft_data(GAMES, out, episodes_per_opponent=2, seed=11, reasoning=reasoning)
+    rows = read_split(out, "train") + read_split(out, "validation")
+    by_episode: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_episode[row["game"], row["episode"]].append(row)
+    replays, episodes = [], []
+    for (game_name, seed), ep_rows in by_episode.items():
+        replay = _Replay(game_name, ep_rows[0]["demonstrator"], ep_rows)
+        opponent = StrategyPlayer(replay.game.strategies[ep_rows[0]["opponent"]])
+        episodes.append(Episode(replay.game, replay, opponent, seed))
+        replays.append(replay)
+    Engine(episodes).run()
+    assert sum(r.checked for r in replays) == len(rows)
+    assert all(next(r.rows, None) is None for r in replays)  # nothing left unplayed
+    assert {row["game"] for row in rows} == set(GAMES)
+    system = rows[0]["prompt"][0]["content"]
+    assert system.endswith(REASONING_INSTRUCTION if reasoning else ACTION_ONLY_INSTRUCTION)
+    if not reasoning:
+        assert all(r["completion"][0]["content"] == r["action"] for r in rows)
+
+
+def test_split_is_80_20_by_episode_and_the_card_counts_the_files(ipd_data: Path) -> None:
+    card = json.loads((ipd_data / CARD_FILE).read_text())
+    train, val = read_split(ipd_data, "train"), read_split(ipd_data, "validation")
+    opponents = sft_opponents(get_game("ipd"))
+    assert "Prober" not in opponents and "Random" in opponents  # held-out pool excluded
+    episodes = 5 * len(opponents)
+    counts = card["counts"]["ipd"]
+    assert counts["episodes"] == {"train": episodes - episodes // 5, "validation": episodes // 5}
+    # IPD episodes are 8 decisions long, so the example split is exactly 80/20 too.
+    assert len(val) * 4 == len(train) == counts["examples"]["train"]
+    assert card["examples"] == {"train": len(train), "validation": len(val)}
+    assert not {r["episode"] for r in train} & {r["episode"] for r in val}
+    every = train + val
+    assert counts["actions"] == dict(Counter(r["action"] for r in every))
+    assert counts["opponents"] == {o: 5 * 8 for o in sorted(opponents)}
+    for name, s in counts["strategies"].items():
+        mine = [r for r in every if r["demonstrator"] == name]
+        assert s == {"examples": len(mine), "episodes": len({r["episode"] for r in mine})}
+    assert set(counts["strategies"]) <= set(get_game("ipd").demonstrators)
+    assert counts["mixture"] == get_game("ipd").demonstrators
+
+
+def test_restricted_demonstrators(tmp_path: Path) -> None:
+    card = generate_sft_data("ipd", tmp_path / "tft", episodes_per_opponent=2,
+                             demonstrators=["TitForTat"])
+    assert card["counts"]["ipd"]["mixture"] == {"TitForTat": 1.0}
+    assert {r["demonstrator"] for r in read_split(tmp_path / "tft", "train")} == {"TitForTat"}
+    with pytest.raises(UnknownNameError, match="TitForTot"):
+        generate_sft_data("ipd", tmp_path / "x", episodes_per_opponent=2,
+                          demonstrators=["TitForTot"])
+
+
+def test_demonstrator_mixture_plays_one_member_per_episode_by_weight() -> None:
+    game = get_game("ipd")
+    mixture = DemonstratorMixture(game)
+    records = Engine(Episode(game, mixture, game.strategies["Mixed"], seed)
+                     for seed in range(1500)).run()
+    members = Counter()
+    for seed, rec in enumerate(records):
+        member = mixture.member(Episode(game, mixture, mixture, seed).state).name
+        members[member] += 1
+        mine = [r.actions[0] for r in rec.rounds]
+        if member == "AlwaysDefect":
+            assert set(mine) == {"DEFECT"}
+        elif member == "TitForTat":
+            assert mine == ["COOPERATE"] + [r.actions[1] for r in rec.rounds[:-1]]
+    for name, weight in game.demonstrators.items():  # 4-sigma binomial band
+        p = weight / sum(game.demonstrators.values())
+        assert abs(members[name] / 1500 - p) < 4 * (p * (1 - p) / 1500) ** 0.5
+
+
+def test_loadable_by_datasets_load_dataset(ipd_data: Path) -> None:
+    from datasets import load_dataset
+
+    ds = load_dataset("json", data_files={"train": str(ipd_data / TRAIN_FILE),
+                                          "validation": str(ipd_data / VALIDATION_FILE)})
+    assert ds["train"].num_rows == len(read_split(ipd_data, "train"))
+    row = ds["validation"][0]
+    assert [m["role"] for m in row["prompt"]] == ["system", "user"]
+    assert [m["role"] for m in row["completion"]] == ["assistant"]
+
+
+# ------------------------------------------------------------------ bad input
+def test_missing_empty_and_foreign_directories(tmp_path: Path) -> None:
+    with pytest.raises(SFTDataError, match="does not exist"):
+        load_sft_data(tmp_path / "nope", "ipd")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SFTDataError, match=r"card\.json is missing \(found: nothing\)"):
+        load_sft_data(tmp_path / "empty", "ipd")
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "notes.txt").write_text("hi")
+    with pytest.raises(SepoError, match="not an SFT dataset directory"):
+        generate_sft_data("ipd", tmp_path / "foreign", episodes_per_opponent=1)
+    with pytest.raises(UnknownNameError, match=r"Choices: .*ipd"):
+        generate_sft_data("chess", tmp_path / "c", episodes_per_opponent=1)
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    dst.mkdir()
+    for f in src.iterdir():
+        (dst / f.name).write_bytes(f.read_bytes())
+    return dst
+
+
+@pytest.mark.parametrize(("line", "problem"), [
+    ("{not json", "not valid JSON"),
+    ("[1, 2]", "expected a JSON object"),
+    ('{"game": "ipd", "prompt": []}', "missing field"),
+    ('{"game": "ipd", "prompt": [], "completion": []}', "non-empty list"),
+    ('{"game": "ipd", "prompt": [{"role": "user", "content": 3}], '
+     '"completion": [{"role": "assistant", "content": "C"}]}', "not"),
+    ('{"game": "ipd", "prompt": [{"role": "user", "content": "x"}], '
+     '"completion": [{"role": "user", "content": "C"}]}', "role 'user'"),
+    ('{"game": "kuhn", "prompt": [{"role": "user", "content": "x"}], '
+     '"completion": [{"role": "assistant", "content": "C"}]}', "not among the card's games"),
+    ("", "empty line"),
+])
+def test_malformed_line_names_file_and_line(ipd_data: Path, tmp_path: Path, line: str,
+                                            problem: str) -> None:
+    bad = _copy(ipd_data, tmp_path / "bad")
+    lines = (bad / VALIDATION_FILE).read_text().splitlines()
+    lines[2] = line
+    (bad / VALIDATION_FILE).write_text("\n".join(lines) + "\n")
+    with pytest.raises(SFTDataError, match=rf"validation\.jsonl:3: .*{problem}"):
+        load_sft_data(bad, "ipd")
+
+
+def test_empty_split_file(ipd_data: Path, tmp_path: Path) -> None:
+    bad = _copy(ipd_data, tmp_path / "bad")
+    (bad / TRAIN_FILE).write_text("")
+    with pytest.raises(SFTDataError, match=r"train\.jsonl holds no examples"):
+        load_sft_data(bad, "ipd")
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(junk=st.text(max_size=200))
+def test_any_junk_line_is_a_clear_error(ipd_data: Path, tmp_path_factory: pytest.TempPathFactory,
+                                        junk: str) -> None:
+    bad = _copy(ipd_data, tmp_path_factory.mktemp("junk") / "d")
+    good = (bad / TRAIN_FILE).read_text().splitlines()
+    junk = junk.replace("\r", " ").replace("\n", " ")  # one line
+    (bad / TRAIN_FILE).write_text("\n".join([good[0], junk, *good[1:]]) + "\n")
+    try:
+        rows = read_split(bad, "train")
+    except SFTDataError as err:
+        assert f"{TRAIN_FILE}:2:" in str(err)
+    else:  # only a line that is itself a valid example may pass
+        assert len(rows) == len(good) + 1
+
+
+def test_game_mismatch(ipd_data: Path, tmp_path: Path) -> None:
+    other = next((g for g in GAMES if g != "ipd"), None)
+    if other is None:
+        pytest.skip("only ipd is available")
+    with pytest.raises(GameMismatchError, match=f"made for ipd, not {other}"):
+        load_sft_data(ipd_data, other)
+    with pytest.raises(GameMismatchError):  # checked before any model is loaded
+        train_sft(other, "no-such-model", ipd_data, tmp_path / "ckpt")
+
+
+def test_config_errors_name_the_field() -> None:
+    with pytest.raises(UnknownNameError, match=r"lerning_rate.*Did you mean 'learning_rate'"):
+        SFTRunConfig.from_dict({"lerning_rate": 1e-3})
+    with pytest.raises(SepoError, match="batch_size"):
+        SFTRunConfig.from_dict({"batch_size": 0})
+
+
+# ------------------------------------------------------------------ training
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """A 0.1 M-parameter model gains nothing from intra-op threads, and on a busy 2-core
+    machine they make each step several times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def small_ipd_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("sft") / "ipd-small"
+    generate_sft_data("ipd", out, episodes_per_opponent=2, seed=0)
+    return out
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_sft_lowers_validation_loss_and_the_checkpoint_plays(
+        tiny_lm_path: Path, small_ipd_data: Path, tmp_path: Path) -> None:
+    from sepo.agents import LMAgent, SamplingConfig
+    from sepo.models import load_model
+
+    model, tokenizer = load_model(str(tiny_lm_path), device="cpu", dtype="float32")
+    ckpt = tmp_path / "ckpt"
+    result = train_sft("ipd", (model, tokenizer), small_ipd_data, ckpt, SFTRunConfig(
+        epochs=1, batch_size=8, learning_rate=3e-3, progress=False, logging_steps=1))
+    assert result.finetune == "full" and result.trainable_parameters == result.parameters
+    assert result.eval_loss_final < result.eval_loss_initial - 0.5
+    assert result.train_tokens > 0 and result.steps == -(-result.train_examples // 8)
+    longest = max(len(tokenizer(r["completion"][0]["content"])["input_ids"])
+                  for r in read_split(small_ipd_data, "train"))
+    assert longest <= result.completion_tokens_max <= longest + 3  # + end-of-turn markup
+    info = json.loads((ckpt / SFT_INFO_FILE).read_text())
+    assert info["games"] == ["ipd"] and info["reasoning"] is True
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
+
+    lm, tok = load_model(str(ckpt), device="cpu", dtype="float32")
+    agent = LMAgent(lm, tok, SamplingConfig(temperature=0.0, max_new_tokens=48))
+    game = get_game("ipd")
+    [record] = Engine([Episode(game, agent, game.strategies["TitForTat"], 5)]).run()
+    assert len(record.rounds) == game.num_rounds
+    assert all(d.action in ("COOPERATE", "DEFECT") for d in record.decisions)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_lora_merged_checkpoint_is_a_plain_model(
+        tiny_lm_path: Path, small_ipd_data: Path, tmp_path: Path) -> None:
+    from sepo.models import load_model
+
+    ckpt = tmp_path / "lora"
+    result = train_sft("ipd", load_model(str(tiny_lm_path), device="cpu", dtype="float32"),
+                       small_ipd_data, ckpt, SFTRunConfig(
+                           finetune="lora", merge_lora=True, max_steps=3, batch_size=4,
+                           learning_rate=1e-2, lora_r=4, lora_alpha=8, progress=False))
+    assert result.finetune == "lora" and result.merged
+    assert result.trainable_parameters < result.parameters // 5
+    assert not (ckpt / "adapter_config.json").exists()
+    lm, _ = load_model(str(ckpt), device="cpu", dtype="float32")
+    assert not any("lora" in name for name, _ in lm.named_parameters())
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_non_finite_loss_stops_and_saves_nothing(
+        tiny_lm_path: Path, small_ipd_data: Path, tmp_path: Path) -> None:
+    import torch
+
+    from sepo.models import load_model
+
+    model, tokenizer = load_model(str(tiny_lm_path), device="cpu", dtype="float32")
+    with torch.no_grad():
+        model.get_input_embeddings().weight.fill_(float("nan"))
+    with pytest.raises(NonFiniteLossError, match="non-finite training loss"):
+        train_sft("ipd", (model, tokenizer), small_ipd_data, tmp_path / "ckpt", SFTRunConfig(
+            max_steps=2, batch_size=4, logging_steps=1, progress=False))
+    assert list(tmp_path.iterdir()) == []
+
