@@ -10,14 +10,16 @@ FLOP/s. First the machine's dense-matmul rate: the best of `--repeat` fp32 `torc
 N×N matrices (2N³ FLOPs) on the same torch threads. Then the model FLOPs of the gradient step,
 counted from the batch actually processed (PaLM's MFU convention):
 
-    forward  = 2·N_layers·T + 2·V·H·K + 4·L·H·Σ S_b²·B_b        (per micro-batch b)
+    forward  = 2·N_layers·T + 2·V·H·K + 2·L·H·Σ_b B_b·S_b²        (micro-batches b)
     backward = 2 × forward
 
 with N_layers the transformer blocks' matmul parameters, T the non-padding tokens, K the LM-head
-positions kept (`logits_to_keep`), L layers, H the hidden size, S_b and B_b the padded length
-and size of micro-batch b (attention counted in full, as it is computed). The step runs one
+positions kept (`logits_to_keep`), L layers, H the hidden size, B_b and S_b the size and padded
+length of micro-batch b. Attention (QKᵀ and AV) is counted over the causal lower triangle only,
+the work the fused causal kernel does: 2·2·H·S²/2 per sequence and layer. The step runs one
 reference forward and `updates_per_step` forward + backward passes. The share reported is
-achieved FLOP/s of the gradient step ÷ measured matmul FLOP/s.
+achieved FLOP/s of the gradient step ÷ measured matmul FLOP/s; it counts useful work only
+(padding tokens are not counted in T).
 
     python benchmarks/bench_train_step.py                    # markdown tables
     python benchmarks/bench_train_step.py --json
@@ -88,7 +90,7 @@ def update_flops(samples: list[Any], shape: dict[str, int], micro_batch_size: in
         k = (width - 1 - first) * len(batch)
         t = sum(lengths)
         forward += (2 * shape["layer_matmul_params"] * t + 2 * shape["vocab"] * shape["hidden"] * k
-                    + 4 * shape["layers"] * shape["hidden"] * width**2 * len(batch))
+                    + 2 * shape["layers"] * shape["hidden"] * width**2 * len(batch))
         tokens, padded, kept = tokens + t, padded + width * len(batch), kept + k
     return {"flops": forward * (1 + 3 * updates), "tokens": tokens, "padded_tokens": padded,
             "lm_head_positions": kept}

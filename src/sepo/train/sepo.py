@@ -462,7 +462,7 @@ def optimise(policy: Policy, samples: Sequence[DecisionSample], optimizer: Any,
                                     clip_eps=config.clip_eps, beta=float(config.beta or 0.0),
                                     num_decisions=total)
             if not torch.isfinite(loss.detach()):
-                raise NonFiniteLossError(step, "loss", float(loss))
+                raise NonFiniteLossError(step, "loss", loss.item())
             accelerator.backward(loss)
             sums["loss"] += loss.item()
             sums["policy"] += parts.policy
@@ -744,7 +744,7 @@ def train_sepo(config: SEPOConfig, progress: bool = True) -> RunResult:
             with warnings.catch_warnings():
                 # A step without trainable decisions skips optimizer.step(); the schedule
                 # still counts SEPO steps, which torch warns about on the first one.
-                warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step()`")
+                warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)`")
                 scheduler.step()
             t3 = time.perf_counter()
             row.update(time_rollout=t1 - t0, time_rewards=t2 - t1, time_update=t3 - t2,
