@@ -422,6 +422,23 @@ def test_lora_reference_is_the_model_with_adapters_disabled(lm: tuple[Any, Any, 
     assert torch.max(torch.abs(policy_after - before)).item() > 1e-3
 
 
+def test_lora_checkpoint_weights_restore_exactly(lm: tuple[Any, Any, int],
+                                                  tmp_path: Path) -> None:
+    model, tokenizer, _ = lm
+    config = SEPOConfig(game="ipd", model="x", out="unused", lora=True)
+    saved = trainer.build_policy(copy.deepcopy(model), tokenizer, config)
+    with torch.no_grad():
+        for name, p in saved.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_()  # B starts at 0: make the adapter non-trivial
+    saved.model.save_pretrained(tmp_path)
+    fresh = trainer.build_policy(copy.deepcopy(model), tokenizer, config)
+    trainer._load_weights(fresh, tmp_path)
+    for (name, a), (_, b) in zip(saved.model.named_parameters(),
+                                 fresh.model.named_parameters(), strict=True):
+        assert torch.equal(a, b), name
+
+
 # ------------------------------------------------------------------ run management
 def _weights(checkpoint: Path) -> dict[str, torch.Tensor]:
     return load_file(checkpoint / "model.safetensors")

@@ -283,9 +283,10 @@ def decision_samples(records: Sequence[EpisodeRecord], advantages: Sequence[np.n
 def sequence_logprobs(model: Any, samples: Sequence[DecisionSample], pad_id: int) -> torch.Tensor:
     """Σ over each sample's completion tokens of log_softmax(logits / T), shape (B,).
 
-    Right-padded batch; prompt and padding positions are masked. Only the positions that
-    predict completion tokens go through the LM head (`logits_to_keep`) when the model
-    supports it: for a large vocabulary that is most of the memory of the forward pass.
+    Right-padded batch; prompt and padding positions are left out of the sum. Only the
+    positions that predict completion tokens go through the LM head (`logits_to_keep`) when
+    the model supports it: for a large vocabulary that is most of the memory of the forward
+    pass.
     """
     device = model_device(model)
     lengths = [len(s.prompt_ids) + len(s.completion_ids) for s in samples]
