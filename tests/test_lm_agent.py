@@ -30,7 +30,8 @@ from sepo.agents import (
     load_lm_agent,
 )
 from sepo.agents.chat import ContinuationIds, left_pad, think_is_open, visible_answer
-from sepo.agents.lm import fallback_messages, shared_prefix_length
+from sepo.agents.lm import fallback_messages
+from sepo.agents.sampling import draw_tokens, shared_prefix_length
 from sepo.engine import Decision, DecisionRequest, Engine, Episode, StrategyPlayer
 from sepo.errors import SepoError
 from sepo.games import game_names, get_game
@@ -290,6 +291,24 @@ def test_shared_prefix_length_leaves_a_token_to_generate_from() -> None:
     assert shared_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2
     assert shared_prefix_length([[7], [7, 8]]) == 0
     assert shared_prefix_length([[1, 2], [3, 4]]) == 0
+
+
+def test_draw_tokens_keeps_the_top_p_nucleus_and_its_proportions() -> None:
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    logits = probs.log().repeat(4000, 1)
+    generator = torch.Generator().manual_seed(0)
+    # Mass before token 2 is 0.8 > 0.7: the nucleus is {0, 1}, renormalised to 5/8, 3/8.
+    counts = torch.bincount(draw_tokens(logits, 1.0, 0.7, generator), minlength=4)
+    assert counts[2:].tolist() == [0, 0]
+    assert counts[0] / 4000 == pytest.approx(5 / 8, abs=0.03)
+    # Temperature 2 flattens: p ∝ sqrt(probs) over the whole vocabulary with top_p = 1.
+    counts = torch.bincount(draw_tokens(logits, 2.0, 1.0, generator), minlength=4)
+    expected = probs.sqrt() / probs.sqrt().sum()
+    assert (counts / 4000).tolist() == pytest.approx(expected.tolist(), abs=0.03)
+    assert draw_tokens(logits[:3], 0.0, 1.0, None).tolist() == [0, 0, 0]  # greedy
+    assert draw_tokens(logits[:3], 1.0, 1e-6, generator).tolist() == [0, 0, 0]  # top token kept
+    broken = torch.tensor([[float("nan"), 0.0, float("inf")]])
+    assert 0 <= int(draw_tokens(broken, 1.0, 0.9, generator)) < 3  # no crash on NaN logits
 
 
 def test_same_seed_same_play_other_seed_other_play(tiny_lm: LM) -> None:

@@ -1,4 +1,4 @@
-"""Language-model agents: `LMAgent` plays any game as a `Player` with one batched `generate` per
+"""Language-model agents: `LMAgent` plays any game as a `Player` with one batched generation per
 engine step, parses with the game's parser, falls back to constrained decoding, and returns the
 training trace of every decision (`LMTrace`)."""
 

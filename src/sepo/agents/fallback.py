@@ -17,13 +17,8 @@ from typing import Any
 
 import torch
 
-from sepo.agents.chat import (
-    ContinuationIds,
-    Prompt,
-    accepts_logits_to_keep,
-    left_pad,
-    model_device,
-)
+from sepo.agents.chat import ContinuationIds, Prompt
+from sepo.agents.sampling import BatchState
 from sepo.games.base import Action
 
 
@@ -71,6 +66,10 @@ class ConstrainedChoice:
     logprobs: list[float]
 
 
+def _depth(node: _Node) -> int:
+    return 1 + max((_depth(c) for c in node.children.values()), default=-1)
+
+
 def _choose(logits: torch.Tensor, allowed: list[int], temperature: float,
             generator: torch.Generator | None) -> int:
     """One of `allowed` token ids: sampled from the restricted tempered softmax, or the argmax
@@ -88,8 +87,9 @@ def constrained_decode(model: Any, prompts: Sequence[Sequence[int]], tries: Sequ
                        generator: torch.Generator | None = None) -> list[ConstrainedChoice]:
     """Decode one legal action per prompt, restricted to the paths of its trie.
 
-    Batched: one forward pass over all the (left-padded) prompts, then one single-token step
-    per further token of the longest action, reusing the KV cache. At a node where an action
+    Batched: one forward pass over all the (left-padded) prompts, their shared prefix computed
+    once, then one single-token step per further token of the longest action, reusing the KV
+    cache. At a node where an action
     is complete but a longer one continues (e.g. "1" and "10" with digit tokens), ending is
     one more option, written as an end-of-sequence token. `temperature` 0 takes the argmax.
     """
@@ -97,15 +97,9 @@ def constrained_decode(model: Any, prompts: Sequence[Sequence[int]], tries: Sequ
         raise ValueError(f"{len(prompts)} prompts but {len(tries)} tries")
     if not prompts:
         return []
-    device = model_device(model)
     logprob_temperature = temperature if temperature > 0 else 1.0
-    input_ids, mask, positions = left_pad(prompts, pad_id, device)
-    keep = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
-    out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                use_cache=True, **keep)
-    logits = out.logits[:, -1, :].float()
-    cache = out.past_key_values
-    last_position = positions[:, -1]
+    longest = max((_depth(t.root) for t in tries), default=0)
+    batch = BatchState.prefill(model, prompts, pad_id=pad_id, reserve=longest + 1)
 
     nodes: list[_Node | None] = [t.root for t in tries]
     chosen: list[list[int]] = [[] for _ in prompts]
@@ -118,6 +112,7 @@ def constrained_decode(model: Any, prompts: Sequence[Sequence[int]], tries: Sequ
             done[i] = True
 
     while not all(done):
+        logits = batch.logits
         step_logprobs = torch.log_softmax(logits / logprob_temperature, dim=-1)
         next_tokens = torch.full((len(prompts),), pad_id, dtype=torch.long)
         for i, node in enumerate(nodes):
@@ -140,13 +135,6 @@ def constrained_decode(model: Any, prompts: Sequence[Sequence[int]], tries: Sequ
             next_tokens[i] = token
         if all(done):
             break
-        mask = torch.cat([mask, torch.ones((len(prompts), 1), dtype=mask.dtype, device=device)],
-                         dim=-1)
-        last_position = last_position + 1
-        out = model(input_ids=next_tokens[:, None].to(device), attention_mask=mask,
-                    position_ids=last_position[:, None], past_key_values=cache, use_cache=True,
-                    **keep)
-        logits = out.logits[:, -1, :].float()
-        cache = out.past_key_values
+        batch.step(next_tokens)
 
     return [ConstrainedChoice(a, c, lp) for a, c, lp in zip(actions, chosen, logprobs, strict=True)]

@@ -1,10 +1,11 @@
-"""The language-model agent: one batched `generate` per engine step, parsing, fallback, traces.
+"""The language-model agent: one batched generation per engine step, parsing, fallback, traces.
 
 `LMAgent.decide` gets every live episode's decision of one engine step (any mix of games and
 seats), renders each as a chat prompt (`sepo.prompts.chat_messages`, the tokenizer's chat
-template with the generation prompt), left-pads them, and samples all completions in ONE
-`model.generate` call. A sequence stops at its end-of-sequence token, or as soon as its current
-last line is exactly one legal action in canonical form (outside an open `<think>` block), or at
+template with the generation prompt), and samples all completions in ONE batched decoding loop
+(`sepo.agents.sampling.sample_batch`: left padding, a KV cache, finished rows leaving the
+batch). A sequence stops at its end-of-sequence token, or as soon as its current last line is
+exactly one legal action in canonical form (outside an open `<think>` block), or at
 `max_new_tokens`; generation ends when every sequence has stopped. Each completion is parsed
 with its game's parser; the ones that name no legal action go, together, through the
 constrained fallback (`sepo.agents.fallback`). Every decision carries an `LMTrace` with the
@@ -31,9 +32,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
-from transformers.cache_utils import DynamicCache, DynamicLayer
-from transformers.generation.stopping_criteria import StoppingCriteria, StoppingCriteriaList
 
 from sepo.agents.chat import (
     ContinuationIds,
@@ -50,6 +48,7 @@ from sepo.agents.chat import (
     visible_answer,
 )
 from sepo.agents.fallback import ActionTrie, ConstrainedChoice, constrained_decode
+from sepo.agents.sampling import sample_batch
 from sepo.engine import Decision, DecisionRequest
 from sepo.errors import SepoError
 from sepo.games.base import Action, Game, GameState, derive_seed
@@ -65,10 +64,6 @@ MAX_NEW_TOKENS_ACTION_ONLY = 16
 KUHN_INFOSETS: tuple[str, ...] = tuple(c + h for h in ("", "p", "b", "pb") for c in "JQK")
 #: The aggressive move of each Kuhn decision (the one a `KuhnPolicy` gives the probability of).
 KUHN_AGGRESSIVE = frozenset({"BET", "CALL"})
-
-#: Shortest prompt prefix shared by a whole batch that is computed once (one batch-1 forward
-#: pass) and reused by every sequence; below it the extra call costs more than it saves.
-MIN_SHARED_PREFIX = 32
 
 # Seed streams of one `decide` call (with the call counter): sampling, then the fallback.
 _SAMPLING_STREAM, _FALLBACK_STREAM = 0, 1
@@ -155,42 +150,18 @@ class LMTrace:
         return float(sum(self.logprobs))
 
 
-class _StepLogprobs(LogitsProcessor):
-    """Keeps each generation step's tempered log-softmax of the raw logits.
-
-    Custom processors run before `generate`'s temperature and top-p warpers, so `scores` here
-    are the model's logits (every other processor is switched off in the generation config).
-    """
-
-    def __init__(self, temperature: float) -> None:
-        self.temperature = temperature
-        self.last: torch.Tensor | None = None
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        self.last = torch.log_softmax(scores.float() / self.temperature, dim=-1)
-        return scores
-
-
-class _ActionLineStop(StoppingCriteria):
-    """Per-sequence stopping: EOS, or a last line that is exactly one legal action.
-
-    Also records, for every sequence, its generated tokens up to the stop and their
-    log-probabilities (read from `_StepLogprobs` once the step's token is known).
-    """
+class ActionLineWatcher:
+    """Ends a row's completion at its EOS token, or as soon as its current last line is exactly
+    one legal action in canonical form (outside an open `<think>` block)."""
 
     def __init__(self, tokenizer: Any, prompts: Sequence[Prompt],
-                 action_lines: Sequence[frozenset[str]], eos_ids: Sequence[int],
-                 step_logprobs: _StepLogprobs) -> None:
+                 action_lines: Sequence[frozenset[str]], eos_ids: Sequence[int]) -> None:
         self.tokenizer = tokenizer
         self.think_open_at_start = [p.think_open for p in prompts]
         self.action_lines = action_lines
         self.eos = frozenset(int(e) for e in eos_ids)
-        self.step_logprobs = step_logprobs
-        n = len(prompts)
-        self.tokens: list[list[int]] = [[] for _ in range(n)]
-        self.logprobs: list[list[float]] = [[] for _ in range(n)]
-        self.done = [False] * n
-        self.line_start = [0] * n  # index of the token holding the last newline so far
+        self.tokens: list[list[int]] = [[] for _ in prompts]
+        self.line_start = [0] * len(prompts)  # index of the token holding the last newline
         self._has_newline: dict[int, bool] = {}
 
     def _newline(self, token: int) -> bool:
@@ -200,60 +171,32 @@ class _ActionLineStop(StoppingCriteria):
             self._has_newline[token] = known
         return known
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor | None,
-                 **kwargs: Any) -> torch.BoolTensor:
-        new = input_ids[:, -1]
-        lp = self.step_logprobs.last
-        assert lp is not None, "the log-prob recorder must run before the stopping criterion"
-        token_lp = lp.gather(1, new[:, None].to(lp.device)).squeeze(1).tolist()
-        tokens = new.tolist()
+    def update(self, rows: Sequence[int], tokens: Sequence[int]) -> list[bool]:
+        done = [False] * len(rows)
         check: list[int] = []
-        for i, token in enumerate(tokens):
-            if self.done[i]:
-                continue
-            self.tokens[i].append(token)
-            self.logprobs[i].append(token_lp[i])
+        for k, (row, token) in enumerate(zip(rows, tokens, strict=True)):
+            self.tokens[row].append(token)
             if token in self.eos:
-                self.done[i] = True
+                done[k] = True
                 continue
             if self._newline(token):
-                self.line_start[i] = len(self.tokens[i]) - 1
-            check.append(i)
+                self.line_start[row] = len(self.tokens[row]) - 1
+            check.append(k)
         if check:
-            tails = batch_decode(self.tokenizer,
-                                 [self.tokens[i][self.line_start[i]:] for i in check])
-            for i, tail in zip(check, tails, strict=True):
+            tails = batch_decode(self.tokenizer, [self.tokens[rows[k]][self.line_start[rows[k]]:]
+                                                  for k in check])
+            for k, tail in zip(check, tails, strict=True):
+                row = rows[k]
                 line = tail[tail.rfind("\n") + 1:].strip()
-                if line in self.action_lines[i] and not think_is_open(
-                        batch_decode(self.tokenizer, [self.tokens[i]])[0],
-                        self.think_open_at_start[i]):
-                    self.done[i] = True
-        return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
-
-
-def shared_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
-    """Length of the token prefix common to all sequences, leaving each at least one token
-    (generation starts from a sequence's last prompt token)."""
-    if not sequences:
-        return 0
-    # The lexicographic min and max differ first where any two sequences differ.
-    low, high = min(sequences, key=list), max(sequences, key=list)
-    limit = min(len(s) for s in sequences) - 1
-    n = 0
-    while n < limit and low[n] == high[n]:
-        n += 1
-    return max(0, n)
-
-
-def _rng_context(device: torch.device) -> Any:
-    """Isolates the seeded sampling from the caller's global RNG state."""
-    if device.type == "cpu":
-        return torch.random.fork_rng(devices=[])
-    return torch.random.fork_rng(devices=[device.index or 0], device_type=device.type)
+                if line in self.action_lines[row] and not think_is_open(
+                        batch_decode(self.tokenizer, [self.tokens[row]])[0],
+                        self.think_open_at_start[row]):
+                    done[k] = True
+        return done
 
 
 class LMAgent:
-    """A causal LM as a `Player`: one batched `generate` per engine step for all its decisions.
+    """A causal LM as a `Player`: one batched generation per engine step for all its decisions.
 
     Works from either seat (prompts are rendered from the requesting seat's view) and for any
     mix of games in one call. Counts its decisions and parse failures (`parse_failure_rate`).
@@ -285,7 +228,7 @@ class LMAgent:
 
     # ------------------------------------------------------------------ playing
     def decide(self, requests: Sequence[DecisionRequest]) -> list[Decision]:
-        """One decision per request, from one batched `generate` (plus, for the completions
+        """One decision per request, from one batched generation (plus, for the completions
         that named no legal action, one batched constrained fallback)."""
         if not requests:
             return []
@@ -327,66 +270,15 @@ class LMAgent:
         self.parse_failures += len(failed)
         return decisions
 
-    @torch.no_grad()
     def _generate(self, prompts: Sequence[Prompt], action_lines: Sequence[frozenset[str]],
                   seed: int) -> list[tuple[list[int], list[float]]]:
         cfg = self.config
         device = model_device(self.model)
-        ids = [p.ids for p in prompts]
-        extra: dict[str, Any] = {}
-        shared = shared_prefix_length(ids)
-        cache = self._prefix_cache(ids[0][:shared], len(ids)) if shared else None
-        if cache is not None:
-            # [shared prefix][left padding][rest of the prompt]: the mask's hole and the
-            # position ids (counting real tokens) make each row see exactly its own prompt.
-            rest, rest_mask, _ = left_pad([i[shared:] for i in ids], self.pad_id, device)
-            prefix = torch.tensor([ids[0][:shared]], dtype=torch.long, device=device)
-            input_ids = torch.cat([prefix.expand(len(ids), -1), rest], dim=1)
-            mask = torch.cat([torch.ones_like(prefix).expand(len(ids), -1), rest_mask], dim=1)
-            extra["past_key_values"] = cache
-        else:
-            input_ids, mask, _ = left_pad(ids, self.pad_id, device)
-        recorder = _StepLogprobs(cfg.logprob_temperature)
-        stop = _ActionLineStop(self.tokenizer, prompts, action_lines, self.eos_ids, recorder)
-        # Every sampling field set explicitly: `generate` fills unset ones from the model's own
-        # generation config (e.g. Qwen's top_k=20), which would silently change the policy.
-        # Greedy decoding takes no warpers, and naming them would only draw warnings.
-        sampling = {} if cfg.greedy else dict(
-            temperature=cfg.temperature, top_p=cfg.top_p, top_k=0, typical_p=1.0, min_p=0.0)
-        gen_config = GenerationConfig(
-            max_new_tokens=cfg.new_tokens, min_new_tokens=0, do_sample=not cfg.greedy,
-            repetition_penalty=1.0, no_repeat_ngram_size=0, num_beams=1, num_return_sequences=1,
-            pad_token_id=self.pad_id, eos_token_id=self.eos_ids or None, use_cache=True,
-            **sampling,
-        )
-        with _rng_context(device):
-            torch.manual_seed(seed)
-            self.model.generate(
-                input_ids=input_ids, attention_mask=mask, generation_config=gen_config,
-                logits_processor=LogitsProcessorList([recorder]),
-                stopping_criteria=StoppingCriteriaList([stop]), **extra,
-            )
-        return list(zip(stop.tokens, stop.logprobs, strict=True))
-
-    def _prefix_cache(self, prefix: list[int], batch: int) -> DynamicCache | None:
-        """The KV cache of a prompt prefix shared by the whole batch, computed once and
-        repeated over the batch; None where sharing does not pay or the model's cache is not
-        a plain key/value cache (sliding-window or linear-attention layers)."""
-        if batch < 2 or len(prefix) < MIN_SHARED_PREFIX:
-            return None
-        # A model configured for another cache (static, hybrid) must get it from `generate`.
-        gen_config = getattr(self.model, "generation_config", None)
-        if getattr(gen_config, "cache_implementation", None) not in (None, "dynamic"):
-            return None
-        device = model_device(self.model)
-        keep = {"logits_to_keep": 1} if accepts_logits_to_keep(self.model) else {}
-        cache = self.model(input_ids=torch.tensor([prefix], dtype=torch.long, device=device),
-                           use_cache=True, **keep).past_key_values
-        if not (isinstance(cache, DynamicCache)
-                and all(type(layer) is DynamicLayer for layer in cache.layers)):
-            return None
-        cache.batch_repeat_interleave(batch)
-        return cache
+        generator = torch.Generator(device=device).manual_seed(seed)
+        watcher = ActionLineWatcher(self.tokenizer, prompts, action_lines, self.eos_ids)
+        return sample_batch(self.model, [p.ids for p in prompts], temperature=cfg.temperature,
+                            top_p=cfg.top_p, max_new_tokens=cfg.new_tokens, pad_id=self.pad_id,
+                            watcher=watcher, generator=generator)
 
     def _decode(self, ids: Sequence[int]) -> str:
         """The completion's text; a final EOS is not text (other special tokens are kept, so
