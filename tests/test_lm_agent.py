@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -147,7 +148,7 @@ def requests_at_random_states(game: Game, count: int, seed: int) -> list[Decisio
 def test_sampling_config_defaults_and_validation() -> None:
     cfg = SamplingConfig()
     assert (cfg.temperature, cfg.top_p, cfg.reasoning, cfg.seed) == (0.8, 1.0, True, 0)
-    assert cfg.new_tokens == 64 and SamplingConfig(reasoning=False).new_tokens == 16
+    assert cfg.new_tokens == 96 and SamplingConfig(reasoning=False).new_tokens == 16
     assert SamplingConfig(max_new_tokens=5).new_tokens == 5
     greedy = SamplingConfig(temperature=0)
     assert greedy.greedy and greedy.logprob_temperature == 1.0
@@ -157,6 +158,26 @@ def test_sampling_config_defaults_and_validation() -> None:
                        ({"max_new_tokens": 0}, "max_new_tokens"), ({"seed": 1.5}, "seed")]:
         with pytest.raises(SepoError, match=field):
             SamplingConfig(**bad)
+
+
+def test_checkpoint_agent_settings_are_used_unless_overridden(tiny_lm_path: Path,
+                                                               tmp_path: Path) -> None:
+    import shutil
+
+    from sepo.agents import load_lm_agent
+    from sepo.agents.lm import AGENT_SETTINGS_FILE, write_agent_settings
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_lm_path, ckpt)
+    assert load_lm_agent(str(ckpt), device="cpu").config.reasoning is True  # no file: defaults
+    write_agent_settings(ckpt, reasoning=False, max_new_tokens=20)
+    cfg = load_lm_agent(str(ckpt), device="cpu").config
+    assert (cfg.reasoning, cfg.new_tokens) == (False, 20)
+    cfg = load_lm_agent(str(ckpt), device="cpu", reasoning=True, max_new_tokens=7).config
+    assert (cfg.reasoning, cfg.new_tokens) == (True, 7)
+    (ckpt / AGENT_SETTINGS_FILE).write_text("{not json")
+    with pytest.raises(SepoError, match=AGENT_SETTINGS_FILE):
+        load_lm_agent(str(ckpt), device="cpu")
 
 
 # ------------------------------------------------------------------ text helpers

@@ -322,6 +322,12 @@ def test_sft_lowers_validation_loss_and_the_checkpoint_plays(
     assert info["games"] == ["ipd"] and info["reasoning"] is True
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
 
+    # The checkpoint tells its agent to reason, with room for the longest completion.
+    from sepo.agents import load_lm_agent
+    settings = load_lm_agent(str(ckpt), device="cpu").config
+    assert settings.reasoning is True
+    assert settings.new_tokens == max(96, result.completion_tokens_max + 8)
+
     lm, tok = load_model(str(ckpt), device="cpu", dtype="float32")
     agent = LMAgent(lm, tok, SamplingConfig(temperature=0.0, max_new_tokens=48))
     game = get_game("ipd")

@@ -554,6 +554,10 @@ def test_two_step_kuhn_run_from_the_command_line(tiny_lm_path: Path, tmp_path: P
     saved = SEPOConfig.model_validate_json((out / "config.json").read_text())
     assert saved.credit == "constant" and saved.beta == 0.2
     assert (out / "checkpoints" / "step-000002" / "training.pt").exists()
+    # The checkpoint tells `load_lm_agent` how it was trained to answer.
+    for where in (out / "checkpoints" / "step-000002", out / "best"):
+        settings = json.loads((where / "sepo_agent.json").read_text())
+        assert settings == {"reasoning": False, "max_new_tokens": 6}
 
 
 def test_atomic_write_leaves_the_previous_directory_when_writing_fails(tmp_path: Path) -> None:

@@ -135,8 +135,8 @@ class RunConfig(BaseModel):
     reasoning: bool | None = Field(None, description="None: per game (Kuhn off, others on)")
     max_new_tokens: int | None = Field(None, ge=1, description="generation budget per decision "
                                                                "in training and evaluation; "
-                                                               "None: 48 with reasoning, 16 "
-                                                               "without")
+                                                               "None: sized by SFT to its "
+                                                               "longest completion")
 
     # --- training and evaluation settings shared by every condition
     group_size: int = Field(4, ge=2, description="SEPO rollouts per group (paper: 4)")
@@ -217,10 +217,10 @@ class RunConfig(BaseModel):
         }
         return base.model_copy(update={k: v for k, v in overrides.items() if v is not None})
 
-    def new_tokens(self, game: str) -> int:
-        if self.max_new_tokens is not None:
-            return self.max_new_tokens
-        return 48 if self.budget(game).reasoning else 16
+    def new_tokens(self, game: str) -> int | None:
+        """The generation budget; None lets each checkpoint's `sepo_agent.json` decide (the SFT
+        stage sizes it to its longest completion)."""
+        return self.max_new_tokens
 
     def sepo_config(self, game: str, seed: int, model: Path, out: Path, *,
                     reward_only: bool) -> Any:
@@ -591,8 +591,8 @@ def run(
         "--train-eval-episodes", help="Episodes per opponent of each in-training checkpoint "
                                       "evaluation.")] = 4,
     max_new_tokens: Annotated[int | None, typer.Option(
-        "--max-new-tokens", help="Generation budget per decision (default: 48 with "
-                                 "reasoning, 16 without).")] = None,
+        "--max-new-tokens", help="Generation budget per decision (default: sized "
+                                 "by SFT to its longest completion).")] = None,
     select: Annotated[str, typer.Option(help="Trained checkpoint to evaluate: best (by "
                                              "in-training Safety) or final.")] = "best",
     device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: "

@@ -17,13 +17,23 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: no display on CI machines and worker processes
-
-import matplotlib.pyplot as plt
 import numpy as np
+
+if TYPE_CHECKING:
+    import matplotlib.pyplot as plt
+
+
+def _pyplot() -> Any:
+    """matplotlib.pyplot, imported on first use: importing it costs ~1 s, which every `sepo`
+    command (even `--help`) would otherwise pay because the report module imports this one."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on CI machines and worker processes
+    import matplotlib.pyplot as plt
+
+    return plt
 
 #: One colour per condition, the same in every figure.
 CONDITION_COLORS: dict[str, str] = {
@@ -50,6 +60,7 @@ def condition_color(condition: str, index: int = 0) -> str:
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
+    plt = _pyplot()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -82,6 +93,7 @@ def training_curves(
     if not present:
         present = [("", "no training figures recorded")]
     nrows, ncols = _grid(len(present), 3)
+    plt = _pyplot()
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.2 * nrows), squeeze=False,
                              layout="constrained")
     for ax, (col, label) in zip(axes.flat, present, strict=False):
@@ -130,6 +142,7 @@ def condition_bars(
     conditions = list(values)
     present = [p for p in panels if any(p[0] in values[c] for c in conditions)]
     nrows, ncols = _grid(max(1, len(present)), 4)
+    plt = _pyplot()
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 3.0 * nrows), squeeze=False,
                              layout="constrained")
     x = np.arange(len(conditions))
@@ -183,6 +196,7 @@ def kuhn_policy(
     grey band.
     """
     conditions = list(policies)
+    plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.6), sharey=True, layout="constrained")
     width = 0.8 / max(1, len(conditions))
     for ax, infosets, seat in ((axes[0], KUHN_FIRST_SEAT, "opening the hand (first seat)"),

@@ -25,10 +25,12 @@ to the last token of the action line where generation stopped early; never paddi
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -55,10 +57,17 @@ from sepo.games.base import Action, Game, GameState, derive_seed
 from sepo.prompts import ELICITATION, chat_messages
 
 #: Default `max_new_tokens`: one short sentence of reasoning and the action line, or the action
-#: alone (a `[4, 4, 4]` vector is up to ~10 tokens in a general-purpose tokenizer). Thinking
-#: models (`<think>` blocks) need far more: set it explicitly for them.
-MAX_NEW_TOKENS_REASONING = 64
+#: alone (a `[4, 4, 4]` vector is up to ~10 tokens in a general-purpose tokenizer). The SFT
+#: reason sentences run to 91 tokens in `tiny`'s tokenizer (bargaining; IPD 66, Kuhn 71), and
+#: a cut-off sentence has no action line, so the budget covers them. Generation stops as soon
+#: as every sequence holds an action, so a generous cap costs little. Thinking models
+#: (`<think>` blocks) need far more: set it explicitly for them.
+MAX_NEW_TOKENS_REASONING = 96
 MAX_NEW_TOKENS_ACTION_ONLY = 16
+
+#: Written beside the weights of every checkpoint sepo saves (SFT and SEPO): how the model was
+#: trained to answer, so `load_lm_agent` plays it the same way unless told otherwise.
+AGENT_SETTINGS_FILE = "sepo_agent.json"
 
 #: The 12 Kuhn information sets of a hand: card + the moves before this decision.
 KUHN_INFOSETS: tuple[str, ...] = tuple(c + h for h in ("", "p", "b", "pb") for c in "JQK")
@@ -439,12 +448,44 @@ def fallback_messages(messages: Sequence[dict[str, str]], answer: str) -> list[d
             {"role": "user", "content": ELICITATION}]
 
 
+def write_agent_settings(checkpoint: str | Path, *, reasoning: bool,
+                         max_new_tokens: int | None) -> None:
+    """Record beside a checkpoint's weights how its agent answers (`AGENT_SETTINGS_FILE`)."""
+    settings = {"reasoning": bool(reasoning), "max_new_tokens": max_new_tokens}
+    (Path(checkpoint) / AGENT_SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n",
+                                                        encoding="utf-8")
+
+
+def read_agent_settings(model: str | Path) -> dict[str, Any]:
+    """The `AGENT_SETTINGS_FILE` of a local checkpoint; {} for a model name, an HF id or a
+    directory without one."""
+    path = Path(model) / AGENT_SETTINGS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SepoError(f"{path}: not valid JSON ({e}); delete it to use the defaults") from None
+    if not isinstance(settings, dict):
+        raise SepoError(f"{path}: expected a JSON object, got {type(settings).__name__}")
+    return settings
+
+
 def load_lm_agent(model: str, *, temperature: float = 0.8, top_p: float = 1.0,
-                  max_new_tokens: int | None = None, reasoning: bool = True, seed: int = 0,
-                  device: str | None = None, dtype: str | None = None) -> LMAgent:
-    """An `LMAgent` for a model name (`tiny`, `smollm2-135m`) or any HF causal-LM id or path."""
+                  max_new_tokens: int | None = None, reasoning: bool | None = None,
+                  seed: int = 0, device: str | None = None, dtype: str | None = None) -> LMAgent:
+    """An `LMAgent` for a model name (`tiny`, `smollm2-135m`) or any HF causal-LM id or path.
+
+    `reasoning` and `max_new_tokens` left as None come from the checkpoint's
+    `AGENT_SETTINGS_FILE` (how SFT/SEPO trained it to answer), else the defaults (reasoning
+    on; `MAX_NEW_TOKENS_REASONING` / `MAX_NEW_TOKENS_ACTION_ONLY`)."""
     from sepo.models import load_model
 
+    settings = read_agent_settings(model)
+    if reasoning is None:
+        reasoning = bool(settings.get("reasoning", True))
+    if max_new_tokens is None:
+        max_new_tokens = settings.get("max_new_tokens")
     config = SamplingConfig(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                             reasoning=reasoning, seed=seed)
     lm, tokenizer = load_model(model, device=device, dtype=dtype)

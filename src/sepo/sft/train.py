@@ -360,6 +360,17 @@ def train_sft(game: str | Sequence[str], model: str | Path | tuple[Any, Any],
         )
         (checkpoint / SFT_INFO_FILE).write_text(result.model_dump_json(indent=2) + "\n",
                                                 encoding="utf-8")
+        from sepo.agents.lm import (
+            MAX_NEW_TOKENS_ACTION_ONLY,
+            MAX_NEW_TOKENS_REASONING,
+            write_agent_settings,
+        )
+
+        # How the agent should answer: as trained, with room for the longest completion.
+        default_tokens = (MAX_NEW_TOKENS_REASONING if result.reasoning
+                          else MAX_NEW_TOKENS_ACTION_ONLY)
+        write_agent_settings(checkpoint, reasoning=result.reasoning,
+                             max_new_tokens=max(default_tokens, completion_max + 8))
         _atomic_save(checkpoint, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

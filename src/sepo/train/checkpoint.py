@@ -159,14 +159,19 @@ def write_dir_atomically(final: Path, write: Callable[[Path], None]) -> Path:
 
 
 def save_checkpoint(run_dir: Path, step: int, *, model: Any, tokenizer: Any,
-                    training_state: Mapping[str, Any], trainer_state: TrainerState) -> Path:
+                    training_state: Mapping[str, Any], trainer_state: TrainerState,
+                    agent_settings: Mapping[str, Any] | None = None) -> Path:
     """Write `checkpoints/step-XXXXXX/` atomically: weights (save_pretrained: the full model,
-    or only the LoRA adapter), tokenizer, `training.pt` (optimizer, scheduler, RNG states) and
+    or only the LoRA adapter), tokenizer, the agent settings (`sepo_agent.json`: how the model
+    answers, read by `load_lm_agent`), `training.pt` (optimizer, scheduler, RNG states) and
     `trainer_state.json` (written last: its presence marks the checkpoint complete)."""
+    from sepo.agents.lm import write_agent_settings
 
     def write(tmp: Path) -> None:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        if agent_settings is not None:
+            write_agent_settings(tmp, **agent_settings)
         torch.save(dict(training_state), tmp / TRAINING_STATE)
         (tmp / TRAINER_STATE).write_text(trainer_state.to_json())
 

@@ -77,8 +77,11 @@ class SEPOConfig(BaseModel):
     temperature: float = Field(0.8, gt=0.0, description="sampling temperature (paper: 0.8)")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling mass")
     max_new_tokens: int | None = Field(None, ge=1, description="generation budget per decision; "
-                                       "default: the agent's (64 with reasoning, 16 without)")
-    reasoning: bool = Field(True, description="let the model write a short thought first")
+                                       "default: the starting checkpoint's sepo_agent.json, "
+                                       "else the agent's (96 with reasoning, 16 without)")
+    reasoning: bool | None = Field(None, description="let the model write a short thought "
+                                   "first; default: the starting checkpoint's sepo_agent.json "
+                                   "(how SFT trained it), else on")
 
     # --- objective
     lambdas: Lambdas | None = Field(None, description="penalty weights; default: the game's toml")
@@ -169,6 +172,21 @@ class SEPOConfig(BaseModel):
             raise SepoError(f"credit=aux needs an exploit or collusive pool; {self.game} has "
                             "neither")
         return self
+
+    def with_agent_settings(self) -> SEPOConfig:
+        """This config with `reasoning` and `max_new_tokens` filled in from the starting
+        checkpoint's `sepo_agent.json` (an SFT checkpoint says whether it was trained to
+        reason, and how long its answers run), else the agent's defaults."""
+        from sepo.agents.lm import read_agent_settings
+
+        settings = read_agent_settings(self.model)
+        reasoning = self.reasoning
+        if reasoning is None:
+            reasoning = bool(settings.get("reasoning", True))
+        max_new_tokens = self.max_new_tokens
+        if max_new_tokens is None:
+            max_new_tokens = settings.get("max_new_tokens")
+        return self.model_copy(update={"reasoning": reasoning, "max_new_tokens": max_new_tokens})
 
     # ------------------------------------------------------------------ derived values
     @property

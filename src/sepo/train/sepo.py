@@ -678,6 +678,7 @@ def train_sepo(config: SEPOConfig, progress: bool = True) -> RunResult:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
+    config = config.with_agent_settings()
     game = get_game(config.game)
     run_dir = Path(config.out)
     accelerator = Accelerator(cpu=config.device == "cpu", mixed_precision=config.mixed_precision)
@@ -802,7 +803,9 @@ def _checkpoint(run_dir: Path, game: Game, policy: Policy, config: SEPOConfig,
                 "rng": ckpt.rng_state(), "agent_calls": agent.calls}
     path = ckpt.save_checkpoint(run_dir, state.step, model=policy.model,
                                 tokenizer=policy.tokenizer, training_state=training,
-                                trainer_state=state)
+                                trainer_state=state,
+                                agent_settings={"reasoning": agent.config.reasoning,
+                                                "max_new_tokens": agent.config.new_tokens})
     if improved:
         ckpt.save_best(run_dir, path, {"step": state.step, **evaluation})
     ckpt.prune_checkpoints(run_dir, config.keep_checkpoints)
