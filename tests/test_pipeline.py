@@ -134,7 +134,9 @@ def test_run_config_defaults_and_overrides(tmp_path: Path) -> None:
     config = RunConfig(games="all", out=tmp_path)
     assert config.games == game_names()
     assert config.budget("kuhn") == DEFAULT_BUDGETS["kuhn"]
-    assert config.budget("kuhn").reasoning is False and config.new_tokens("kuhn") == 16
+    # No generation budget by default: each checkpoint's sepo_agent.json (sized by SFT) decides.
+    assert config.budget("kuhn").reasoning is False and config.new_tokens("kuhn") is None
+    assert RunConfig(games="kuhn", out=tmp_path, max_new_tokens=12).new_tokens("kuhn") == 12
     tuned = RunConfig(games=["ipd", "ipd"], out=tmp_path, steps=7, reasoning=False, seeds=3,
                       first_seed=2)
     assert tuned.games == ["ipd"]
