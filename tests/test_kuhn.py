@@ -292,13 +292,17 @@ def test_prompt_reveals_the_opponent_card_only_at_showdown() -> None:
     play_moves(state, ["BET", "CALL"])  # showdown
     play_moves(state, ["BET", "FOLD"])  # the opponent opens and bets J, the agent folds Q
     prompt = GAME.user_prompt(state, AGENT)
-    assert "Hand 3 of 6. Your card: J." in prompt
-    assert "You act first this hand." in prompt
-    assert "hand 1: your card K, other's card J; you BET, other CALL (you +2, other -2)" in prompt
-    assert ("hand 2: your card Q, other's card hidden (no showdown); other BET, you FOLD "
-            "(you -1, other +1)") in prompt
-    assert "Score: you 1, other -1." in prompt
-    assert "Legal moves: PASS, BET." in prompt
+    # Earlier hands first; the card shares the last line with the legal moves.
+    assert prompt == (
+        "Hand 3 of 6. Score: you 1, other -1.\n"
+        "Previous hands:\n"
+        "hand 1: your card K, other's card J; you BET, other CALL (you +2, other -2)\n"
+        "hand 2: your card Q, other's card hidden (no showdown); other BET, you FOLD "
+        "(you -1, other +1)\n"
+        "This hand: you act first.\n"
+        "No moves yet.\n"
+        "Your card: J. Legal moves: PASS, BET.\n"
+        "End your answer with your move on the last line.")
     # The opponent's own view of hand 2 shows the agent's card hidden too.
     assert "hand 2: your card J, other's card hidden" in GAME.user_prompt(state, OPPONENT)
     assert "Your card: Q" in GAME.user_prompt(state, OPPONENT)
@@ -330,14 +334,14 @@ def test_state_for_infoset(key: str) -> None:
     assert state.rounds == []
     assert GAME.infoset_key(state, seat) == key
     prompt = GAME.user_prompt(state, seat)
-    assert f"Your card: {key[0]}." in prompt
+    assert f"Your card: {key[0]}. Legal moves:" in prompt
     assert "No earlier hands." in prompt
     history = key[1:]
     expected = {
-        "": ("You act first this hand.", "No moves yet this hand."),
-        "p": ("The other player acts first this hand.", "This hand so far: other PASS."),
-        "b": ("The other player acts first this hand.", "This hand so far: other BET."),
-        "pb": ("You act first this hand.", "This hand so far: you PASS, other BET."),
+        "": ("This hand: you act first.", "No moves yet."),
+        "p": ("This hand: the other player acts first.", "So far: other PASS."),
+        "b": ("This hand: the other player acts first.", "So far: other BET."),
+        "pb": ("This hand: you act first.", "So far: you PASS, other BET."),
     }[history]
     for line in expected:
         assert line in prompt
