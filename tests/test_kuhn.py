@@ -292,7 +292,7 @@ def test_prompt_reveals_the_opponent_card_only_at_showdown() -> None:
     play_moves(state, ["BET", "CALL"])  # showdown
     play_moves(state, ["BET", "FOLD"])  # the opponent opens and bets J, the agent folds Q
     prompt = GAME.user_prompt(state, AGENT)
-    # Earlier hands first; the card shares the last line with the legal moves.
+    # Earlier hands first; the private card last.
     assert prompt == (
         "Hand 3 of 6. Score: you 1, other -1.\n"
         "Previous hands:\n"
@@ -301,8 +301,9 @@ def test_prompt_reveals_the_opponent_card_only_at_showdown() -> None:
         "(you -1, other +1)\n"
         "This hand: you act first.\n"
         "No moves yet.\n"
-        "Your card: J. Legal moves: PASS, BET.\n"
-        "End your answer with your move on the last line.")
+        "Legal moves: PASS, BET.\n"
+        "End your answer with your move on the last line.\n"
+        "Your card: J.")
     # The opponent's own view of hand 2 shows the agent's card hidden too.
     assert "hand 2: your card J, other's card hidden" in GAME.user_prompt(state, OPPONENT)
     assert "Your card: Q" in GAME.user_prompt(state, OPPONENT)
@@ -334,7 +335,7 @@ def test_state_for_infoset(key: str) -> None:
     assert state.rounds == []
     assert GAME.infoset_key(state, seat) == key
     prompt = GAME.user_prompt(state, seat)
-    assert f"Your card: {key[0]}. Legal moves:" in prompt
+    assert prompt.endswith(f"\nYour card: {key[0]}.")
     assert "No earlier hands." in prompt
     history = key[1:]
     expected = {

@@ -17,6 +17,7 @@ from sepo.kuhn_exact import exploitability
 from sepo.pipeline import (
     DEFAULT_BUDGETS,
     FINAL_EVAL_INDEX,
+    TINY_SEPO_LR,
     RunConfig,
     report,
     run,
@@ -147,9 +148,14 @@ def test_run_config_defaults_and_overrides(tmp_path: Path) -> None:
     assert sepo.train_lambdas.as_dict() == {"exploit": 0.0, "collusion": 0.0,
                                             "externality": 0.0}
     # Extra trainer settings pass through to both conditions.
-    lr = RunConfig(games=["kuhn"], out=tmp_path, sepo={"lr": 1e-4}).sepo_config(
+    lr = RunConfig(games=["kuhn"], out=tmp_path, sepo={"lr": 3e-5}).sepo_config(
         "kuhn", 0, tmp_path, tmp_path, reward_only=False)
-    assert lr.lr == 1e-4
+    assert lr.lr == 3e-5
+    # `tiny` gets its own stage-2 rate; any other model keeps the game's (the paper's).
+    assert RunConfig(games=["kuhn"], out=tmp_path).sepo_config(
+        "kuhn", 0, tmp_path, tmp_path, reward_only=True).lr == TINY_SEPO_LR
+    assert RunConfig(games=["kuhn"], out=tmp_path, model="org/model").sepo_config(
+        "kuhn", 0, tmp_path, tmp_path, reward_only=True).lr is None
 
 
 def test_run_config_bad_input_names_the_choices(tmp_path: Path) -> None:

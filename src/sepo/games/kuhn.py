@@ -432,14 +432,14 @@ class KuhnGame(Game):
                          for i, m in enumerate(moves))
 
     def user_prompt(self, state: GameState, seat: int) -> str:
-        """Earlier hands first, then the hand being played, with the private card on the same
-        line as the legal moves.
+        """Earlier hands first, then the hand being played; the private card comes last.
 
-        Why this order: the decision depends on the card, and a small model pre-trained on
-        random play (where the card never matters) learns to read it far more easily when it
-        sits next to the legal moves, a few tokens before the answer. With the card on the
-        first line, above the history, `tiny`'s SFT stayed card-blind: the same action
-        probabilities for J, Q and K to two decimals after 300 steps (docs/SFT.md, "Kuhn").
+        Why the card is last: the decision depends on it, and a small model pre-trained on
+        random play (where the card never matters) learns to read it far more easily a few
+        tokens before the answer. With the card on the first line, `tiny`'s SFT stayed
+        card-blind (the same action probabilities for J, Q and K to two decimals after 226
+        steps); with it last, card-dependent play appeared within ~120 steps (docs/SFT.md,
+        "Kuhn: where the card goes").
         """
         s = _kuhn_state(state)
         if s.done:
@@ -465,9 +465,9 @@ class KuhnGame(Game):
             lines.append(f"So far: {self._hand_moves(s.moves, s.opener, seat)}.")
         else:
             lines.append("No moves yet.")
-        lines.append(f"Your card: {s.cards[seat]}. "
-                     f"Legal moves: {', '.join(self.legal_actions(s, seat))}.")
+        lines.append(f"Legal moves: {', '.join(self.legal_actions(s, seat))}.")
         lines.append("End your answer with your move on the last line.")
+        lines.append(f"Your card: {s.cards[seat]}.")
         return "\n".join(lines)
 
     def format_action(self, action: Action) -> str:
