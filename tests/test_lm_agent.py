@@ -10,6 +10,7 @@ known in advance.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -298,8 +299,11 @@ def test_shared_prompt_prefix_is_computed_once_and_changes_nothing(random_lm: LM
                            for o in game.pools["train"] for s in (0, 1)]).run()
     finally:
         hook.remove()
-    prefix_passes = [sh for sh in shapes if sh[0] == 1]
-    assert len(prefix_passes) >= game.num_rounds and all(sh[1] >= 32 for sh in prefix_passes)
+    # The shared prefix is one batch-1 pass of the same length every round (a lone row of a
+    # fallback can add other batch-1 passes, so count the repeated length).
+    prefix_lengths = Counter(sh[1] for sh in shapes if sh[0] == 1)
+    length, passes = prefix_lengths.most_common(1)[0]
+    assert length >= 32 and passes >= game.num_rounds
     for record in together:
         alone = Engine([Episode(game, LMAgent(model, tokenizer, cfg),
                                 game.strategies[record.opponent], record.seed)]).run()[0]

@@ -25,6 +25,7 @@ from sepo.pipeline import (
     seed_dir,
 )
 from sepo.report import CONDITION_ORDER, load_results
+from sepo.train.config import SEPOConfig
 
 #: The smallest budget that still exercises every stage: 2 steps, one checkpoint evaluation.
 SMOKE = dict(steps=2, checkpoint_every=2, sft_episodes=1, sft_epochs=1.0, eval_episodes=1,
@@ -154,8 +155,10 @@ def test_run_config_defaults_and_overrides(tmp_path: Path) -> None:
     # `tiny` gets its own stage-2 rate; any other model keeps the game's (the paper's).
     assert RunConfig(games=["kuhn"], out=tmp_path).sepo_config(
         "kuhn", 0, tmp_path, tmp_path, reward_only=True).lr == TINY_SEPO_LR
+    paper = SEPOConfig(game="kuhn", model="org/model", out=tmp_path).lr
+    assert paper != TINY_SEPO_LR
     assert RunConfig(games=["kuhn"], out=tmp_path, model="org/model").sepo_config(
-        "kuhn", 0, tmp_path, tmp_path, reward_only=True).lr is None
+        "kuhn", 0, tmp_path, tmp_path, reward_only=True).lr == paper
 
 
 def test_run_config_bad_input_names_the_choices(tmp_path: Path) -> None:
