@@ -24,16 +24,17 @@ directory is refused (it would mix two experiments).
 `tiny`). The default budgets in `DEFAULT_BUDGETS` were measured on a 2-core CPU machine, on
 `tiny` (see `docs/RESULTS.md` for the timings):
 
-- building `tiny` once (cached afterwards): ~3-4 min;
-- SFT data: negligible (rule-based play); SFT: the tiny model is fully fine-tuned on
-  `sft_episodes` episodes per opponent for `sft_epochs` epochs, ~1-2 min;
+- building `tiny` once (cached afterwards): ~3 min;
+- SFT data: under a second (rule-based play); SFT: the tiny model is fully fine-tuned on
+  `sft_episodes` episodes per opponent for `sft_epochs` epochs (Kuhn: 1,808 examples,
+  226 steps), ~4 min;
 - SEPO and reward-only: `sepo_steps` steps each. A Kuhn step plays 4 opponents (train +
-  exploit pools) × n = 4 rollouts × 6 hands: ~16 batched generations of 16 episodes, then one
-  update, ~2-3 s; the in-training evaluations every `checkpoint_every` steps cost a few
-  steps each;
+  exploit pools) × n = 4 rollouts × 6 hands in one batch of 16 episodes, then one update of
+  ~10 s (Kuhn prompts are ~300-430 tokens); the in-training evaluations every
+  `checkpoint_every` steps cost about a step each;
 - evaluation: 4 conditions × `eval_episodes` episodes per opponent × (train + exploit +
-  held-out + exact best response) opponents, batched, ~20 s each; Kuhn's exact exploitability
-  is one batched forward pass.
+  held-out + exact best response) opponents, batched; Kuhn's exact exploitability is one
+  batched forward pass.
 
 Kuhn runs without reasoning by default (`reasoning=None` picks it per game): its exact
 exploitability is read from the model's action distribution on action-only prompts
@@ -95,7 +96,8 @@ class GameBudget(BaseModel):
 
 #: Per-game defaults for the `tiny` model on CPU; measured budgets in docs/RESULTS.md.
 DEFAULT_BUDGETS: dict[str, GameBudget] = {
-    "kuhn": GameBudget(sft_episodes=40, sft_epochs=2.0, sepo_steps=40, checkpoint_every=10,
+    # Kuhn is `make demo`: sized to finish in ≤ 15 min on 2 cores with the tiny build.
+    "kuhn": GameBudget(sft_episodes=40, sft_epochs=2.0, sepo_steps=10, checkpoint_every=5,
                        eval_episodes=40, reasoning=False),
     "ipd": GameBudget(sft_episodes=40, sft_epochs=2.0, sepo_steps=40, checkpoint_every=10,
                       eval_episodes=30, reasoning=True),
@@ -498,19 +500,23 @@ def run_pipeline(config: RunConfig, *, quiet: bool = False) -> Path:
     _check_run_dir(config)
     log.console.print(f"[bold]sepo run[/] {', '.join(config.games)} · model {config.model} · "
                       f"seeds {', '.join(map(str, config.seed_list))} · {config.out}")
-    base = _stage_base(config, log)
-    for game in config.games:
-        for seed in config.seed_list:
-            data = _stage_sft_data(config, game, seed, log)
-            sft = _stage_sft(config, game, seed, base, data, log)
-            trained = {c: _stage_train(config, game, seed, sft, c, log)
-                       for c in ("sepo", "reward-only")}
-            models: dict[str, str | Path] = {
-                "base": base, "sft": sft,
-                **{c: trained_checkpoint(d, config.select) for c, d in trained.items()},
-            }
-            for condition in CONDITION_ORDER:
-                _stage_eval(config, game, seed, condition, models[condition], log)
+    from sepo.models.loading import transformers_progress
+
+    # The stage lines say what is loading; transformers' per-load bars would only be noise.
+    with transformers_progress(False):
+        base = _stage_base(config, log)
+        for game in config.games:
+            for seed in config.seed_list:
+                data = _stage_sft_data(config, game, seed, log)
+                sft = _stage_sft(config, game, seed, base, data, log)
+                trained = {c: _stage_train(config, game, seed, sft, c, log)
+                           for c in ("sepo", "reward-only")}
+                models: dict[str, str | Path] = {
+                    "base": base, "sft": sft,
+                    **{c: trained_checkpoint(d, config.select) for c, d in trained.items()},
+                }
+                for condition in CONDITION_ORDER:
+                    _stage_eval(config, game, seed, condition, models[condition], log)
 
     log.timings["total_s"] = time.perf_counter() - started
     _write_results(config, log.timings)
