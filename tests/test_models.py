@@ -433,3 +433,21 @@ def test_smollm2_loads_from_gguf_then_from_the_cache(monkeypatch) -> None:
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", no_gguf)
     again, _ = load_model("smollm2-135m", device="cpu")
     assert torch.equal(again.model.embed_tokens.weight, model.model.embed_tokens.weight)
+
+
+def test_progress_bars_stay_off_inside_an_outer_off() -> None:
+    """`sepo run` turns transformers' bars off once; a load inside it (which asks for bars by
+    default) must not turn them back on, and leaving restores the caller's setting."""
+    from transformers.utils import logging as hf_logging
+
+    from sepo.models.loading import transformers_progress
+
+    hf_logging.enable_progress_bar()
+    with transformers_progress(False):
+        assert not hf_logging.is_progress_bar_enabled()
+        with transformers_progress(True):
+            assert not hf_logging.is_progress_bar_enabled()
+        assert not hf_logging.is_progress_bar_enabled()
+    assert hf_logging.is_progress_bar_enabled()
+    with transformers_progress(True):
+        assert hf_logging.is_progress_bar_enabled()

@@ -112,11 +112,14 @@ def load_model(name_or_path: str, *, device: str | None = None, dtype: str | Non
 
 @contextmanager
 def transformers_progress(show: bool) -> Iterator[None]:
-    """transformers' own progress bars (loading and writing weights), on or off."""
+    """transformers' own progress bars (loading and writing weights): off when `show` is
+    False, else as the caller left them (so an outer `transformers_progress(False)`, as in
+    `sepo run`, keeps them off through every load inside it)."""
     from transformers.utils import logging as hf_logging
 
     before = hf_logging.is_progress_bar_enabled()
-    (hf_logging.enable_progress_bar if show else hf_logging.disable_progress_bar)()
+    if not show:
+        hf_logging.disable_progress_bar()
     try:
         yield
     finally:
