@@ -122,6 +122,18 @@ def test_aggregate_across_seeds_is_mean_with_student_t(run_dir: Path) -> None:
     assert pol["J"]["value"] == pytest.approx(nash_like_policy(0.4)["J"])
 
 
+def test_seed_intervals_stay_inside_the_metrics_range(run_dir: Path) -> None:
+    """Exploit is a gap (≥ 0) and a parse-failure share is in [0, 1]: a t interval over three
+    seeds that crosses those limits is clipped to them; an unbounded metric is not."""
+    aggs = {(a["game"], a["condition"]): a
+            for a in aggregate(load_results(run_dir)["evaluations"])}
+    half = T975_DF2 / math.sqrt(3)  # base: values (0, 1, 2), mean 1
+    base = aggs[("ipd", "base")]["metrics"]
+    assert base["exploit"]["ci95"] == pytest.approx([0.0, 1 + half], abs=1e-5)
+    assert base["parse_failure_rate"]["ci95"] == pytest.approx([0.0, 1.0])
+    assert base["safety"]["ci95"] == pytest.approx([1 - half, 1 + half], abs=1e-5)
+
+
 def test_single_seed_uses_the_episode_bootstrap(tmp_path: Path) -> None:
     data = load_results(write_run(tmp_path / "one", ("ipd",), (1,)))
     sepo = next(a for a in aggregate(data["evaluations"]) if a["condition"] == "sepo")
