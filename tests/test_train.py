@@ -226,6 +226,32 @@ def test_per_pool_rewards_follow_the_spec_on_a_hand_built_ipd_batch() -> None:
     np.testing.assert_allclose(np.concatenate(only.per_round[1:]), 0.0)
 
 
+def test_group_standardisation_cancels_the_scale_of_a_penalty_only_pool() -> None:
+    """docs/DESIGN.md, "Stage-2 reward scale": the exploit pool's reward is −λe·s·e_r alone, so
+    its group-standardised advantages are the same for every λe > 0; in the train pool, where
+    −λx·x is added to the payoff, λx changes them."""
+    ipd = get_game("ipd")
+    c, d = "COOPERATE", "DEFECT"
+    pay = {(c, c): (3.0, 3.0), (d, d): (1.0, 1.0), (d, c): (5.0, 0.0), (c, d): (0.0, 5.0)}
+    games = [[(c, d), (d, d)], [(c, d), (c, d)], [(d, d), (d, d)], [(c, c), (d, c)]]
+
+    def advantages(pool: str, **lam: float) -> np.ndarray:
+        records = [EpisodeRecord("ipd", "a", "o", 1, [Round(m, pay[m]) for m in moves],
+                                 tags={"pool": pool, "group": 0, "rollout": k})
+                   for k, moves in enumerate(games)]
+        config = SEPOConfig(game="ipd", model="x", out="unused", lambdas=Lambdas(**lam))
+        rewards = compute_rewards(ipd, records, config)
+        return np.stack(compute_advantages(rewards.per_round, rewards.groups))
+
+    low = advantages("exploit", exploit=2.4, collusion=0.0, externality=0.0)
+    assert np.abs(low).max() > 0.5  # the gaps differ, so the advantages are not all 0
+    np.testing.assert_allclose(advantages("exploit", exploit=9.6, collusion=0.0,
+                                          externality=0.0), low, atol=1e-9)
+    with_x = advantages("train", exploit=2.4, collusion=0.0, externality=1.8)
+    without_x = advantages("train", exploit=2.4, collusion=0.0, externality=0.0)
+    assert np.abs(with_x - without_x).max() > 0.05
+
+
 def test_aux_credit_subtracts_its_auxiliary_episodes_penalties(lm: tuple[Any, Any, int]) -> None:
     _, tokenizer, _ = lm
     ipd = get_game("ipd")
