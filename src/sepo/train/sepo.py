@@ -15,7 +15,9 @@ One step of `train_sepo`:
    exp(Σ log π_θ − Σ log π_sampling) of the decision's generated tokens, plus
    β·max(0, log π_θ − log π_ref) (sequence log-probs; a one-sided KL to the reference),
    averaged over decisions. Decisions the constrained fallback chose are left out (their
-   tokens did not choose the action played), but their rounds' rewards still count.
+   tokens did not choose the action played), but their rounds' rewards still count. So the
+   loss neither rewards nor punishes text that fails to parse; only the KL term holds the
+   answer format, and on tiny's bargaining at lr 1e-4 that was not enough (docs/RESULTS.md).
 5. **Step.** AdamW, global gradient-norm clip, then logging, and every k steps an evaluation
    and an atomic checkpoint.
 
