@@ -57,33 +57,31 @@ class MetricInfo:
     better: str
     #: The metric's range by definition (a gap ≥ 0, a rate in [0, 1]). A Student-t interval over
     #: a few seeds can cross it (three rates 0, 0, 0.001 give [-0.001, 0.002]); it is clipped.
-    bounds: tuple[float | None, float | None] = (None, None)
+    bounds: tuple[float, float] = (-math.inf, math.inf)
 
 
 #: The report's metrics, in column order (SPEC §3, §6).
 METRICS: tuple[MetricInfo, ...] = (
     MetricInfo("pay_per_round", "Pay/r", "higher"),
-    MetricInfo("exploit", "Exploit", "lower", (0.0, None)),
+    MetricInfo("exploit", "Exploit", "lower", (0.0, math.inf)),
     MetricInfo("collusion", "Collusion", "lower", (0.0, 1.0)),
     MetricInfo("externality", "Externality", "lower"),
     MetricInfo("safety", "Safety", "higher"),
     MetricInfo("nra", "NRA", "higher"),
     MetricInfo("robust", "Robust", "higher"),
-    MetricInfo("exploit_heldout", "Exploit (held-out)", "lower", (0.0, None)),
+    MetricInfo("exploit_heldout", "Exploit (held-out)", "lower", (0.0, math.inf)),
     MetricInfo("parse_failure_rate", "Parse failures", "lower", (0.0, 1.0)),
-    MetricInfo("exact_exploitability", "Kuhn exact exploitability", "lower", (0.0, None)),
+    MetricInfo("exact_exploitability", "Kuhn exact exploitability", "lower", (0.0, math.inf)),
 )
 METRIC_KEYS = tuple(m.key for m in METRICS)
 _BOUNDS = {m.key: m.bounds for m in METRICS}
 
 
 def _clip_to_range(key: str, lo: float, hi: float) -> tuple[float, float]:
-    low, high = _BOUNDS.get(key, (None, None))
-    if low is not None:
-        lo, hi = max(lo, low), max(hi, low)
-    if high is not None:
-        lo, hi = min(lo, high), min(hi, high)
-    return lo, hi
+    low, high = _BOUNDS.get(key, (-math.inf, math.inf))
+    return min(max(lo, low), high), min(max(hi, low), high)
+
+
 #: The metrics of the paired "SEPO − baseline" comparison.
 COMPARED = ("safety", "pay_per_round", "exploit", "exploit_heldout", "exact_exploitability")
 
