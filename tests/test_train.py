@@ -586,6 +586,24 @@ def test_two_step_kuhn_run_from_the_command_line(tiny_lm_path: Path, tmp_path: P
         assert settings == {"reasoning": False, "max_new_tokens": 6}
 
 
+def test_training_after_a_bf16_stage_in_the_same_process(tiny_lm_path: Path, tmp_path: Path,
+                                                         small_pools: None) -> None:
+    """`sepo run` trains SFT and then SEPO in one process. On a GPU, TRL's SFT leaves
+    accelerate's process-wide state at bf16; SEPO's own setting must still apply (it failed
+    with "AcceleratorState has already been initialized" on an H100)."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    Accelerator(cpu=True, mixed_precision="bf16")  # what the SFT stage leaves on a GPU
+    try:
+        result = trainer.train_sepo(run_config("kuhn", tiny_lm_path, tmp_path / "run", steps=1,
+                                               checkpoint_every=1), progress=False)
+        assert result.steps == 1
+        assert AcceleratorState().mixed_precision == "no"
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=False)
+
+
 def test_atomic_write_leaves_the_previous_directory_when_writing_fails(tmp_path: Path) -> None:
     target = tmp_path / "best"
 

@@ -678,11 +678,18 @@ class _ProgressBar:
 def train_sepo(config: SEPOConfig, progress: bool = True) -> RunResult:
     """Train with SEPO (or a baseline, per the config) and manage the run directory."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import set_seed
 
     config = config.with_agent_settings()
     game = get_game(config.game)
     run_dir = Path(config.out)
+    # accelerate keeps one mixed-precision setting per process and refuses an Accelerator with
+    # another; `sepo run` trains SFT first (TRL: bf16 on a GPU) in the same process, so this
+    # stage starts from a clean state. The distributed setup (PartialState) is kept: under
+    # `accelerate launch` it belongs to the whole process. (Found on an H100: `sepo run` failed
+    # at the SEPO stage with "AcceleratorState has already been initialized".)
+    AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(cpu=config.device == "cpu", mixed_precision=config.mixed_precision)
     main = accelerator.is_main_process
     resume_from = _check_run_dir(config)
