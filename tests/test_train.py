@@ -594,6 +594,7 @@ def test_training_after_a_bf16_stage_in_the_same_process(tiny_lm_path: Path, tmp
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
+    AcceleratorState._reset_state(reset_partial_state=False)  # earlier tests left theirs
     Accelerator(cpu=True, mixed_precision="bf16")  # what the SFT stage leaves on a GPU
     try:
         result = trainer.train_sepo(run_config("kuhn", tiny_lm_path, tmp_path / "run", steps=1,
