@@ -448,6 +448,41 @@ def test_lora_reference_is_the_model_with_adapters_disabled(lm: tuple[Any, Any, 
     assert torch.max(torch.abs(policy_after - before)).item() > 1e-3
 
 
+def test_first_update_ratio_is_one_whatever_the_sampling_logprobs(
+        lm: tuple[Any, Any, int]) -> None:
+    """π_old of a step is the policy before its first optimiser step as the trainer computes
+    it. Sampling log-probs off by 0.5 nat (what bf16 decoding did on an H100) must neither
+    clip the ratio nor change the gradient; the gap is reported."""
+    from accelerate import Accelerator
+
+    model, tokenizer, pad_id = lm
+    config = SEPOConfig(game="ipd", model="x", out="unused", lora=False, lr=1e-3, beta=0.1,
+                        micro_batch_size=8)
+    records = scripted_batch("ipd", tokenizer, group_size=2)
+    exact = batch_samples("ipd", records)
+    exact_old = own_logprobs(model, pad_id, exact)
+    for s, lp in zip(exact, exact_old.tolist(), strict=True):
+        s.old_logprob = lp
+    shifted = copy.deepcopy(exact)
+    for i, s in enumerate(shifted):
+        s.old_logprob += 0.5 if i % 2 else -0.5
+
+    def one_update(samples: list[trainer.DecisionSample]) -> tuple[dict[str, float], Any]:
+        policy = trainer.build_policy(copy.deepcopy(model), tokenizer, config)
+        optimizer = torch.optim.SGD(policy.trainable_parameters(), lr=0.0)  # keep the grads
+        stats = trainer.optimise(policy, samples, optimizer, Accelerator(cpu=True), config,
+                                 step=1)
+        return stats, policy
+
+    stats_exact, _ = one_update(exact)
+    stats_shifted, _ = one_update(shifted)
+    assert stats_shifted["clip_frac"] == 0.0 and stats_exact["clip_frac"] == 0.0
+    assert stats_exact["logprob_gap"] < 1e-4
+    assert abs(stats_shifted["logprob_gap"] - 0.5) < 1e-4
+    for key in ("loss", "policy_loss", "grad_norm"):
+        assert stats_shifted[key] == pytest.approx(stats_exact[key], rel=1e-5, abs=1e-7)
+
+
 def test_lora_checkpoint_weights_restore_exactly(lm: tuple[Any, Any, int],
                                                   tmp_path: Path) -> None:
     model, tokenizer, _ = lm
@@ -620,6 +655,22 @@ def test_atomic_write_leaves_the_previous_directory_when_writing_fails(tmp_path:
         ckpt.write_dir_atomically(target, bad)
     assert (target / "a.txt").read_text() == "one"
     assert [p.name for p in tmp_path.iterdir()] == ["best"]
+
+
+def test_metrics_log_resumes_a_file_written_with_fewer_columns(tmp_path: Path) -> None:
+    old = ckpt.MetricsLog(tmp_path / "metrics.csv", ["step", "loss"])
+    old.start(None)
+    for step in (1, 2, 3):
+        old.append({"step": step, "loss": step})
+    new = ckpt.MetricsLog(tmp_path / "metrics.csv", ["step", "loss", "logprob_gap"])
+    new.start(resume_step=2)
+    new.append({"step": 3, "loss": 3, "logprob_gap": 0.25})
+    rows = ckpt.read_metrics(tmp_path)
+    assert [(r["step"], r["loss"], r["logprob_gap"]) for r in rows] == [
+        ("1", "1", ""), ("2", "2", ""), ("3", "3", "0.25")]
+    other = ckpt.MetricsLog(tmp_path / "metrics.csv", ["step", "kl"])
+    with pytest.raises(SepoError, match="expected columns"):
+        other.start(resume_step=2)
 
 
 def test_metrics_log_drops_rows_after_the_resumed_checkpoint(tmp_path: Path) -> None:

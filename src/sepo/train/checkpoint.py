@@ -241,9 +241,12 @@ class MetricsLog:
             return
         with open(self.path, newline="") as fh:
             rows = list(csv.reader(fh))
-        if not rows or rows[0] != self.columns:
+        if not rows or rows[0][:1] != self.columns[:1] or not set(rows[0]) <= set(self.columns):
             raise SepoError(f"{self.path} does not have the expected columns; cannot resume")
-        kept = [rows[0], *(r for r in rows[1:] if r and int(r[0]) <= resume_step)]
+        # A run started by an older sepo may lack newer columns: they stay empty for its rows.
+        at = {name: i for i, name in enumerate(rows[0])}
+        kept = [self.columns, *([r[at[c]] if c in at else "" for c in self.columns]
+                                for r in rows[1:] if r and int(r[0]) <= resume_step)]
         tmp = self.path.with_suffix(".csv.tmp")
         with open(tmp, "w", newline="") as fh:
             csv.writer(fh).writerows(kept)

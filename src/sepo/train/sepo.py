@@ -437,7 +437,8 @@ def optimise(policy: Policy, samples: Sequence[DecisionSample], optimizer: Any,
     device = accelerator.device
     total = int(accelerator.reduce(torch.tensor(len(samples), device=device), "sum").item())
     stats = {"loss": math.nan, "policy_loss": math.nan, "kl": math.nan,
-             "log_ratio_ref": math.nan, "clip_frac": math.nan, "grad_norm": math.nan}
+             "log_ratio_ref": math.nan, "clip_frac": math.nan, "grad_norm": math.nan,
+             "logprob_gap": math.nan}
     if total == 0:  # every decision fell back: nothing to learn from this step
         return stats
     batches = _micro_batches(samples, config.micro_batch_size)
@@ -454,13 +455,21 @@ def optimise(policy: Policy, samples: Sequence[DecisionSample], optimizer: Any,
 
     parameters = policy.trainable_parameters()
     sums = {"loss": 0.0, "policy": 0.0, "kl": 0.0, "log_ratio_ref": 0.0, "clipped": 0.0,
-            "grad_norm": 0.0}
+            "grad_norm": 0.0, "gap": 0.0}
     mode()
-    for _ in range(config.updates_per_step):
+    for epoch in range(config.updates_per_step):
         for idx in batches:
             with accelerator.autocast():
                 logprobs = sequence_logprobs(policy.model, [samples[i] for i in idx],
                                              policy.pad_id)
+            if epoch == 0:
+                # π_old is the policy before this step's first optimiser step, as the trainer's
+                # own forward computes it: the log-probs recorded while sampling (cached,
+                # incremental decoding) differ from it in low precision. Measured on an H100
+                # with LoRA in bf16: 35% of decisions clipped at step 1 with the sampling
+                # log-probs, where the ratio is 1 by definition. The gap is logged.
+                sums["gap"] += float((logprobs.detach() - old[idx]).abs().sum())
+                old[idx] = logprobs.detach()
             loss, parts = sepo_loss(logprobs, old[idx], ref[idx], adv[idx],
                                     clip_eps=config.clip_eps, beta=float(config.beta or 0.0),
                                     num_decisions=total)
@@ -485,7 +494,7 @@ def optimise(policy: Policy, samples: Sequence[DecisionSample], optimizer: Any,
 
     epochs = config.updates_per_step
     reduced = accelerator.reduce(torch.tensor(
-        [sums["policy"], sums["kl"], sums["log_ratio_ref"], sums["clipped"]],
+        [sums["policy"], sums["kl"], sums["log_ratio_ref"], sums["clipped"], sums["gap"]],
         dtype=torch.float64, device=device), "sum").tolist()
     per_decision = total * epochs
     stats.update({
@@ -495,6 +504,7 @@ def optimise(policy: Policy, samples: Sequence[DecisionSample], optimizer: Any,
         "kl": reduced[1] / per_decision,
         "log_ratio_ref": reduced[2] / per_decision,
         "clip_frac": reduced[3] / per_decision,
+        "logprob_gap": reduced[4] / total,
         "grad_norm": sums["grad_norm"] / epochs,
     })
     return stats
@@ -503,7 +513,8 @@ def optimise(policy: Policy, samples: Sequence[DecisionSample], optimizer: Any,
 # ====================================================================== 7. logging helpers
 #: metrics.csv columns: per step, then (filled at checkpoints) the in-training evaluation.
 STEP_COLUMNS = (
-    "step", "loss", "policy_loss", "kl", "log_ratio_ref", "clip_frac", "grad_norm", "lr",
+    "step", "loss", "policy_loss", "kl", "log_ratio_ref", "clip_frac", "logprob_gap",
+    "grad_norm", "lr",
     "reward_train", "reward_exploit", "reward_collusive", "penalty", "pay_train",
     "decisions", "trained_decisions", "fallback_rate", "completion_tokens",
     "time_rollout", "time_rewards", "time_update", "time_step",
