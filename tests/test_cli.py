@@ -54,6 +54,26 @@ def test_eval_json_has_every_spec_key() -> None:
     assert set(data["ci95"]) >= {"pay_per_round", "safety", "nra"}
 
 
+def test_eval_sft_mixture_is_the_demonstrator_mixture() -> None:
+    """`--agent sft-mixture` evaluates the game's SFT demonstrator mixture: the same report as
+    evaluating `DemonstratorMixture` directly; without an agent the error names the option."""
+    from sepo.evaluation import evaluate
+    from sepo.games import get_game
+    from sepo.sft.data import DemonstratorMixture
+
+    result = invoke("eval", "kuhn", "--agent", "sft-mixture", "--episodes", "10", "--seed",
+                    "7", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    game = get_game("kuhn")
+    direct = evaluate(game, DemonstratorMixture(game), episodes=10, seed=7).to_dict()
+    assert data["agent"] == "DemonstratorMixture"
+    for key in ("pay_per_round", "exploit", "safety", "per_opponent"):
+        assert data[key] == direct[key]
+    bad = invoke("eval", "kuhn")
+    assert bad.exit_code != 0 and "sft-mixture" in bad.output
+
+
 def test_eval_table_reports_values_with_intervals() -> None:
     result = invoke("eval", "ipd", "--agent", "AlwaysDefect", "--episodes", "5",
                     "--n-boot", "50")

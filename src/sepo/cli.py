@@ -208,11 +208,17 @@ def _print_eval(report: Any) -> None:
     console.print(f"Safety = s·u − λe·s·e − λc·c − λx·x with s = {data['scale']:g}, {lam}.")
 
 
+#: `sepo eval --agent` name of a game's SFT demonstrator mixture (SPEC §2 weights), the
+#: reference an SFT agent is compared with (docs/SFT.md).
+SFT_MIXTURE = "sft-mixture"
+
+
 @app.command("eval")
 def eval_command(
     game: Annotated[str, typer.Argument(help="Game name (see `sepo games`).")],
     agent: Annotated[str | None, typer.Option(
-        help="Evaluate a rule-based strategy of the game.")] = None,
+        help=f"Evaluate a rule-based strategy of the game, or '{SFT_MIXTURE}' (the SFT "
+             "demonstrator mixture that an SFT agent imitates).")] = None,
     model: Annotated[str | None, typer.Option(
         help="Evaluate a language model: tiny, smollm2-135m, an HF id or a local path.")] = None,
     episodes: Annotated[int, typer.Option(min=1, help="Episodes per opponent per seed.")] = 50,
@@ -237,9 +243,14 @@ def eval_command(
     if (agent is None) == (model is None):
         raise SepoError(
             "give exactly one of --agent STRATEGY or --model NAME_OR_PATH "
-            f"(strategies of {game_.name}: {', '.join(sorted(game_.strategies))})")
-    if agent is not None:
-        player: Any = get_strategy(game_, agent)
+            f"(strategies of {game_.name}: {', '.join(sorted(game_.strategies))}; "
+            f"or {SFT_MIXTURE})")
+    if agent == SFT_MIXTURE:
+        from sepo.sft.data import DemonstratorMixture
+
+        player: Any = DemonstratorMixture(game_)
+    elif agent is not None:
+        player = get_strategy(game_, agent)
     else:
         player = load_model_agent(model, temperature=temperature, top_p=top_p,
                                   max_new_tokens=max_new_tokens, reasoning=reasoning,
