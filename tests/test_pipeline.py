@@ -18,6 +18,7 @@ from sepo.pipeline import (
     DEFAULT_BUDGETS,
     FINAL_EVAL_INDEX,
     TINY_SEPO_LR,
+    TINY_SEPO_LR_BY_GAME,
     RunConfig,
     report,
     run,
@@ -155,6 +156,12 @@ def test_run_config_defaults_and_overrides(tmp_path: Path) -> None:
     # `tiny` gets its own stage-2 rate; any other model keeps the game's (the paper's).
     assert RunConfig(games=["kuhn"], out=tmp_path).sepo_config(
         "kuhn", 0, tmp_path, tmp_path, reward_only=True).lr == TINY_SEPO_LR
+    # IPD and bargaining (reasoning games whose KL ran away at 1e-4) get their lower rate.
+    assert TINY_SEPO_LR_BY_GAME["ipd"] < TINY_SEPO_LR
+    assert RunConfig(games=["ipd"], out=tmp_path).sepo_config(
+        "ipd", 0, tmp_path, tmp_path, reward_only=False).lr == TINY_SEPO_LR_BY_GAME["ipd"]
+    assert RunConfig(games=["ipd"], out=tmp_path, sepo={"lr": 1e-4}).sepo_config(
+        "ipd", 0, tmp_path, tmp_path, reward_only=False).lr == 1e-4
     paper = SEPOConfig(game="kuhn", model="org/model", out=tmp_path).lr
     assert paper != TINY_SEPO_LR
     assert RunConfig(games=["kuhn"], out=tmp_path, model="org/model").sepo_config(

@@ -99,17 +99,19 @@ DEFAULT_BUDGETS: dict[str, GameBudget] = {
     # Kuhn is `make demo`: sized to finish in ≤ 15 min on 2 cores with the tiny build.
     "kuhn": GameBudget(sft_episodes=40, sft_epochs=2.0, sepo_steps=10, checkpoint_every=5,
                        eval_episodes=40, reasoning=False),
-    # Measured: 17 min per seed (SFT 4.1, SEPO 5.7, reward-only 5.5, evaluation 1.9).
+    # Measured: 19.5-20.5 min per seed at lr 3e-5 (SFT 3.8-4.1, SEPO 6.9-7.4, reward-only
+    # 7.0-7.4, evaluation 1.3-1.6; docs/RESULTS.md).
     "ipd": GameBudget(sft_episodes=40, sft_epochs=2.0, sepo_steps=20, checkpoint_every=5,
                       eval_episodes=30, reasoning=True),
     # Measured per seed with these budgets (docs/RESULTS.md): auction 10.7 min, negotiation
-    # 4.8 min, bargaining 9.7 min. Kept at 10 steps: on bargaining, lr 1e-4 already drives the
-    # KL to the reference past 80 by step 10 (see RESULTS.md), so more steps buy drift.
+    # 4.8 min.
     "auction": GameBudget(sft_episodes=40, sft_epochs=2.0, sepo_steps=10, checkpoint_every=5,
                           eval_episodes=30, reasoning=True),
     "negotiation": GameBudget(sft_episodes=40, sft_epochs=2.0, sepo_steps=10,
                               checkpoint_every=5, eval_episodes=30, reasoning=True),
-    "bargaining": GameBudget(sft_episodes=40, sft_epochs=2.0, sepo_steps=10,
+    # 20 steps at lr 3e-5 (`TINY_SEPO_LR_BY_GAME`): 17.3-18.4 min per seed (SFT 4.2-4.8 min,
+    # SEPO 5.7-6.1, reward-only 5.3-6.1, evaluation 2.3-2.5).
+    "bargaining": GameBudget(sft_episodes=40, sft_epochs=2.0, sepo_steps=20,
                              checkpoint_every=5, eval_episodes=30, reasoning=True),
 }
 
@@ -119,6 +121,17 @@ DEFAULT_BUDGETS: dict[str, GameBudget] = {
 #: at 3e-6 left the KL to the SFT reference at 0.001 and the exact exploitability at 0.693 →
 #: 0.695, where 10 steps at 1e-4 reached a KL of 0.06 with the gradient norm near the clip.
 TINY_SEPO_LR = 1e-4
+#: Games whose `tiny` rate is lower than `TINY_SEPO_LR`. Both write a ~50-token reason before
+#: each action, and the KL to the SFT reference is a sum over those tokens: at 1e-4 it reached
+#: 8.5-21 by step 20 on IPD and 26-88 by step 10 on bargaining (where the answer format
+#: broke), so beta = 0.1 no longer held the policy near SFT. At 3e-5 it stayed at 0.3-1.3 on
+#: IPD and the format held on bargaining. Both rates' runs are in docs/RESULTS.md.
+TINY_SEPO_LR_BY_GAME: dict[str, float] = {"ipd": 3e-5, "bargaining": 3e-5}
+
+
+def tiny_sepo_lr(game: str) -> float:
+    """The stage-2 learning rate `sepo run` gives `tiny` on `game`."""
+    return TINY_SEPO_LR_BY_GAME.get(game, TINY_SEPO_LR)
 
 Selection = Literal["best", "final"]
 
@@ -242,7 +255,7 @@ class RunConfig(BaseModel):
         b = self.budget(game)
         extra = dict(self.sepo)
         if self.model == "tiny":
-            extra.setdefault("lr", TINY_SEPO_LR)
+            extra.setdefault("lr", tiny_sepo_lr(game))
         return SEPOConfig(
             game=game, model=str(model), out=out, steps=b.sepo_steps,
             group_size=self.group_size, temperature=self.temperature, reasoning=b.reasoning,
@@ -679,11 +692,13 @@ __all__ = [
     "DEFAULT_BUDGETS",
     "FINAL_EVAL_INDEX",
     "TINY_SEPO_LR",
+    "TINY_SEPO_LR_BY_GAME",
     "GameBudget",
     "RunConfig",
     "report",
     "run",
     "run_pipeline",
     "seed_dir",
+    "tiny_sepo_lr",
     "trained_checkpoint",
 ]
