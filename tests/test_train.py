@@ -500,6 +500,75 @@ def test_lora_checkpoint_weights_restore_exactly(lm: tuple[Any, Any, int],
         assert torch.equal(a, b), name
 
 
+
+@pytest.mark.parametrize(("lora", "precision", "threshold", "dtype"), [
+    (None, "bf16", 0, torch.bfloat16),              # LoRA chosen by size: a bf16 base
+    (True, "bf16", 10**12, torch.bfloat16),         # LoRA asked for
+    (None, "bf16", 10**12, torch.float32),          # full fine-tuning chosen by size
+    (False, "bf16", 0, torch.float32),              # full fine-tuning asked for
+    (None, "no", 0, torch.float32),                 # LoRA, no mixed precision
+])
+def test_starting_weights_dtype_follows_lora_and_precision(
+        tiny_lm_path: Path, monkeypatch: pytest.MonkeyPatch, lora: bool | None, precision: str,
+        threshold: int, dtype: torch.dtype) -> None:
+    monkeypatch.setattr(trainer, "AUTO_LORA_PARAMETERS", threshold)
+    config = SEPOConfig(game="ipd", model=str(tiny_lm_path), out="unused", lora=lora,
+                        mixed_precision=precision)
+    model, _ = trainer._load_starting_model(config, torch.device("cpu"), progress=False)
+    assert {p.dtype for p in model.parameters()} == {dtype}
+
+
+def test_merged_lora_rollouts_compute_the_adapted_model_and_restore_the_weights_exactly(
+        lm: tuple[Any, Any, int]) -> None:
+    """Rollouts fold the adapters into the weights (one matmul per layer); inside, the model
+    is the adapted one (to fp32 rounding) and plays the same greedy game; after, every weight
+    is the very tensor it was, so the frozen base, and with it the reference, never drift."""
+    from sepo.agents import LMAgent, SamplingConfig
+    from sepo.engine import Episode
+
+    model, tokenizer, pad_id = lm
+    config = SEPOConfig(game="ipd", model="x", out="unused", lora=True)
+    policy = trainer.build_policy(copy.deepcopy(model), tokenizer, config)
+    policy.model.eval()  # as in training: no LoRA dropout when playing
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in policy.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.2)  # B starts at 0: make the adapter non-trivial
+    before = {n: (p.data_ptr(), p.detach().clone())
+              for n, p in policy.model.named_parameters()}
+    samples = batch_samples("ipd", scripted_batch("ipd", tokenizer, group_size=2))
+    game = get_game("ipd")
+    opponent = game.strategies[game.pools["train"][0]]
+
+    def greedy_play() -> list[Any]:
+        agent = LMAgent(policy.model, tokenizer, SamplingConfig(temperature=0.0, seed=0))
+        records = Engine([Episode(game, agent, opponent, seed) for seed in range(3)]).run()
+        return [d.action for r in records for d in r.decisions]
+
+    with torch.no_grad():
+        unmerged = sequence_logprobs(policy.model, samples, pad_id)
+        with policy.reference_model() as reference:
+            reference_before = sequence_logprobs(reference, samples, pad_id)
+    unmerged_actions = greedy_play()
+    with policy.sampling_model() as sampling, torch.no_grad():
+        merged_modules = [m for m in sampling.modules() if getattr(m, "merged", False)]
+        assert len(merged_modules) == 4 * model.config.num_hidden_layers
+        merged = sequence_logprobs(sampling, samples, pad_id)
+        merged_actions = greedy_play()
+    torch.testing.assert_close(merged, unmerged, rtol=0, atol=1e-4)
+    assert torch.max(torch.abs(unmerged - reference_before)).item() > 1e-2  # adapters matter
+    assert merged_actions == unmerged_actions
+
+    assert not any(getattr(m, "merged", False) for m in policy.model.modules())
+    for name, p in policy.model.named_parameters():
+        ptr, value = before[name]
+        assert p.data_ptr() == ptr and torch.equal(p, value), name
+    with torch.no_grad(), policy.reference_model() as reference:
+        assert torch.equal(sequence_logprobs(reference, samples, pad_id), reference_before)
+    with policy.sampling_model(merge_lora=False) as sampling:
+        assert not any(getattr(m, "merged", False) for m in sampling.modules())
+
 # ------------------------------------------------------------------ run management
 def _weights(checkpoint: Path) -> dict[str, torch.Tensor]:
     return load_file(checkpoint / "model.safetensors")

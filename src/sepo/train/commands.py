@@ -35,6 +35,10 @@ def train(
     lora: Annotated[bool | None, typer.Option(
         "--lora/--full", help="LoRA adapters or full fine-tuning (default: LoRA above 1B "
                               "parameters).")] = None,
+    lora_merged_rollouts: Annotated[bool | None, typer.Option(
+        "--lora-merged-rollouts/--lora-unmerged-rollouts",
+        help="With LoRA, sample rollouts with the adapters folded into the weights (faster; "
+             "the default) or through the unmerged adapters.")] = None,
     lr: Annotated[float | None, typer.Option(help="AdamW learning rate (default: the game's).")]
     = None,
     beta: Annotated[float | None, typer.Option(
@@ -79,6 +83,7 @@ def train(
     fields: dict[str, Any] = {
         "game": game, "model": model, "out": out, "steps": steps, "group_size": group_size,
         "credit": credit, "normalize": normalize, "reward_only": reward_only, "lora": lora,
+        "lora_merged_rollouts": lora_merged_rollouts,
         "lr": lr, "beta": beta, "temperature": temperature, "max_new_tokens": max_new_tokens,
         "reasoning": reasoning, "updates_per_step": updates_per_step,
         "micro_batch_size": micro_batch_size, "checkpoint_every": checkpoint_every,

@@ -112,6 +112,10 @@ class SEPOConfig(BaseModel):
     lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
     lora_target_modules: list[str] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    lora_merged_rollouts: bool = Field(
+        True, description="sample rollouts with the adapters folded into a temporary copy of "
+                          "the adapted weights (faster decoding; the weights are restored "
+                          "exactly)")
 
     # --- run management
     checkpoint_every: int = Field(10, ge=1, description="checkpoint + evaluation every k steps")

@@ -382,6 +382,54 @@ class Policy:
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
 
+    @contextmanager
+    def sampling_model(self, merge_lora: bool = True) -> Iterator[Any]:
+        """The model to play with. Under LoRA (and `merge_lora`), its adapters folded into
+        the weights for the duration; see `merged_lora_weights`."""
+        if self.lora and merge_lora:
+            with merged_lora_weights(self.model):
+                yield self.model
+        else:
+            yield self.model
+
+
+@contextmanager
+def merged_lora_weights(model: Any) -> Iterator[None]:
+    """Inside: every LoRA linear layer computes with W + s·BA in place of W, as one matmul.
+    On exit: each W is exactly the tensor it was.
+
+    Why: unmerged adapters add their own small kernels to every layer of every decoding step,
+    and decoding a batch is bound by latency; on one H100 that made SmolLM2-135M's LoRA
+    rollouts several times slower than full fine-tuning's (docs/GPU.md). peft's
+    `merge_adapter`/`unmerge_adapter` add and later subtract the delta in place, which with a
+    bf16 base leaves a rounding error in the frozen weights (and so in the reference) at every
+    step; here W is set aside and put back, at the cost of one merged copy of the adapted
+    weights while sampling. Rounding makes the sampled log-probs differ slightly from the
+    loss's forward; π_old is that forward's own (the gap is logged as `logprob_gap`)."""
+    from peft.tuners.lora import Linear as LoraLinear
+
+    saved: list[tuple[Any, torch.Tensor]] = []
+    try:
+        with torch.no_grad():
+            for module in model.modules():
+                if (not isinstance(module, LoraLinear) or module.merged
+                        or module.disable_adapters or module.lora_variant):
+                    continue  # merged or disabled already, or DoRA-like: left as it is
+                adapters = [a for a in module.active_adapters if a in module.lora_A]
+                if not adapters:
+                    continue
+                weight = module.get_base_layer().weight
+                original = weight.data
+                delta = sum(module.get_delta_weight(a).float() for a in adapters)
+                weight.data = (original.float() + delta).to(original.dtype)
+                module.merged_adapters = adapters
+                saved.append((module, original))
+        yield
+    finally:
+        for module, original in saved:
+            module.get_base_layer().weight.data = original
+            module.merged_adapters = []
+
 
 def _use_lora(config: SEPOConfig, model: Any) -> bool:
     if config.lora is not None:
@@ -575,14 +623,15 @@ def evaluate_checkpoint(game: Game, policy: Policy, config: SEPOConfig) -> dict[
     checkpoints are compared on the same games."""
     from sepo.evaluation import evaluate
 
-    agent = LMAgent(policy.model, policy.tokenizer, SamplingConfig(
-        temperature=config.temperature, top_p=config.top_p,
-        max_new_tokens=config.max_new_tokens, reasoning=config.reasoning,
-        seed=derive_seed(TRAIN_TAG, config.seed, _EVAL_STREAM)), name="sepo-eval")
     assert config.lambdas is not None
-    report = evaluate(game, agent, episodes=config.eval_episodes, seeds=1,
-                      lambdas=config.lambdas.as_dict(), n_boot=config.eval_bootstrap, seed=0,
-                      roles=ROLES)
+    with policy.sampling_model(config.lora_merged_rollouts) as model:
+        agent = LMAgent(model, policy.tokenizer, SamplingConfig(
+            temperature=config.temperature, top_p=config.top_p,
+            max_new_tokens=config.max_new_tokens, reasoning=config.reasoning,
+            seed=derive_seed(TRAIN_TAG, config.seed, _EVAL_STREAM)), name="sepo-eval")
+        report = evaluate(game, agent, episodes=config.eval_episodes, seeds=1,
+                          lambdas=config.lambdas.as_dict(), n_boot=config.eval_bootstrap,
+                          seed=0, roles=ROLES)
     return {
         "eval_safety": _finite(report["safety"]),
         "eval_exploit": _finite(report["exploit"]),
@@ -600,7 +649,13 @@ def _load_starting_model(config: SEPOConfig, device: torch.device,
     # Full fine-tuning keeps fp32 master weights; LoRA under bf16 keeps the frozen base in
     # bf16 (PEFT keeps the adapters themselves in fp32).
     dtype = "bfloat16" if config.lora and config.mixed_precision == "bf16" else "float32"
-    return load_model(config.model, device=str(device), dtype=dtype, progress=progress)
+    model, tokenizer = load_model(config.model, device=str(device), dtype=dtype,
+                                  progress=progress)
+    if config.lora is None and config.mixed_precision == "bf16" and _use_lora(config, model):
+        # LoRA chosen by size (the parameter count is known only once loaded): the same bf16
+        # base as with --lora. (Found on an H100: a 1.17 B model kept an fp32 base.)
+        model.to(torch.bfloat16)
+    return model, tokenizer
 
 
 def _load_weights(policy: Policy, checkpoint: Path) -> None:
@@ -750,7 +805,8 @@ def train_sepo(config: SEPOConfig, progress: bool = True) -> RunResult:
         for step in range(state.step + 1, config.steps + 1):
             t0 = time.perf_counter()
             # 1. Rollouts: every group (and auxiliary episode) in one lock-step batch.
-            with torch.no_grad(), accelerator.autocast():
+            with (torch.no_grad(), accelerator.autocast(),
+                  policy.sampling_model(config.lora_merged_rollouts)):
                 records = Engine(rollout_episodes(game, agent, local_groups, config,
                                                   step)).run()
             t1 = time.perf_counter()
