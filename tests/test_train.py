@@ -200,6 +200,56 @@ def test_groups_share_a_seed_and_cover_every_role_of_an_opponent() -> None:
     assert {e.seed for e in again}.isdisjoint({e.seed for e in episodes})
 
 
+def test_best_response_group_is_appended_and_other_groups_keep_their_seeds() -> None:
+    kuhn = get_game("kuhn")
+    config = SEPOConfig(game="kuhn", model="x", out="unused", exploit_best_response=True)
+    fixed = rollout_groups(kuhn, "per-pool")
+    groups = rollout_groups(kuhn, "per-pool", best_response=True)
+    assert groups[:-1] == fixed
+    assert (groups[-1].role, groups[-1].opponent) == ("exploit", trainer.BEST_RESPONSE)
+    from sepo.games.kuhn import nash_policy
+    from sepo.kuhn_exact import BestResponse
+
+    exploiter = BestResponse(nash_policy())
+    episodes = rollout_episodes(kuhn, "agent", groups, config, step=3,  # type: ignore[arg-type]
+                                adaptive={trainer.BEST_RESPONSE: exploiter})
+    plain = rollout_episodes(kuhn, "agent", fixed, config, step=3)  # type: ignore[arg-type]
+    assert [(e.seed, e.tags) for e in episodes[:len(plain)]] == [(e.seed, e.tags)
+                                                                 for e in plain]
+    extra = episodes[len(plain):]
+    assert len(extra) == config.group_size
+    assert all(e.players[1].strategy is exploiter and e.tags["pool"] == "exploit"  # type: ignore[attr-defined]
+               for e in extra)
+
+
+def test_adaptive_exploiter_is_the_exact_best_response_to_the_current_policy(
+        lm: tuple[Any, Any, int]) -> None:
+    """Against it the agent loses exactly its exploitability per hand: a rollout's better
+    payoff there is lower exploitability, whatever λe's scale after standardisation."""
+    from sepo.agents import LMAgent, SamplingConfig
+    from sepo.kuhn_exact import exploitability, per_hand_value
+
+    model, tokenizer, _ = lm
+    agent = LMAgent(model, tokenizer, SamplingConfig(temperature=0.8, seed=0))
+    assert trainer.adaptive_opponents(
+        SEPOConfig(game="kuhn", model="x", out="unused"), agent) == {}
+    config = SEPOConfig(game="kuhn", model="x", out="unused", exploit_best_response=True)
+    (exploiter,) = trainer.adaptive_opponents(config, agent).values()
+    policy = agent.kuhn_policy()
+    value = per_hand_value(exploiter.policy(), policy)
+    assert value == pytest.approx(exploitability(policy), abs=1e-9)
+    assert value > 0.05  # the untrained test model is far from Nash
+
+
+@pytest.mark.parametrize(("game", "credit", "match"), [
+    ("ipd", "per-pool", "kuhn only"), ("kuhn", "aux", "credit=aux")])
+def test_best_response_exploiter_rejects_other_games_and_aux_credit(
+        game: str, credit: str, match: str) -> None:
+    with pytest.raises(SepoError, match=match):
+        SEPOConfig(game=game, model="x", out="unused", credit=credit,
+                   exploit_best_response=True)
+
+
 def test_per_pool_rewards_follow_the_spec_on_a_hand_built_ipd_batch() -> None:
     ipd = get_game("ipd")
     config = SEPOConfig(game="ipd", model="x", out="unused")
@@ -671,7 +721,7 @@ def test_two_step_kuhn_run_from_the_command_line(tiny_lm_path: Path, tmp_path: P
         "kuhn", "--model", str(tiny_lm_path), "--out", str(out), "--steps", "2",
         "--group-size", "2", "--checkpoint-every", "2", "--eval-episodes", "1",
         "--max-new-tokens", "6", "--no-reasoning", "--device", "cpu", "--credit", "constant",
-        "--json", "--no-progress"])
+        "--exploit-best-response", "--json", "--no-progress"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output[result.output.index("{"):])
     assert summary["condition"] == "sepo-constant" and summary["steps"] == 2
@@ -682,7 +732,7 @@ def test_two_step_kuhn_run_from_the_command_line(tiny_lm_path: Path, tmp_path: P
     assert 0.0 <= float(rows[1]["eval_exact_exploitability"]) <= 2.0
     assert math.isfinite(float(rows[1]["penalty"]))
     saved = SEPOConfig.model_validate_json((out / "config.json").read_text())
-    assert saved.credit == "constant" and saved.beta == 0.2
+    assert saved.credit == "constant" and saved.beta == 0.2 and saved.exploit_best_response
     assert (out / "checkpoints" / "step-000002" / "training.pt").exists()
     # The checkpoint tells `load_lm_agent` how it was trained to answer.
     for where in (out / "checkpoints" / "step-000002", out / "best"):

@@ -32,6 +32,10 @@ def train(
         help=f"Advantage normalisation: {' | '.join(NORMALIZATIONS)}.")] = None,
     reward_only: Annotated[bool, typer.Option(
         "--reward-only", help="All λ = 0: the plain GRPO baseline.")] = False,
+    exploit_best_response: Annotated[bool, typer.Option(
+        "--exploit-best-response", help="Kuhn only: add an exploit group against the exact "
+                                        "best response to the current policy, rebuilt every "
+                                        "step (beyond the SPEC's fixed pools).")] = False,
     lora: Annotated[bool | None, typer.Option(
         "--lora/--full", help="LoRA adapters or full fine-tuning (default: LoRA above 1B "
                               "parameters).")] = None,
@@ -84,6 +88,7 @@ def train(
         "game": game, "model": model, "out": out, "steps": steps, "group_size": group_size,
         "credit": credit, "normalize": normalize, "reward_only": reward_only, "lora": lora,
         "lora_merged_rollouts": lora_merged_rollouts,
+        "exploit_best_response": exploit_best_response or None,
         "lr": lr, "beta": beta, "temperature": temperature, "max_new_tokens": max_new_tokens,
         "reasoning": reasoning, "updates_per_step": updates_per_step,
         "micro_batch_size": micro_batch_size, "checkpoint_every": checkpoint_every,

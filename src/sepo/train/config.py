@@ -90,6 +90,10 @@ class SEPOConfig(BaseModel):
     normalize: Normalize = Field("per-round", description="advantage per (group, round) or per "
                                                           "episode")
     reward_only: bool = Field(False, description="all λ = 0 in training: plain GRPO baseline")
+    exploit_best_response: bool = Field(
+        False, description="Kuhn only, an extension beyond SPEC §2's fixed pools: one more "
+                           "exploit-pool group whose opponent is the exact best response to "
+                           "the current policy, rebuilt before every step's rollouts")
 
     # --- optimisation
     lr: float | None = Field(None, gt=0.0, description="AdamW learning rate; default: the toml")
@@ -172,6 +176,12 @@ class SEPOConfig(BaseModel):
             object.__setattr__(self, "lr", float(stage2.get("lr", 1e-5)))
         if self.beta is None:
             object.__setattr__(self, "beta", float(stage2.get("beta", 0.1)))
+        if self.exploit_best_response and self.game != "kuhn":
+            raise SepoError(f"exploit_best_response needs an exact best response, which sepo "
+                            f"computes for kuhn only, not {self.game}")
+        if self.exploit_best_response and self.credit == "aux":
+            raise SepoError("exploit_best_response trains on the best response's episodes "
+                            "(credit per-pool or constant), not as an auxiliary: credit=aux")
         if self.credit == "aux" and not (game.pools["exploit"] or game.pools["collusive"]):
             raise SepoError(f"credit=aux needs an exploit or collusive pool; {self.game} has "
                             "neither")

@@ -12,7 +12,8 @@ One step of `train_sepo`:
    rollouts (population std), 0 where the n rewards are equal. Every decision of round t of a
    rollout gets that rollout's A_t (a Kuhn hand can hold two decisions).
 4. **Loss** per decision: the PPO clipped surrogate on the sequence-level ratio
-   exp(Σ log π_θ − Σ log π_sampling) of the decision's generated tokens, plus
+   exp(Σ log π_θ − Σ log π_old) of the decision's generated tokens (π_old: the trainer's own
+   forward before the step's first update, not the sampler's log-probs), plus
    β·max(0, log π_θ − log π_ref) (sequence log-probs; a one-sided KL to the reference),
    averaged over decisions. Decisions the constrained fallback chose are left out (their
    tokens did not choose the action played), but their rounds' rewards still count. So the
@@ -34,6 +35,8 @@ Baselines and ablations are switches of the same loop:
   exactly reward-only's (`tests/test_train.py` proves it to 1e-6 on one batch).
 - `reward_only` — every λ = 0: plain GRPO.
 - `normalize=episode` — one advantage per rollout, from its summed reward.
+- `exploit_best_response` (Kuhn; beyond SPEC §2's fixed pools) — one more exploit group whose
+  opponent is the exact best response to the current policy, rebuilt every step.
 
 Batch composition: `per-pool`, `constant` and `reward_only` play and train on exactly the same
 groups (train, exploit and collusive). Under `constant` and `reward_only` the exploit and
@@ -69,7 +72,7 @@ from sepo.agents.chat import accepts_logits_to_keep, eos_token_ids, model_device
 from sepo.engine import Engine, Episode, EpisodeRecord
 from sepo.errors import SepoError
 from sepo.games import get_game, get_strategy
-from sepo.games.base import Game, derive_seed
+from sepo.games.base import Game, Strategy, derive_seed
 from sepo.metrics import round_rewards
 from sepo.train import checkpoint as ckpt
 from sepo.train.config import Lambdas, SEPOConfig, load_config
@@ -100,14 +103,35 @@ class Group:
     opponent: str
 
 
-def rollout_groups(game: Game, credit: str) -> list[Group]:
-    """The step's groups: one per (role, opponent). `aux` trains on the train pool only."""
+#: The opponent name of the adaptive exploiter's group (`exploit_best_response`).
+BEST_RESPONSE = "BestResponse"
+
+
+def rollout_groups(game: Game, credit: str, best_response: bool = False) -> list[Group]:
+    """The step's groups: one per (role, opponent). `aux` trains on the train pool only.
+    `best_response` appends an exploit group against the current policy's exact best response
+    (last, so every other group keeps its index and its seeds)."""
     roles = ("train",) if credit == "aux" else ROLES
     groups: list[Group] = []
     for role in roles:
         for name in game.pools[role]:
             groups.append(Group(len(groups), role, name))
+    if best_response:
+        groups.append(Group(len(groups), "exploit", BEST_RESPONSE))
     return groups
+
+
+def adaptive_opponents(config: SEPOConfig, agent: LMAgent) -> dict[str, Strategy]:
+    """Opponents built from the current policy for this step: under `exploit_best_response`,
+    the exact best response to the agent's 12-information-set Kuhn policy. Why: with fixed
+    exploiters and group-standardised advantages, λe cannot steer a zero-sum game's policy
+    toward Nash (docs/RESULTS.md, Kuhn, reason 3); against its own best response, a rollout's
+    better payoff is exactly lower exploitability."""
+    if not config.exploit_best_response:
+        return {}
+    from sepo.kuhn_exact import BestResponse
+
+    return {BEST_RESPONSE: BestResponse(agent.kuhn_policy())}
 
 
 def aux_opponents(game: Game) -> list[tuple[str, str]]:
@@ -116,15 +140,16 @@ def aux_opponents(game: Game) -> list[tuple[str, str]]:
 
 
 def rollout_episodes(game: Game, agent: LMAgent, groups: Sequence[Group], config: SEPOConfig,
-                     step: int) -> list[Episode]:
+                     step: int, adaptive: Mapping[str, Strategy] | None = None) -> list[Episode]:
     """Every episode of one step, to be played in one lock-step batch.
 
     Tags say what each episode is for: `pool` (its role), `group` and `rollout` for trained
     episodes; auxiliary episodes have `group` None and `aux_of` = [group, rollout].
+    `adaptive`: opponents of this step by name (`adaptive_opponents`), before the game's own.
     """
     episodes: list[Episode] = []
     for group in groups:
-        opponent = get_strategy(game, group.opponent)
+        opponent = (adaptive or {}).get(group.opponent) or get_strategy(game, group.opponent)
         seed = derive_seed(TRAIN_TAG, config.seed, _ROLLOUT_STREAM, step, group.index)
         for i in range(config.group_size):
             episodes.append(Episode(game, agent, opponent, seed,
@@ -796,7 +821,7 @@ def train_sepo(config: SEPOConfig, progress: bool = True) -> RunResult:
     if main:
         log.start(state.step if resume_from is not None else None)
         writer = SummaryWriter(str(run_dir / "tb"), purge_step=state.step + 1)
-    groups = rollout_groups(game, config.credit)
+    groups = rollout_groups(game, config.credit, config.exploit_best_response)
     local_groups = groups[accelerator.process_index::accelerator.num_processes]
     bar = _ProgressBar(progress and main, config.steps, state.step)
     row: dict[str, Any] = {}
@@ -807,8 +832,9 @@ def train_sepo(config: SEPOConfig, progress: bool = True) -> RunResult:
             # 1. Rollouts: every group (and auxiliary episode) in one lock-step batch.
             with (torch.no_grad(), accelerator.autocast(),
                   policy.sampling_model(config.lora_merged_rollouts)):
-                records = Engine(rollout_episodes(game, agent, local_groups, config,
-                                                  step)).run()
+                adaptive = adaptive_opponents(config, agent)
+                records = Engine(rollout_episodes(game, agent, local_groups, config, step,
+                                                  adaptive)).run()
             t1 = time.perf_counter()
             # 2. Rewards per round, 3. advantages per (group, round), decisions to train on.
             rewards = compute_rewards(game, records, config)
