@@ -166,6 +166,12 @@ def test_run_config_defaults_and_overrides(tmp_path: Path) -> None:
     assert paper != TINY_SEPO_LR
     assert RunConfig(games=["kuhn"], out=tmp_path, model="org/model").sepo_config(
         "kuhn", 0, tmp_path, tmp_path, reward_only=True).lr == paper
+    # The adaptive exploiter is SEPO's; the reward-only baseline stays the plain one.
+    adaptive = RunConfig(games=["kuhn"], out=tmp_path, sepo={"exploit_best_response": True})
+    assert adaptive.sepo_config("kuhn", 0, tmp_path, tmp_path,
+                                reward_only=False).exploit_best_response
+    assert not adaptive.sepo_config("kuhn", 0, tmp_path, tmp_path,
+                                    reward_only=True).exploit_best_response
 
 
 def test_run_config_bad_input_names_the_choices(tmp_path: Path) -> None:

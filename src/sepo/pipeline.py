@@ -254,6 +254,10 @@ class RunConfig(BaseModel):
 
         b = self.budget(game)
         extra = dict(self.sepo)
+        if reward_only:
+            # Its λ = 0 gives the adaptive exploiter's group constant rewards: it would only add
+            # episodes and change the baseline's random draws. The baseline stays the plain one.
+            extra.pop("exploit_best_response", None)
         if self.model == "tiny":
             extra.setdefault("lr", tiny_sepo_lr(game))
         return SEPOConfig(
