@@ -204,7 +204,9 @@ def test_best_response_group_is_appended_and_other_groups_keep_their_seeds() -> 
     kuhn = get_game("kuhn")
     config = SEPOConfig(game="kuhn", model="x", out="unused", exploit_best_response=True)
     fixed = rollout_groups(kuhn, "per-pool")
-    groups = rollout_groups(kuhn, "per-pool", best_response=True)
+    assert rollout_groups(kuhn, "per-pool", best_response_groups=3)[:-2] == rollout_groups(
+        kuhn, "per-pool", best_response_groups=1)
+    groups = rollout_groups(kuhn, "per-pool", best_response_groups=1)
     assert groups[:-1] == fixed
     assert (groups[-1].role, groups[-1].opponent) == ("exploit", trainer.BEST_RESPONSE)
     from sepo.games.kuhn import nash_policy

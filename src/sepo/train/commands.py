@@ -36,6 +36,8 @@ def train(
         "--exploit-best-response", help="Kuhn only: add an exploit group against the exact "
                                         "best response to the current policy, rebuilt every "
                                         "step (beyond the SPEC's fixed pools).")] = False,
+    best_response_groups: Annotated[int | None, typer.Option(
+        help="With --exploit-best-response: groups that play it (default 1).")] = None,
     lora: Annotated[bool | None, typer.Option(
         "--lora/--full", help="LoRA adapters or full fine-tuning (default: LoRA above 1B "
                               "parameters).")] = None,
@@ -89,6 +91,7 @@ def train(
         "credit": credit, "normalize": normalize, "reward_only": reward_only, "lora": lora,
         "lora_merged_rollouts": lora_merged_rollouts,
         "exploit_best_response": exploit_best_response or None,
+        "best_response_groups": best_response_groups,
         "lr": lr, "beta": beta, "temperature": temperature, "max_new_tokens": max_new_tokens,
         "reasoning": reasoning, "updates_per_step": updates_per_step,
         "micro_batch_size": micro_batch_size, "checkpoint_every": checkpoint_every,

@@ -94,6 +94,10 @@ class SEPOConfig(BaseModel):
         False, description="Kuhn only, an extension beyond SPEC §2's fixed pools: one more "
                            "exploit-pool group whose opponent is the exact best response to "
                            "the current policy, rebuilt before every step's rollouts")
+    best_response_groups: int = Field(
+        1, ge=1, description="with exploit_best_response: how many groups (each n rollouts, "
+                             "its own seed) play the best response; more gives it more weight "
+                             "against the train pool's groups")
 
     # --- optimisation
     lr: float | None = Field(None, gt=0.0, description="AdamW learning rate; default: the toml")

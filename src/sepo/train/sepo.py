@@ -35,8 +35,9 @@ Baselines and ablations are switches of the same loop:
   exactly reward-only's (`tests/test_train.py` proves it to 1e-6 on one batch).
 - `reward_only` — every λ = 0: plain GRPO.
 - `normalize=episode` — one advantage per rollout, from its summed reward.
-- `exploit_best_response` (Kuhn; beyond SPEC §2's fixed pools) — one more exploit group whose
-  opponent is the exact best response to the current policy, rebuilt every step.
+- `exploit_best_response` (Kuhn; beyond SPEC §2's fixed pools) — `best_response_groups` more
+  exploit groups whose opponent is the exact best response to the current policy, rebuilt
+  every step.
 
 Batch composition: `per-pool`, `constant` and `reward_only` play and train on exactly the same
 groups (train, exploit and collusive). Under `constant` and `reward_only` the exploit and
@@ -107,16 +108,16 @@ class Group:
 BEST_RESPONSE = "BestResponse"
 
 
-def rollout_groups(game: Game, credit: str, best_response: bool = False) -> list[Group]:
+def rollout_groups(game: Game, credit: str, best_response_groups: int = 0) -> list[Group]:
     """The step's groups: one per (role, opponent). `aux` trains on the train pool only.
-    `best_response` appends an exploit group against the current policy's exact best response
-    (last, so every other group keeps its index and its seeds)."""
+    `best_response_groups` exploit groups against the current policy's exact best response
+    are appended (last, so every other group keeps its index and its seeds)."""
     roles = ("train",) if credit == "aux" else ROLES
     groups: list[Group] = []
     for role in roles:
         for name in game.pools[role]:
             groups.append(Group(len(groups), role, name))
-    if best_response:
+    for _ in range(best_response_groups):
         groups.append(Group(len(groups), "exploit", BEST_RESPONSE))
     return groups
 
@@ -821,7 +822,8 @@ def train_sepo(config: SEPOConfig, progress: bool = True) -> RunResult:
     if main:
         log.start(state.step if resume_from is not None else None)
         writer = SummaryWriter(str(run_dir / "tb"), purge_step=state.step + 1)
-    groups = rollout_groups(game, config.credit, config.exploit_best_response)
+    groups = rollout_groups(game, config.credit, config.best_response_groups
+                            if config.exploit_best_response else 0)
     local_groups = groups[accelerator.process_index::accelerator.num_processes]
     bar = _ProgressBar(progress and main, config.steps, state.step)
     row: dict[str, Any] = {}
