@@ -8,22 +8,26 @@ phase. The paper's per-game defaults apply (n = 4, every pool), full fine-tuning
 
 FLOP/s. First the machine's dense-matmul rate: the best of `--repeat` fp32 `torch.mm` of two
 N×N matrices (2N³ FLOPs) on the same torch threads. Then the model FLOPs of the gradient step,
-counted from the batch actually processed (PaLM's MFU convention):
+counted from the batch actually processed (PaLM's MFU convention). A micro-batch b of B_b
+decisions whose prompts share a prefix of P_b tokens (the system prompt, run once when
+`share_prompt_prefix` is on; P_b = 0 otherwise) and whose remaining parts are padded to R_b:
 
-    forward  = 2·N_layers·T + 2·V·H·K + 2·L·H·Σ_b B_b·S_b²        (micro-batches b)
+    forward  = 2·N_layers·(P_b + T_b) + 2·V·H·K_b + 2·L·H·(P_b² + B_b·(2·P_b·R_b + R_b²))
     backward = 2 × forward
 
-with N_layers the transformer blocks' matmul parameters, T the non-padding tokens, K the LM-head
-positions kept (`logits_to_keep`), L layers, H the hidden size, B_b and S_b the size and padded
-length of micro-batch b. Attention (QKᵀ and AV) is counted over the causal lower triangle only,
-the work the fused causal kernel does: 2·2·H·S²/2 per sequence and layer. The step runs one
-reference forward and `updates_per_step` forward + backward passes. The share reported is
-achieved FLOP/s of the gradient step ÷ measured matmul FLOP/s; it counts useful work only
-(padding tokens are not counted in T).
+with N_layers the transformer blocks' matmul parameters, T_b the micro-batch's non-padding
+tokens after the prefix, K_b the LM-head positions kept (`logits_to_keep`), L layers, H the
+hidden size. Attention (QKᵀ and AV, 4·H FLOPs per query-key pair and layer) is counted over
+the causal lower triangle only, the work the fused causal kernel does: a prefix query sees the
+prefix before it, a later query the whole prefix and the part of its own row before it. The
+step runs one reference forward and `updates_per_step` forward + backward passes. The share
+reported is achieved FLOP/s of the gradient step ÷ measured matmul FLOP/s; it counts work
+done only (padding tokens are not counted in T, and a shared prefix counts once).
 
     python benchmarks/bench_train_step.py                    # markdown tables
     python benchmarks/bench_train_step.py --json
     python benchmarks/bench_train_step.py --games kuhn --steps 3 --model /path/to/ckpt
+    python benchmarks/bench_train_step.py --no-share-prompt-prefix   # every prompt in full
 """
 
 from __future__ import annotations
@@ -75,29 +79,31 @@ def model_shape(model: Any) -> dict[str, int]:
             "parameters": sum(p.numel() for p in model.parameters())}
 
 
-def update_flops(samples: list[Any], shape: dict[str, int], micro_batch_size: int,
-                 updates: int) -> dict[str, float]:
+def update_flops(model: Any, samples: list[Any], shape: dict[str, int], micro_batch_size: int,
+                 updates: int, share_prefix: bool) -> dict[str, float]:
     """Model FLOPs of one `optimise` call on `samples` (see the module docstring)."""
-    from sepo.train.sepo import _micro_batches
+    from sepo.train.sepo import _micro_batches, _shared_prefix
 
     forward = 0.0
     tokens = padded = kept = 0
     for idx in _micro_batches(samples, micro_batch_size):
         batch = [samples[i] for i in idx]
-        lengths = [len(s.prompt_ids) + len(s.completion_ids) for s in batch]
+        p = _shared_prefix(model, batch) if share_prefix else 0
+        lengths = [len(s.prompt_ids) + len(s.completion_ids) - p for s in batch]
         width = max(lengths)
-        first = min(len(s.prompt_ids) for s in batch) - 1
+        first = min(len(s.prompt_ids) for s in batch) - p - 1
         k = (width - 1 - first) * len(batch)
-        t = sum(lengths)
+        t = p + sum(lengths)
+        attention = p * p + len(batch) * (2 * p * width + width * width)
         forward += (2 * shape["layer_matmul_params"] * t + 2 * shape["vocab"] * shape["hidden"] * k
-                    + 2 * shape["layers"] * shape["hidden"] * width**2 * len(batch))
-        tokens, padded, kept = tokens + t, padded + width * len(batch), kept + k
+                    + 2 * shape["layers"] * shape["hidden"] * attention)
+        tokens, padded, kept = tokens + t, padded + p + width * len(batch), kept + k
     return {"flops": forward * (1 + 3 * updates), "tokens": tokens, "padded_tokens": padded,
             "lm_head_positions": kept}
 
 
 def bench_game(game_name: str, model_name: str, steps: int, warmup: int,
-               micro_batch_size: int) -> dict[str, Any]:
+               micro_batch_size: int, share_prefix: bool = True) -> dict[str, Any]:
     from accelerate import Accelerator
 
     from sepo.agents import LMAgent, SamplingConfig
@@ -118,7 +124,8 @@ def bench_game(game_name: str, model_name: str, steps: int, warmup: int,
     game = get_game(game_name)
     with tempfile.TemporaryDirectory() as out:
         config = SEPOConfig(game=game_name, model=model_name, out=out, device="cpu",
-                            micro_batch_size=micro_batch_size, lora=False)
+                            micro_batch_size=micro_batch_size, lora=False,
+                            share_prompt_prefix=share_prefix)
     model, tokenizer = load_model(model_name, device="cpu", dtype="float32", progress=False)
     shape = model_shape(model)
     policy = build_policy(model, tokenizer, config)
@@ -143,7 +150,8 @@ def bench_game(game_name: str, model_name: str, steps: int, warmup: int,
         t3 = time.perf_counter()
         if step <= warmup:
             continue
-        flops = update_flops(samples, shape, micro_batch_size, config.updates_per_step)
+        flops = update_flops(policy.model, samples, shape, micro_batch_size,
+                             config.updates_per_step, share_prefix)
         rows.append({"rollout": t1 - t0, "rewards": t2 - t1, "update": t3 - t2,
                      "step": t3 - t0, "episodes": len(records),
                      "decisions": sum(len(r.decisions) for r in records),
@@ -170,17 +178,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--micro-batch-size", type=int, default=64)
     parser.add_argument("--matmul-n", type=int, default=2048)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--no-share-prompt-prefix", action="store_true",
+                        help="run every decision's whole prompt through the loss's passes")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    share = not args.no_share_prompt_prefix
 
     peak = matmul_flops(args.matmul_n, args.repeat)
-    games = [bench_game(g, args.model, args.steps, args.warmup, args.micro_batch_size)
+    games = [bench_game(g, args.model, args.steps, args.warmup, args.micro_batch_size, share)
              for g in args.games]
     peak_after = matmul_flops(args.matmul_n, args.repeat)  # the machine may be shared
     best_peak = max(peak["flops_per_s"], peak_after["flops_per_s"])
     for g in games:
         g["share_of_matmul_flops"] = g["update_flops_per_s"] / best_peak
-    report = {"machine": machine(), "matmul": [peak, peak_after], "games": games}
+    report = {"machine": machine(), "matmul": [peak, peak_after], "share_prompt_prefix": share,
+              "games": games}
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -190,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
           f"({m['torch_threads']} threads), load average {m['load_average_1min']:.1f}")
     print(f"Dense fp32 matmul ({args.matmul_n}²): {best_peak / 1e9:.1f} GFLOP/s "
           f"(before {peak['flops_per_s'] / 1e9:.1f}, after {peak_after['flops_per_s'] / 1e9:.1f})")
+    print(f"Shared prompt prefix in the loss's passes: {'on' if share else 'off'}")
     print()
     print("| game | s/step | rollout | rewards+metrics | gradient step | decisions (trained) "
           "| tokens (padded) | update GFLOP/s | share of matmul |")

@@ -411,6 +411,58 @@ def test_recomputed_logprobs_match_the_agents_sampling_logprobs(
     torch.testing.assert_close(recomputed, expected, rtol=0, atol=1e-4)
 
 
+@pytest.mark.parametrize("game_name", ["ipd", "kuhn"])
+@pytest.mark.parametrize("lora", [False, True])
+def test_shared_prompt_prefix_gives_the_full_passs_logprobs_and_gradients(
+        lm: tuple[Any, Any, int], game_name: str, lora: bool) -> None:
+    """Running the system prompt once for a micro-batch (its keys and values repeated over the
+    rows) computes what one pass over the whole sequences computes: log-probs, the reference's
+    log-probs (LoRA: adapters disabled), and the gradient of a loss through both passes."""
+    model, tokenizer, pad_id = lm
+    config = SEPOConfig(game=game_name, model="x", out="unused", lora=lora)
+    policy = trainer.build_policy(copy.deepcopy(model), tokenizer, config)
+    policy.model.eval()  # no LoRA dropout, as in `optimise`
+    if lora:  # B starts at zero: move it so the adapted model differs from the reference
+        with torch.no_grad():
+            for name, p in policy.model.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0.0, 0.05, generator=torch.Generator().manual_seed(0))
+    samples = batch_samples(game_name, scripted_batch(game_name, tokenizer, group_size=2))[:40]
+    shared = trainer._shared_prefix(policy.model, samples)
+    system_prompt = build_prompt(tokenizer, [chat_messages(
+        get_game(game_name), get_game(game_name).new_state(0), AGENT, reasoning=False)[0]])
+    assert shared >= trainer.MIN_SHARED_PREFIX
+    assert shared >= len(system_prompt.ids) - 2  # the whole system turn, bar template tokens
+
+    def logprobs_and_gradient(share: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        policy.model.zero_grad(set_to_none=True)
+        logprobs = sequence_logprobs(policy.model, samples, pad_id, share_prefix=share)
+        (logprobs * torch.linspace(-1.0, 1.0, len(samples))).sum().backward()
+        grad = torch.cat([p.grad.flatten() for p in policy.trainable_parameters()])
+        with torch.no_grad(), policy.reference_model() as reference:
+            ref = sequence_logprobs(reference, samples, pad_id, share_prefix=share)
+        return torch.cat([logprobs.detach(), ref]), grad
+
+    shared_values, shared_grad = logprobs_and_gradient(True)
+    full_values, full_grad = logprobs_and_gradient(False)
+    torch.testing.assert_close(shared_values, full_values, rtol=0, atol=1e-4)
+    torch.testing.assert_close(shared_grad, full_grad, rtol=1e-4, atol=1e-6)
+    assert full_grad.abs().max() > 1e-3
+
+
+def test_no_shared_prefix_when_prompts_differ_early_or_checkpointing_is_on(
+        lm: tuple[Any, Any, int]) -> None:
+    model, tokenizer, _ = lm
+    ipd = batch_samples("ipd", scripted_batch("ipd", tokenizer, group_size=2))[:4]
+    kuhn = batch_samples("kuhn", scripted_batch("kuhn", tokenizer, group_size=2))[:4]
+    assert trainer._shared_prefix(model, ipd) > 0
+    assert trainer._shared_prefix(model, ipd + kuhn) == 0  # two games' system prompts
+    assert trainer._shared_prefix(model, ipd[:1]) == 0
+    checkpointed = copy.deepcopy(model)
+    checkpointed.gradient_checkpointing_enable()
+    assert trainer._shared_prefix(checkpointed, ipd) == 0
+
+
 def test_one_sided_kl_is_zero_below_the_reference_and_positive_above() -> None:
     ref = torch.tensor([-2.0, -2.0, -2.0])
     logprobs = torch.tensor([-3.0, -2.0, -1.5], requires_grad=True)
@@ -683,8 +735,8 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(
         steps_seen.append(len(steps_seen) + 1)
         return real_advantages(*args, **kwargs)
 
-    def poisoned_logprobs(model: Any, samples: Any, pad_id: int) -> torch.Tensor:
-        out = real_logprobs(model, samples, pad_id)
+    def poisoned_logprobs(model: Any, samples: Any, pad_id: int, *args: Any) -> torch.Tensor:
+        out = real_logprobs(model, samples, pad_id, *args)
         # From step 3 on (the test model leaves some steps without a trainable decision, so
         # the first poisoned forward may come later).
         return out * float("nan") if steps_seen[-1] >= 3 else out

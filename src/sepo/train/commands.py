@@ -64,6 +64,10 @@ def train(
         "--updates-per-step", help="Optimiser passes over each step's rollouts.")] = None,
     micro_batch_size: Annotated[int | None, typer.Option(
         "--micro-batch-size", help="Decisions per forward/backward.")] = None,
+    share_prompt_prefix: Annotated[bool | None, typer.Option(
+        "--share-prompt-prefix/--no-share-prompt-prefix",
+        help="Run a micro-batch's common prompt prefix once in the loss's forward passes "
+             "(the default; same log-probs up to rounding, fewer FLOPs).")] = None,
     checkpoint_every: Annotated[int | None, typer.Option(
         "--checkpoint-every", help="Checkpoint and evaluate every k steps.")] = None,
     eval_episodes: Annotated[int | None, typer.Option(
@@ -94,7 +98,8 @@ def train(
         "best_response_groups": best_response_groups,
         "lr": lr, "beta": beta, "temperature": temperature, "max_new_tokens": max_new_tokens,
         "reasoning": reasoning, "updates_per_step": updates_per_step,
-        "micro_batch_size": micro_batch_size, "checkpoint_every": checkpoint_every,
+        "micro_batch_size": micro_batch_size, "share_prompt_prefix": share_prompt_prefix,
+        "checkpoint_every": checkpoint_every,
         "eval_episodes": eval_episodes, "seed": seed, "mixed_precision": mixed_precision,
         "device": device, "resume": resume,
     }
