@@ -74,7 +74,7 @@ def bench_data(games: list[str], episodes_per_opponent: int, repeat: int) -> dic
 
 
 def bench_sft(model: str, games: list[str], steps: int, batch_size: int,
-              threads: list[int]) -> list[dict[str, Any]]:
+              threads: list[int], share_prefix: bool = True) -> list[dict[str, Any]]:
     import torch
     from transformers import TrainerCallback
 
@@ -97,7 +97,8 @@ def bench_sft(model: str, games: list[str], steps: int, batch_size: int,
             pair = load_model(model, device="cpu", dtype="float32", progress=False)
             clock = CpuClock()
             result = train_sft(games, pair, data, Path(tmp) / f"ckpt-{n}", SFTRunConfig(
-                max_steps=steps, batch_size=batch_size, progress=False, device="cpu"),
+                max_steps=steps, batch_size=batch_size, progress=False, device="cpu",
+                share_prompt_prefix=share_prefix),
                 callbacks=[clock])
             out.append({"threads": n, "parameters": result.parameters, "steps": result.steps,
                         "batch_size": batch_size, "tokens": result.train_tokens,
@@ -278,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--batch-size", type=int, default=16)
         p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
         p.add_argument("--skip-sft", action="store_true", help="time data generation only")
+        p.add_argument("--no-share-prompt-prefix", action="store_true",
+                       help="SFT runs every example's whole prompt (a batch of one game's "
+                            "data shares its system prompt otherwise)")
     bh.add_argument("--out", default="runs/sft-behaviour")
     bh.add_argument("--episodes-per-opponent", type=int, default=10)
     bh.add_argument("--epochs", type=float, default=2.0)
@@ -306,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
                                                  args.repeat)}
     if not args.skip_sft:
         report["sft"] = bench_sft(args.model, args.games, args.steps, args.batch_size,
-                                  args.threads)
+                                  args.threads, not args.no_share_prompt_prefix)
+        report["share_prompt_prefix"] = not args.no_share_prompt_prefix
     report["machine"]["load_average_1min_end"] = os.getloadavg()[0]
     if args.json:
         print(json.dumps(report, indent=2))
@@ -325,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
           f"({w['examples_per_cpu_s']:,.0f} examples/CPU-s; {w['wall_s']:.2f} s wall, "
           f"{w['examples_per_s']:,.0f} examples/s)\n")
     if "sft" in report:
+        print(f"SFT on {', '.join(args.games)}; shared prompt prefix: "
+              f"{'on' if report['share_prompt_prefix'] else 'off'}\n")
         print("| threads | parameters | steps × batch | tokens | wall s | CPU s | s/step | "
               "tokens/s |")
         print("|---:|---:|---:|---:|---:|---:|---:|---:|")

@@ -368,3 +368,111 @@ def test_non_finite_loss_stops_and_saves_nothing(
             max_steps=2, batch_size=4, logging_steps=1, progress=False))
     assert list(tmp_path.iterdir()) == []
 
+
+
+def _batch_sizes_seen(model: Any) -> tuple[list[int], Any]:
+    """Batch sizes of the inputs of the model's first decoder layer, and the hook's handle."""
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    seen: list[int] = []
+    handle = causal_lm.base_model.layers[0].register_forward_pre_hook(
+        lambda _module, args, kwargs: seen.append(
+            (args[0] if args else kwargs["hidden_states"]).shape[0]), with_kwargs=True)
+    return seen, handle
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("lora", [False, True])
+def test_shared_prompt_prefix_gives_the_full_passs_loss_and_gradients(
+        tiny_lm_path: Path, lora: bool) -> None:
+    """A right-padded batch whose rows share their system prompt: with the backbone running
+    that prefix once (a batch-1 pass, then the rows on its keys and values), the loss on the
+    completion tokens, the logits and every gradient are the full pass's."""
+    import torch
+
+    from sepo.agents import build_prompt
+    from sepo.models import load_model
+    from sepo.sft.train import shared_prompt_prefix
+
+    model, tokenizer = load_model(str(tiny_lm_path), device="cpu", dtype="float32")
+    if lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
+                                                 target_modules=["q_proj", "v_proj"]))
+        for name, p in model.named_parameters():  # B starts at zero: make the adapters count
+            if "lora_B" in name:
+                p.data.normal_(0.0, 0.05, generator=torch.Generator().manual_seed(1))
+    model.train()
+    game = get_game("kuhn")
+    rows = []
+    for seed in range(5):
+        prompt = build_prompt(tokenizer, chat_messages(game, game.new_state(seed), 0,
+                                                       reasoning=False)).ids
+        rows.append((prompt, tokenizer.encode("PASS" if seed % 2 else "BET",
+                                              add_special_tokens=False)))
+    width = max(len(p) + len(c) for p, c in rows)
+    ids = torch.full((len(rows), width), int(tokenizer.pad_token_id))
+    mask, labels = torch.zeros_like(ids), torch.full_like(ids, -100)
+    for i, (p, c) in enumerate(rows):
+        ids[i, :len(p) + len(c)] = torch.tensor(p + c)
+        mask[i, :len(p) + len(c)] = 1
+        labels[i, len(p):len(p) + len(c)] = torch.tensor(c)
+
+    def loss_logits_gradient() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        model.zero_grad(set_to_none=True)
+        out = model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False)
+        out.loss.backward()
+        grad = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        return out.loss.detach(), out.logits.detach()[labels != -100], grad
+
+    seen, handle = _batch_sizes_seen(model)
+    full = loss_logits_gradient()
+    assert seen == [len(rows)]
+    seen.clear()
+    with shared_prompt_prefix(model):
+        shared = loss_logits_gradient()
+    assert seen == [1, len(rows)]  # the prefix once, then the rows
+    handle.remove()
+    causal_lm = model.get_base_model() if lora else model
+    assert "forward" not in vars(causal_lm.base_model)  # the patch is gone
+    torch.testing.assert_close(shared[0], full[0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(shared[1], full[1], rtol=0, atol=1e-4)
+    torch.testing.assert_close(shared[2], full[2], rtol=1e-4, atol=1e-6)
+    assert full[2].abs().max() > 1e-3
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_sft_with_a_shared_prompt_prefix_trains_the_same_model(
+        tiny_lm_path: Path, small_ipd_data: Path, tmp_path: Path) -> None:
+    """Through TRL's trainer, sharing the system prompt (on by default) runs the prefix as a
+    batch of one and ends at the weights and losses of the plain run."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import TrainerCallback
+
+    from sepo.models import load_model
+
+    class BatchSizes(TrainerCallback):
+        def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None,
+                           **kwargs: Any) -> None:
+            self.seen, self.handle = _batch_sizes_seen(model)
+
+    results, sizes = {}, {}
+    for share in (True, False):
+        spy = BatchSizes()
+        results[share] = train_sft(
+            "ipd", load_model(str(tiny_lm_path), device="cpu", dtype="float32"),
+            small_ipd_data, tmp_path / str(share), SFTRunConfig(
+                max_steps=3, batch_size=4, learning_rate=3e-3, progress=False,
+                share_prompt_prefix=share), callbacks=[spy])
+        spy.handle.remove()
+        sizes[share] = set(spy.seen)
+    assert 1 in sizes[True] and 4 in sizes[True]
+    assert sizes[False] == {4}
+    shared, plain = results[True], results[False]
+    assert shared.eval_loss_final == pytest.approx(plain.eval_loss_final, abs=1e-4)
+    assert shared.train_loss == pytest.approx(plain.train_loss, abs=1e-4)
+    a, b = (load_file(tmp_path / str(s) / "model.safetensors") for s in (True, False))
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-4)

@@ -10,6 +10,7 @@ atomically, with `sepo_sft.json` beside the weights saying what it was trained o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -74,6 +75,10 @@ class SFTRunConfig(BaseModel):
     merge_lora: bool = Field(False, description="save LoRA merged into a plain model")
     gradient_checkpointing: bool = Field(
         False, description="saves memory on large models; slows small ones (off on CPU)")
+    share_prompt_prefix: bool = Field(
+        True, description="run the prompt prefix common to a batch (the game's system prompt) "
+        "once and reuse its keys and values: the same loss and gradients up to rounding, for "
+        "a fraction of the FLOPs (off with gradient checkpointing)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     logging_steps: int = Field(10, ge=1)
     seed: int = 0
@@ -122,6 +127,69 @@ class SFTResult(BaseModel):
     tokens_per_second: float
     device: str
     config: dict[str, Any]
+
+
+@contextmanager
+def shared_prompt_prefix(model: Any) -> Iterator[None]:
+    """While inside, the model's transformer backbone runs the token prefix common to every
+    row of a batch once, as a batch of one, and the rest of the rows on its keys and values.
+
+    Every example of one game's SFT data starts with the same system prompt (135–201 `tiny`
+    tokens of IPD's 178–278 and Kuhn's 230–430), and the loss is on the completion only, so
+    most of a batch's forward and backward work was the same tokens computed once per row.
+    The backbone's hidden states are the full pass's up to float rounding: the prefix's are
+    repeated over the rows, the rest attend to the shared keys and values, and gradients
+    flow back through both passes (`tests/test_sft.py`). Applies to right-padded batches
+    whose rows agree on at least `MIN_SHARED_PREFIX` leading tokens; anything else (another
+    game mix, a cache, embeddings, gradient checkpointing) takes the backbone's own forward.
+    The patch is an attribute on the backbone instance, removed on exit: the weights and
+    their names are untouched, so `save_pretrained` is unaffected.
+    """
+    import torch
+
+    from sepo.agents.sampling import MIN_SHARED_PREFIX, new_cache
+
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    backbone = getattr(causal_lm, "base_model", None)
+    if backbone is None or backbone is causal_lm or new_cache(backbone, reserve=0) is None:
+        yield  # no separate backbone, or a cache with sliding-window/linear layers
+        return
+    original = backbone.forward
+
+    def forward(input_ids: Any = None, attention_mask: Any = None, **kwargs: Any) -> Any:
+        plain = (input_ids is None or input_ids.dim() != 2 or input_ids.shape[0] < 2
+                 or kwargs.get("past_key_values") is not None
+                 or kwargs.get("inputs_embeds") is not None
+                 or kwargs.get("position_ids") is not None
+                 or any(getattr(m, "gradient_checkpointing", False) is True
+                        for m in backbone.modules()))
+        shared = 0
+        if not plain:
+            agree = (input_ids == input_ids[:1]).all(dim=0)
+            if attention_mask is not None:
+                agree &= attention_mask.bool().all(dim=0)
+            # Leading positions where every row agrees, leaving at least one token to run.
+            shared = min(int(agree.long().cumprod(0).sum()), input_ids.shape[1] - 1)
+        if shared < MIN_SHARED_PREFIX:
+            return original(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("use_cache", "past_key_values")}
+        cache = new_cache(backbone, reserve=0)
+        prefix = original(input_ids=input_ids[:1, :shared], past_key_values=cache,
+                          use_cache=True, **kwargs)
+        rows = input_ids.shape[0]
+        cache.batch_repeat_interleave(rows)
+        rest = original(input_ids=input_ids[:, shared:], attention_mask=attention_mask,
+                        past_key_values=cache, use_cache=True, **kwargs)
+        rest.last_hidden_state = torch.cat(
+            [prefix.last_hidden_state.expand(rows, -1, -1), rest.last_hidden_state], dim=1)
+        rest.past_key_values = None  # the caller asked for no cache (training)
+        return rest
+
+    backbone.forward = forward
+    try:
+        yield
+    finally:
+        del backbone.forward  # the class's forward again
 
 
 def _device(config: SFTRunConfig) -> str:
@@ -324,17 +392,23 @@ def train_sft(game: str | Sequence[str], model: str | Path | tuple[Any, Any],
         if not config.progress:  # quiet means quiet: no log dicts printed to stdout either
             trainer.remove_callback(PrinterCallback)
         trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-        eval_initial = float(trainer.evaluate()["eval_loss"])
-        started = time.perf_counter()
-        output = trainer.train()
-        train_seconds = time.perf_counter() - started
+        def sharing() -> contextlib.AbstractContextManager[None]:
+            return (shared_prompt_prefix(trainer.model) if config.share_prompt_prefix
+                    else contextlib.nullcontext())
+
+        with sharing():
+            eval_initial = float(trainer.evaluate()["eval_loss"])
+            started = time.perf_counter()
+            output = trainer.train()
+            train_seconds = time.perf_counter() - started
         train_loss = float(output.training_loss)
         if not math.isfinite(train_loss):
             raise NonFiniteLossError(f"non-finite training loss ({train_loss}); nothing was "
                                      f"saved (lower the learning rate, now {lr:g})")
         eval_final = _last_eval_loss(trainer)
         if eval_final is None:
-            eval_final = float(trainer.evaluate()["eval_loss"])
+            with sharing():
+                eval_final = float(trainer.evaluate()["eval_loss"])
         tokens = int(trainer.state.num_input_tokens_seen)
         completion_max = _longest_completion(trainer.train_dataset)
 
