@@ -82,17 +82,20 @@ def model_shape(model: Any) -> dict[str, int]:
 def update_flops(model: Any, samples: list[Any], shape: dict[str, int], micro_batch_size: int,
                  updates: int, share_prefix: bool) -> dict[str, float]:
     """Model FLOPs of one `optimise` call on `samples` (see the module docstring)."""
-    from sepo.train.sepo import _micro_batches, _shared_prefix
+    from sepo.prefix_sharing import shared_prefix_tokens
+    from sepo.train.sepo import _micro_batches
 
     forward = 0.0
     tokens = padded = kept = 0
     for idx in _micro_batches(samples, micro_batch_size):
         batch = [samples[i] for i in idx]
-        p = _shared_prefix(model, batch) if share_prefix else 0
+        rows = torch.nn.utils.rnn.pad_sequence(
+            [torch.tensor(s.prompt_ids + s.completion_ids) for s in batch], batch_first=True)
+        p = shared_prefix_tokens(model, rows) if share_prefix else 0
         lengths = [len(s.prompt_ids) + len(s.completion_ids) - p for s in batch]
         width = max(lengths)
-        first = min(len(s.prompt_ids) for s in batch) - p - 1
-        k = (width - 1 - first) * len(batch)
+        # LM-head positions: the same `logits_to_keep` window whether the prefix is shared.
+        k = (p + width - min(len(s.prompt_ids) for s in batch)) * len(batch)
         t = p + sum(lengths)
         attention = p * p + len(batch) * (2 * p * width + width * width)
         forward += (2 * shape["layer_matmul_params"] * t + 2 * shape["vocab"] * shape["hidden"] * k

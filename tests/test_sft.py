@@ -391,7 +391,7 @@ def test_shared_prompt_prefix_gives_the_full_passs_loss_and_gradients(
 
     from sepo.agents import build_prompt
     from sepo.models import load_model
-    from sepo.sft.train import shared_prompt_prefix
+    from sepo.prefix_sharing import shared_prompt_prefix
 
     model, tokenizer = load_model(str(tiny_lm_path), device="cpu", dtype="float32")
     if lora:

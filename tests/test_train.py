@@ -418,6 +418,8 @@ def test_shared_prompt_prefix_gives_the_full_passs_logprobs_and_gradients(
     """Running the system prompt once for a micro-batch (its keys and values repeated over the
     rows) computes what one pass over the whole sequences computes: log-probs, the reference's
     log-probs (LoRA: adapters disabled), and the gradient of a loss through both passes."""
+    from sepo.prefix_sharing import shared_prefix_tokens
+
     model, tokenizer, pad_id = lm
     config = SEPOConfig(game=game_name, model="x", out="unused", lora=lora)
     policy = trainer.build_policy(copy.deepcopy(model), tokenizer, config)
@@ -428,11 +430,19 @@ def test_shared_prompt_prefix_gives_the_full_passs_logprobs_and_gradients(
                 if "lora_B" in name:
                     p.normal_(0.0, 0.05, generator=torch.Generator().manual_seed(0))
     samples = batch_samples(game_name, scripted_batch(game_name, tokenizer, group_size=2))[:40]
-    shared = trainer._shared_prefix(policy.model, samples)
-    system_prompt = build_prompt(tokenizer, [chat_messages(
-        get_game(game_name), get_game(game_name).new_state(0), AGENT, reasoning=False)[0]])
-    assert shared >= trainer.MIN_SHARED_PREFIX
-    assert shared >= len(system_prompt.ids) - 2  # the whole system turn, bar template tokens
+    game = get_game(game_name)
+    system_turn = build_prompt(tokenizer, chat_messages(game, game.new_state(0), AGENT,
+                                                        reasoning=False)[:1]).ids
+    rows = torch.nn.utils.rnn.pad_sequence(
+        [torch.tensor(s.prompt_ids + s.completion_ids) for s in samples], batch_first=True,
+        padding_value=pad_id)
+    # The whole system turn, bar the generation-prompt markup its rendering alone ends with.
+    assert shared_prefix_tokens(policy.model, rows) >= len(system_turn) - 3
+
+    first_layer = (policy.model.get_base_model() if lora else policy.model).model.layers[0]
+    seen: list[int] = []
+    handle = first_layer.register_forward_pre_hook(
+        lambda _m, args: seen.append(args[0].shape[0]))
 
     def logprobs_and_gradient(share: bool) -> tuple[torch.Tensor, torch.Tensor]:
         policy.model.zero_grad(set_to_none=True)
@@ -444,7 +454,13 @@ def test_shared_prompt_prefix_gives_the_full_passs_logprobs_and_gradients(
         return torch.cat([logprobs.detach(), ref]), grad
 
     shared_values, shared_grad = logprobs_and_gradient(True)
+    # The prefix once, then the rows; with LoRA the reference is the same model again.
+    passes = 2 if lora else 1
+    assert seen == [1, len(samples)] * passes
+    seen.clear()
     full_values, full_grad = logprobs_and_gradient(False)
+    assert seen == [len(samples)] * passes
+    handle.remove()
     torch.testing.assert_close(shared_values, full_values, rtol=0, atol=1e-4)
     torch.testing.assert_close(shared_grad, full_grad, rtol=1e-4, atol=1e-6)
     assert full_grad.abs().max() > 1e-3
@@ -452,15 +468,23 @@ def test_shared_prompt_prefix_gives_the_full_passs_logprobs_and_gradients(
 
 def test_no_shared_prefix_when_prompts_differ_early_or_checkpointing_is_on(
         lm: tuple[Any, Any, int]) -> None:
-    model, tokenizer, _ = lm
+    from sepo.prefix_sharing import shared_prefix_tokens
+
+    model, tokenizer, pad_id = lm
+
+    def rows(samples: list[trainer.DecisionSample]) -> torch.Tensor:
+        return torch.nn.utils.rnn.pad_sequence(
+            [torch.tensor(s.prompt_ids + s.completion_ids) for s in samples],
+            batch_first=True, padding_value=pad_id)
+
     ipd = batch_samples("ipd", scripted_batch("ipd", tokenizer, group_size=2))[:4]
     kuhn = batch_samples("kuhn", scripted_batch("kuhn", tokenizer, group_size=2))[:4]
-    assert trainer._shared_prefix(model, ipd) > 0
-    assert trainer._shared_prefix(model, ipd + kuhn) == 0  # two games' system prompts
-    assert trainer._shared_prefix(model, ipd[:1]) == 0
+    assert shared_prefix_tokens(model, rows(ipd)) > 0
+    assert shared_prefix_tokens(model, rows(ipd + kuhn)) == 0  # two games' system prompts
+    assert shared_prefix_tokens(model, rows(ipd[:1])) == 0
     checkpointed = copy.deepcopy(model)
     checkpointed.gradient_checkpointing_enable()
-    assert trainer._shared_prefix(checkpointed, ipd) == 0
+    assert shared_prefix_tokens(checkpointed, rows(ipd)) == 0
 
 
 def test_one_sided_kl_is_zero_below_the_reference_and_positive_above() -> None:

@@ -129,69 +129,6 @@ class SFTResult(BaseModel):
     config: dict[str, Any]
 
 
-@contextmanager
-def shared_prompt_prefix(model: Any) -> Iterator[None]:
-    """While inside, the model's transformer backbone runs the token prefix common to every
-    row of a batch once, as a batch of one, and the rest of the rows on its keys and values.
-
-    Every example of one game's SFT data starts with the same system prompt (135–201 `tiny`
-    tokens of IPD's 178–278 and Kuhn's 230–430), and the loss is on the completion only, so
-    most of a batch's forward and backward work was the same tokens computed once per row.
-    The backbone's hidden states are the full pass's up to float rounding: the prefix's are
-    repeated over the rows, the rest attend to the shared keys and values, and gradients
-    flow back through both passes (`tests/test_sft.py`). Applies to right-padded batches
-    whose rows agree on at least `MIN_SHARED_PREFIX` leading tokens; anything else (another
-    game mix, a cache, embeddings, gradient checkpointing) takes the backbone's own forward.
-    The patch is an attribute on the backbone instance, removed on exit: the weights and
-    their names are untouched, so `save_pretrained` is unaffected.
-    """
-    import torch
-
-    from sepo.agents.sampling import MIN_SHARED_PREFIX, new_cache
-
-    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    backbone = getattr(causal_lm, "base_model", None)
-    if backbone is None or backbone is causal_lm or new_cache(backbone, reserve=0) is None:
-        yield  # no separate backbone, or a cache with sliding-window/linear layers
-        return
-    original = backbone.forward
-
-    def forward(input_ids: Any = None, attention_mask: Any = None, **kwargs: Any) -> Any:
-        plain = (input_ids is None or input_ids.dim() != 2 or input_ids.shape[0] < 2
-                 or kwargs.get("past_key_values") is not None
-                 or kwargs.get("inputs_embeds") is not None
-                 or kwargs.get("position_ids") is not None
-                 or any(getattr(m, "gradient_checkpointing", False) is True
-                        for m in backbone.modules()))
-        shared = 0
-        if not plain:
-            agree = (input_ids == input_ids[:1]).all(dim=0)
-            if attention_mask is not None:
-                agree &= attention_mask.bool().all(dim=0)
-            # Leading positions where every row agrees, leaving at least one token to run.
-            shared = min(int(agree.long().cumprod(0).sum()), input_ids.shape[1] - 1)
-        if shared < MIN_SHARED_PREFIX:
-            return original(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-        kwargs = {k: v for k, v in kwargs.items() if k not in ("use_cache", "past_key_values")}
-        cache = new_cache(backbone, reserve=0)
-        prefix = original(input_ids=input_ids[:1, :shared], past_key_values=cache,
-                          use_cache=True, **kwargs)
-        rows = input_ids.shape[0]
-        cache.batch_repeat_interleave(rows)
-        rest = original(input_ids=input_ids[:, shared:], attention_mask=attention_mask,
-                        past_key_values=cache, use_cache=True, **kwargs)
-        rest.last_hidden_state = torch.cat(
-            [prefix.last_hidden_state.expand(rows, -1, -1), rest.last_hidden_state], dim=1)
-        rest.past_key_values = None  # the caller asked for no cache (training)
-        return rest
-
-    backbone.forward = forward
-    try:
-        yield
-    finally:
-        del backbone.forward  # the class's forward again
-
-
 def _device(config: SFTRunConfig) -> str:
     import torch
 
@@ -300,6 +237,8 @@ def train_sft(game: str | Sequence[str], model: str | Path | tuple[Any, Any],
     from transformers import TrainerCallback
     from transformers.trainer_callback import PrinterCallback
     from trl import SFTConfig, SFTTrainer
+
+    from sepo.prefix_sharing import shared_prompt_prefix
 
     config = config or SFTRunConfig()
     games = resolve_games(game)

@@ -59,7 +59,7 @@ import math
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,12 +70,12 @@ from torch.utils.tensorboard import SummaryWriter
 
 from sepo.agents import LMAgent, LMTrace, SamplingConfig
 from sepo.agents.chat import accepts_logits_to_keep, eos_token_ids, model_device, pad_token_id
-from sepo.agents.sampling import MIN_SHARED_PREFIX, new_cache, shared_prefix_length
 from sepo.engine import Engine, Episode, EpisodeRecord
 from sepo.errors import SepoError
 from sepo.games import get_game, get_strategy
 from sepo.games.base import Game, Strategy, derive_seed
 from sepo.metrics import round_rewards
+from sepo.prefix_sharing import shared_prompt_prefix
 from sepo.train import checkpoint as ckpt
 from sepo.train.config import Lambdas, SEPOConfig, load_config
 
@@ -316,63 +316,36 @@ def sequence_logprobs(model: Any, samples: Sequence[DecisionSample], pad_id: int
     Right-padded batch; prompt and padding positions are left out of the sum. Only the
     positions that predict completion tokens go through the LM head (`logits_to_keep`) when
     the model supports it: for a large vocabulary that is most of the memory of the forward
-    pass.
-
-    A prompt prefix of at least `MIN_SHARED_PREFIX` tokens common to the whole batch (the
-    game's system prompt: 135 of an IPD prompt's 178–278 `tiny` tokens) is run once, as a
-    batch of one, and its keys and values are repeated over the batch for the rest: the same
-    log-probabilities (up to float rounding) for a fraction of the FLOPs, and gradients flow
-    back through the shared pass. `share_prefix=False`, or a model whose cache is not plain
-    full attention, takes one pass over the whole sequences.
+    pass. With `share_prefix`, the prompt prefix the whole batch shares (the game's system
+    prompt) is run once (`sepo.prefix_sharing`): the same log-probs and gradients up to float
+    rounding, for about half the FLOPs on `tiny`.
     """
     device = model_device(model)
-    shared = _shared_prefix(model, samples) if share_prefix else 0
     lengths = [len(s.prompt_ids) + len(s.completion_ids) for s in samples]
-    width = max(lengths) - shared
+    width = max(lengths)
     input_ids = torch.full((len(samples), width), pad_id, dtype=torch.long)
     is_completion = torch.zeros((len(samples), width), dtype=torch.bool)
     for i, s in enumerate(samples):
-        tokens = (s.prompt_ids + s.completion_ids)[shared:]
-        input_ids[i, :len(tokens)] = torch.tensor(tokens)
-        is_completion[i, len(s.prompt_ids) - shared:lengths[i] - shared] = True
+        input_ids[i, :lengths[i]] = torch.tensor(s.prompt_ids + s.completion_ids)
+        is_completion[i, len(s.prompt_ids):lengths[i]] = True
     # The logits at position j predict token j + 1: keep positions first..width-2.
-    first = min(len(s.prompt_ids) for s in samples) - shared - 1
+    first = min(len(s.prompt_ids) for s in samples) - 1
     keep = torch.arange(first, width - 1, device=device)
     input_ids = input_ids.to(device)
-    kwargs: dict[str, Any] = {}
-    if shared:
-        cache = new_cache(model, reserve=0)
-        prefix = torch.tensor([samples[0].prompt_ids[:shared]], dtype=torch.long, device=device)
-        model(input_ids=prefix, past_key_values=cache, use_cache=True,
-              **({"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}))
-        cache.batch_repeat_interleave(len(samples))
-        kwargs = {"past_key_values": cache, "use_cache": True}
     # No attention mask: with right padding, causality alone keeps every real token from
     # seeing the padding after it (padding positions are never scored), and a mask-free batch
     # takes the fused causal attention kernel instead of materialising a B x S x S mask.
-    if accepts_logits_to_keep(model):
-        logits = model(input_ids=input_ids, logits_to_keep=keep, **kwargs).logits
-    else:
-        logits = model(input_ids=input_ids, **kwargs).logits[:, first:width - 1]
+    with shared_prompt_prefix(model) if share_prefix else nullcontext():
+        if accepts_logits_to_keep(model):
+            logits = model(input_ids=input_ids, logits_to_keep=keep).logits
+        else:
+            logits = model(input_ids=input_ids).logits[:, first:width - 1]
     targets = input_ids[:, first + 1:]
     scored = is_completion[:, first + 1:].to(device)
     temperature = torch.tensor([s.temperature for s in samples], device=device)[:, None, None]
     token_logprobs = torch.log_softmax(logits.float() / temperature, dim=-1)
     token_logprobs = token_logprobs.gather(-1, targets[..., None]).squeeze(-1)
     return torch.where(scored, token_logprobs, 0.0).sum(dim=-1)
-
-
-def _shared_prefix(model: Any, samples: Sequence[DecisionSample]) -> int:
-    """Tokens of prompt prefix `sequence_logprobs` runs once for the batch, or 0."""
-    if len(samples) < 2 or any(getattr(m, "gradient_checkpointing", False) is True
-                               for m in model.modules()):
-        # Checkpointing re-runs the forward in the backward pass, which would append the
-        # batch's keys to the shared cache a second time.
-        return 0
-    shared = shared_prefix_length([s.prompt_ids for s in samples])
-    if shared < MIN_SHARED_PREFIX or new_cache(model, reserve=0) is None:
-        return 0
-    return shared
 
 
 @dataclass(slots=True)
