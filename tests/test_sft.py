@@ -476,3 +476,55 @@ def test_sft_with_a_shared_prompt_prefix_trains_the_same_model(
     assert a.keys() == b.keys()
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("architecture", ["gpt2", "qwen2-gqa", "gemma"])
+def test_shared_prompt_prefix_on_other_architectures(architecture: str) -> None:
+    """The backbone patch is architecture-agnostic: on randomly initialised GPT-2, Qwen2
+    (grouped-query attention) and Gemma models it shares the prefix and changes nothing."""
+    import torch
+    from transformers import (
+        GemmaConfig,
+        GemmaForCausalLM,
+        GPT2Config,
+        GPT2LMHeadModel,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
+
+    from sepo.prefix_sharing import shared_prefix_tokens, shared_prompt_prefix
+
+    torch.manual_seed(0)
+    small = {"vocab_size": 300, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}
+    model = {
+        "gpt2": lambda: GPT2LMHeadModel(GPT2Config(
+            n_layer=2, n_embd=32, n_head=4, attn_pdrop=0.0, resid_pdrop=0.0, embd_pdrop=0.0,
+            **small)),
+        "qwen2-gqa": lambda: Qwen2ForCausalLM(Qwen2Config(
+            num_hidden_layers=2, hidden_size=32, intermediate_size=64, num_attention_heads=4,
+            num_key_value_heads=2, **small)),
+        "gemma": lambda: GemmaForCausalLM(GemmaConfig(
+            num_hidden_layers=2, hidden_size=32, intermediate_size=64, num_attention_heads=4,
+            num_key_value_heads=1, head_dim=8, **small)),
+    }[architecture]()
+    model.train()
+    prefix = torch.randint(5, 300, (40,))
+    rows = [torch.cat([prefix, torch.randint(5, 300, (4 + 3 * i,))]) for i in range(4)]
+    ids = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
+    mask = torch.nn.utils.rnn.pad_sequence([torch.ones_like(r) for r in rows], batch_first=True)
+    labels = torch.where(mask.bool(), ids, -100)
+    labels[:, :40] = -100
+
+    def loss_and_gradient() -> tuple[torch.Tensor, torch.Tensor]:
+        model.zero_grad(set_to_none=True)
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False).loss
+        loss.backward()
+        return loss.detach(), torch.cat([p.grad.flatten() for p in model.parameters()
+                                         if p.grad is not None])
+
+    full = loss_and_gradient()
+    with shared_prompt_prefix(model):
+        assert shared_prefix_tokens(model, ids, mask) == 40
+        shared = loss_and_gradient()
+    torch.testing.assert_close(shared[0], full[0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(shared[1], full[1], rtol=1e-4, atol=1e-6)
