@@ -528,3 +528,30 @@ def test_shared_prompt_prefix_on_other_architectures(architecture: str) -> None:
         shared = loss_and_gradient()
     torch.testing.assert_close(shared[0], full[0], rtol=0, atol=1e-5)
     torch.testing.assert_close(shared[1], full[1], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_sft_command_line_runs_and_passes_its_options(
+        tiny_lm_path: Path, small_ipd_data: Path, tmp_path: Path) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from sepo.sft.commands import sft
+
+    app = typer.Typer()
+    app.command()(sft)
+    out = tmp_path / "ckpt"
+    result = CliRunner().invoke(app, [
+        "ipd", "--model", str(tiny_lm_path), "--data", str(small_ipd_data), "--out", str(out),
+        "--max-steps", "2", "--batch-size", "4", "--lr", "3e-3", "--device", "cpu",
+        "--no-share-prompt-prefix", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output[result.output.index("{"):])
+    assert summary["steps"] == 2 and summary["games"] == ["ipd"]
+    assert summary["learning_rate"] == 3e-3 and summary["finetune"] == "full"
+    assert summary["config"]["share_prompt_prefix"] is False
+    assert json.loads((out / SFT_INFO_FILE).read_text())["config"]["batch_size"] == 4
+
+    mismatch = CliRunner().invoke(app, ["kuhn", "--model", str(tiny_lm_path), "--data",
+                                        str(small_ipd_data), "--out", str(tmp_path / "x")])
+    assert mismatch.exit_code != 0 and not (tmp_path / "x").exists()

@@ -799,7 +799,7 @@ def test_two_step_kuhn_run_from_the_command_line(tiny_lm_path: Path, tmp_path: P
         "kuhn", "--model", str(tiny_lm_path), "--out", str(out), "--steps", "2",
         "--group-size", "2", "--checkpoint-every", "2", "--eval-episodes", "1",
         "--max-new-tokens", "6", "--no-reasoning", "--device", "cpu", "--credit", "constant",
-        "--exploit-best-response", "--json", "--no-progress"])
+        "--exploit-best-response", "--no-share-prompt-prefix", "--json", "--no-progress"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output[result.output.index("{"):])
     assert summary["condition"] == "sepo-constant" and summary["steps"] == 2
@@ -811,6 +811,7 @@ def test_two_step_kuhn_run_from_the_command_line(tiny_lm_path: Path, tmp_path: P
     assert math.isfinite(float(rows[1]["penalty"]))
     saved = SEPOConfig.model_validate_json((out / "config.json").read_text())
     assert saved.credit == "constant" and saved.beta == 0.2 and saved.exploit_best_response
+    assert saved.share_prompt_prefix is False
     assert (out / "checkpoints" / "step-000002" / "training.pt").exists()
     # The checkpoint tells `load_lm_agent` how it was trained to answer.
     for where in (out / "checkpoints" / "step-000002", out / "best"):

@@ -88,6 +88,10 @@ def sft(
         "--max-length", min=8, help="Token limit of prompt + completion.")] = None,
     seed: Annotated[int | None, typer.Option(help="Training seed (default 0).")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    share_prompt_prefix: Annotated[bool | None, typer.Option(
+        "--share-prompt-prefix/--no-share-prompt-prefix",
+        help="Run the system prompt a batch shares once (the default; same loss up to "
+             "rounding, fewer FLOPs).")] = None,
     json_out: _Json = False,
 ) -> None:
     """Supervised fine-tuning on demonstrator data (TRL SFTTrainer, loss on the completion)."""
@@ -100,7 +104,7 @@ def sft(
         "finetune": None if lora is None else "lora" if lora else "full",
         "merge_lora": merge, "epochs": epochs, "learning_rate": lr, "batch_size": batch_size,
         "grad_accum": grad_accum, "max_steps": max_steps, "max_length": max_length,
-        "seed": seed, "device": device,
+        "seed": seed, "device": device, "share_prompt_prefix": share_prompt_prefix,
         # the JSON goes to stdout alone; the training bar would interleave with it
         "progress": not json_out,
     }
