@@ -168,6 +168,15 @@ def test_config_fills_the_games_defaults_and_rejects_unknown_names(tmp_path: Pat
                    lambdas={"exploitability": 1.0, "collusion": 0.0, "externality": 0.0})
 
 
+def test_resume_allows_only_changes_that_keep_the_run_the_same() -> None:
+    saved = SEPOConfig(game="kuhn", model="x", out="run", steps=10)
+    saved.model_copy(update={"steps": 20, "resume": True, "device": "cpu",
+                             "share_prompt_prefix": False}).check_resumable_from(saved)
+    for field, value in (("lr", 1e-3), ("group_size", 2), ("credit", "aux")):
+        with pytest.raises(SepoError, match=rf"cannot resume run.*{field}"):
+            saved.model_copy(update={field: value}).check_resumable_from(saved)
+
+
 def test_cli_rejects_unknown_credit_with_the_choices(tmp_path: Path) -> None:
     import typer
 

@@ -230,8 +230,10 @@ class SEPOConfig(BaseModel):
         return name if self.normalize == "per-round" else f"{name}-episode-norm"
 
     # Fields that may differ between a run and its resumption (everything else must match,
-    # otherwise the resumed run is not the run that was checkpointed).
-    RESUMABLE_CHANGES: ClassVar[tuple[str, ...]] = ("steps", "resume", "device", "out")
+    # otherwise the resumed run is not the run that was checkpointed). `share_prompt_prefix`
+    # changes how the loss is computed, not what: like `device`, only float rounding.
+    RESUMABLE_CHANGES: ClassVar[tuple[str, ...]] = ("steps", "resume", "device", "out",
+                                                    "share_prompt_prefix")
 
     def check_resumable_from(self, saved: SEPOConfig) -> None:
         """Raise a clear error when `saved` (the run's config.json) is not this run's config."""
