@@ -187,3 +187,30 @@ def test_run_config_bad_input_names_the_choices(tmp_path: Path) -> None:
         RunConfig(games=["kuhn"], out=tmp_path, select="last")
     result = CliRunner().invoke(cli(), ["run", "kuhn", "--out", str(tmp_path), "--sepo", "lr"])
     assert isinstance(result.exception, SepoError) and "KEY=VALUE" in str(result.exception)
+
+
+@pytest.mark.parametrize(("flag", "expected"), [
+    ([], {"sepo": {}, "sft": {}}),
+    (["--no-share-prompt-prefix"], {"sepo": {"share_prompt_prefix": False},
+                                    "sft": {"share_prompt_prefix": False}}),
+])
+def test_run_command_turns_prefix_sharing_off_for_both_stages(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flag: list[str],
+        expected: dict[str, Any]) -> None:
+    """`sepo run --no-share-prompt-prefix` (the computation the runs in docs/RESULTS.md used)
+    reaches SFT's and both trainers' configs."""
+    import sepo.pipeline as pipeline
+
+    seen: list[RunConfig] = []
+    monkeypatch.setattr(pipeline, "run_pipeline",
+                        lambda config, quiet=False: seen.append(config) or config.out)
+    app = typer.Typer()
+    app.command()(pipeline.run)
+    result = CliRunner().invoke(app, ["kuhn", "--out", str(tmp_path / "r"), *flag])
+    assert result.exit_code == 0, result.output
+    [config] = seen
+    assert {"sepo": config.sepo, "sft": config.sft} == expected
+    for reward_only in (False, True):
+        sepo = config.sepo_config("kuhn", 0, tmp_path / "sft", tmp_path / "x",
+                                  reward_only=reward_only)
+        assert sepo.share_prompt_prefix is not bool(flag)

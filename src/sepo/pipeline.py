@@ -637,18 +637,26 @@ def run(
     sepo_option: Annotated[list[str] | None, typer.Option(
         "--sepo", help="Extra SEPO config field, KEY=VALUE (JSON value), repeatable, e.g. "
                        "--sepo lr=3e-5 --sepo credit=aux.")] = None,
+    share_prompt_prefix: Annotated[bool, typer.Option(
+        "--share-prompt-prefix/--no-share-prompt-prefix",
+        help="SFT and the SEPO loss run the system prompt a batch shares once (the default: "
+             "faster, same results up to float rounding). Off computes every prompt in full, "
+             "as the runs in docs/RESULTS.md did.")] = True,
     json_out: Annotated[bool, typer.Option("--json", help="Print the aggregates as JSON at "
                                                           "the end.")] = False,
 ) -> None:
     """The whole pipeline: base → SFT → SEPO and reward-only → evaluation → report."""
+    sepo_extra = _key_values(sepo_option or [], "--sepo")
+    sft_extra: dict[str, Any] = {}
+    if not share_prompt_prefix:
+        sepo_extra["share_prompt_prefix"] = sft_extra["share_prompt_prefix"] = False
     config = RunConfig(
         games=[game], out=out or Path("runs") / f"{game}-{Path(model).name}", model=model,
         seeds=seeds, first_seed=first_seed, steps=steps, sft_episodes=sft_episodes,
         sft_epochs=sft_epochs, eval_episodes=eval_episodes, group_size=group_size,
         checkpoint_every=checkpoint_every, reasoning=reasoning,
         train_eval_episodes=train_eval_episodes, max_new_tokens=max_new_tokens, select=select,
-        device=device,
-        sepo=_key_values(sepo_option or [], "--sepo"),
+        device=device, sepo=sepo_extra, sft=sft_extra,
     )
     run_dir = run_pipeline(config, quiet=json_out)
     if json_out:
