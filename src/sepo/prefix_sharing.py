@@ -47,10 +47,14 @@ def shared_prefix_tokens(model: Any, input_ids: torch.Tensor,
     """How many leading tokens of this right-padded batch `shared_prompt_prefix` runs once:
     the positions where every row holds the same real token, leaving at least one token per
     row to run; 0 when that is under `MIN_SHARED_PREFIX` or sharing does not apply."""
-    if input_ids.dim() != 2 or input_ids.shape[0] < 2:
-        return 0
     backbone = _backbone(model)
-    if backbone is None or _checkpointing(backbone):
+    return 0 if backbone is None else _shared_by(backbone, input_ids, attention_mask)
+
+
+def _shared_by(backbone: Any, input_ids: torch.Tensor,
+               attention_mask: torch.Tensor | None) -> int:
+    """`shared_prefix_tokens` for a backbone already resolved (the patched forward's case)."""
+    if input_ids.dim() != 2 or input_ids.shape[0] < 2 or _checkpointing(backbone):
         return 0
     agree = (input_ids == input_ids[:1]).all(dim=0)
     if attention_mask is not None:
@@ -73,7 +77,7 @@ def shared_prompt_prefix(model: Any) -> Iterator[None]:
                 attention_mask: torch.Tensor | None = None, **kwargs: Any) -> Any:
         plain = (input_ids is None or any(kwargs.get(k) is not None for k in
                                           ("past_key_values", "inputs_embeds", "position_ids")))
-        shared = 0 if plain else shared_prefix_tokens(model, input_ids, attention_mask)
+        shared = 0 if plain else _shared_by(backbone, input_ids, attention_mask)
         if not shared:
             return original(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         kwargs = {k: v for k, v in kwargs.items() if k not in ("use_cache", "past_key_values")}

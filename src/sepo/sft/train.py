@@ -331,22 +331,18 @@ def train_sft(game: str | Sequence[str], model: str | Path | tuple[Any, Any],
         if not config.progress:  # quiet means quiet: no log dicts printed to stdout either
             trainer.remove_callback(PrinterCallback)
         trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-        def sharing() -> contextlib.AbstractContextManager[None]:
-            return (shared_prompt_prefix(trainer.model) if config.share_prompt_prefix
-                    else contextlib.nullcontext())
-
-        with sharing():
+        with (shared_prompt_prefix(trainer.model) if config.share_prompt_prefix
+              else contextlib.nullcontext()):
             eval_initial = float(trainer.evaluate()["eval_loss"])
             started = time.perf_counter()
             output = trainer.train()
             train_seconds = time.perf_counter() - started
-        train_loss = float(output.training_loss)
-        if not math.isfinite(train_loss):
-            raise NonFiniteLossError(f"non-finite training loss ({train_loss}); nothing was "
-                                     f"saved (lower the learning rate, now {lr:g})")
-        eval_final = _last_eval_loss(trainer)
-        if eval_final is None:
-            with sharing():
+            train_loss = float(output.training_loss)
+            if not math.isfinite(train_loss):
+                raise NonFiniteLossError(f"non-finite training loss ({train_loss}); nothing "
+                                         f"was saved (lower the learning rate, now {lr:g})")
+            eval_final = _last_eval_loss(trainer)
+            if eval_final is None:
                 eval_final = float(trainer.evaluate()["eval_loss"])
         tokens = int(trainer.state.num_input_tokens_seen)
         completion_max = _longest_completion(trainer.train_dataset)
