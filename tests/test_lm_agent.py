@@ -33,7 +33,7 @@ from sepo.agents import (
 )
 from sepo.agents.chat import ContinuationIds, left_pad, think_is_open, visible_answer
 from sepo.agents.lm import fallback_messages
-from sepo.agents.sampling import draw_tokens, shared_prefix_length
+from sepo.agents.sampling import draw_tokens, sample_batch, shared_prefix_length
 from sepo.engine import Decision, DecisionRequest, Engine, Episode, StrategyPlayer
 from sepo.errors import SepoError
 from sepo.games import game_names, get_game
@@ -113,6 +113,13 @@ def first_train_opponent(game: Game) -> Any:
 def play_all(agent: LMAgent, games: Sequence[Game], seeds: Sequence[int]) -> list[Any]:
     episodes = [Episode(g, agent, first_train_opponent(g), s) for g in games for s in seeds]
     return Engine(episodes).run()
+
+
+class NeverDone:
+    """A row watcher that lets every row run to `max_new_tokens`."""
+
+    def update(self, rows: Sequence[int], tokens: Sequence[int]) -> list[bool]:
+        return [False] * len(rows)
 
 
 def forward_logprobs(model: Any, prompt: Sequence[int], completion: Sequence[int],
@@ -299,16 +306,48 @@ def test_shared_prompt_prefix_is_computed_once_and_changes_nothing(random_lm: LM
                            for o in game.pools["train"] for s in (0, 1)]).run()
     finally:
         hook.remove()
-    # The shared prefix is one batch-1 pass of the same length every round (a lone row of a
-    # fallback can add other batch-1 passes, so count the repeated length).
+    # The shared prefix is one batch-1 pass of the same length every round after the first
+    # (whose prompts are all the same: one batch-1 pass of the whole prompt). A lone row of a
+    # fallback can add other batch-1 passes, so count the repeated length.
     prefix_lengths = Counter(sh[1] for sh in shapes if sh[0] == 1)
     length, passes = prefix_lengths.most_common(1)[0]
-    assert length >= 32 and passes >= game.num_rounds
+    assert length >= 32 and passes >= game.num_rounds - 1
     for record in together:
         alone = Engine([Episode(game, LMAgent(model, tokenizer, cfg),
                                 game.strategies[record.opponent], record.seed)]).run()[0]
         assert [d.text for d in record.decisions] == [d.text for d in alone.decisions]
         assert [d.action for d in record.decisions] == [d.action for d in alone.decisions]
+
+
+def test_identical_prompts_run_once_and_their_rows_sample_independently(random_lm: LM) -> None:
+    """Rows with the same prompt (a group's rollouts in their first round) share one prefill
+    row; after it each row draws its own tokens, with its own exact log-probabilities."""
+    model, tokenizer = random_lm
+    a = [5, 6, 7, 8, 9, 10, 11]
+    b = [5, 6, 7, 12, 13]
+    prompts = [a, a, b, a, a, b]
+    rows: list[int] = []
+    hook = model.register_forward_pre_hook(
+        lambda m, args, kw: rows.append(kw["input_ids"].shape[0]), with_kwargs=True)
+    try:
+        sampled = sample_batch(model, prompts, temperature=1.0, top_p=1.0, max_new_tokens=6,
+                               pad_id=tokenizer.pad_token_id, watcher=NeverDone(),
+                               generator=torch.Generator().manual_seed(0))
+    finally:
+        hook.remove()
+    assert rows[0] == 2  # the prefill: two distinct prompts
+    assert rows[1:] == [6] * 5  # then every row decodes
+    drawn = [tuple(tokens) for tokens, _ in sampled]
+    assert len({drawn[k] for k in (0, 1, 3, 4)}) > 1  # the copies of `a` drew apart
+    for prompt, (tokens, logprobs) in zip(prompts, sampled, strict=True):
+        assert logprobs == pytest.approx(forward_logprobs(model, prompt, tokens, 1.0), abs=1e-4)
+    # Greedy: each copy continues exactly as the prompt alone does.
+    greedy = sample_batch(model, prompts, temperature=0, top_p=1.0, max_new_tokens=6,
+                          pad_id=tokenizer.pad_token_id, watcher=NeverDone())
+    for prompt, (tokens, _) in zip(prompts, greedy, strict=True):
+        alone = sample_batch(model, [prompt], temperature=0, top_p=1.0, max_new_tokens=6,
+                             pad_id=tokenizer.pad_token_id, watcher=NeverDone())
+        assert tokens == alone[0][0]
 
 
 def test_shared_prefix_length_leaves_a_token_to_generate_from() -> None:

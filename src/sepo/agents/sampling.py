@@ -12,6 +12,9 @@ do:
 - **A shared prompt prefix is computed once.** Every prompt of one game starts with the same
   system prompt (150 of ~230 tokens for IPD with `tiny`): its KV cache comes from one batch-1
   pass, repeated over the batch.
+- **Identical prompts are computed once.** A group's rollouts share their first round's
+  prompt, and so do episodes whose histories agree (in 64 IPD episodes of `tiny`, 237 of 512
+  prompts were distinct): the prefill runs the distinct prompts and copies their rows.
 - **The log-probabilities are recorded** as each token is drawn, in the trainer's convention.
 - **Sampling draws from a private `torch.Generator`**: same seed, same play, and the caller's
   global RNG is left alone; and no field of the model's own generation config (e.g. a top-k)
@@ -172,11 +175,21 @@ class BatchState:
     @classmethod
     def prefill(cls, model: Any, prompts: Sequence[Sequence[int]], *, pad_id: int, reserve: int,
                 share_prefix: bool = True) -> BatchState:
-        """Run the prompts (left-padded) through the model. A prefix of at least
+        """Run the prompts (left-padded) through the model, each distinct prompt once (the
+        rows of a repeated prompt are copies of its row). A prefix of at least
         `MIN_SHARED_PREFIX` tokens common to all of them is computed once, in a batch-1 pass,
         and its KV cache repeated over the batch. `reserve`: tokens of cache room to keep for
         the decoding steps."""
         n = len(prompts)
+        # Identical prompts (every rollout of a group in its first round; episodes whose
+        # histories agree) are run once, and their rows copied from it.
+        distinct: dict[tuple[int, ...], int] = {}
+        rows = [distinct.setdefault(tuple(p), len(distinct)) for p in prompts]
+        if len(distinct) < n:
+            batch = cls.prefill(model, list(distinct), pad_id=pad_id, reserve=reserve,
+                                share_prefix=share_prefix)
+            batch.keep(torch.tensor(rows, dtype=torch.long, device=batch.logits.device))
+            return batch
         device = model_device(model)
         keep_last = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
         cache = new_cache(model, reserve=reserve)
