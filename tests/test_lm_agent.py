@@ -350,6 +350,43 @@ def test_identical_prompts_run_once_and_their_rows_sample_independently(random_l
         assert tokens == alone[0][0]
 
 
+def test_a_sliding_window_model_keeps_its_own_cache_and_rows_match_alone() -> None:
+    """Sliding-window layers (Mistral, Gemma) keep the model's own cache: no shared prefix,
+    but left padding, repeated prompts and compaction must still give each row exactly its
+    own continuation, past the window, and the log-probs of a plain forward pass."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(0)
+    config = MistralConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
+                           num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                           sliding_window=8, max_position_embeddings=256, pad_token_id=0)
+    model = MistralForCausalLM(config).eval()
+    a, b, c = list(range(3, 23)), list(range(5, 12)), list(range(30, 60))
+    prompts = [a, b, a, c, b]
+
+    class StopAt:  # rows end at different lengths, so the batch is compacted
+        def __init__(self) -> None:
+            self.count = [0] * len(prompts)
+
+        def update(self, rows: Sequence[int], tokens: Sequence[int]) -> list[bool]:
+            for r in rows:
+                self.count[r] += 1
+            return [self.count[r] >= 6 + 3 * r for r in rows]
+
+    for temperature in (0.0, 1.0):
+        sampled = sample_batch(model, prompts, temperature=temperature, top_p=1.0,
+                               max_new_tokens=20, pad_id=0, watcher=StopAt(),
+                               generator=torch.Generator().manual_seed(1))
+        for k, (prompt, (tokens, logprobs)) in enumerate(zip(prompts, sampled, strict=True)):
+            assert len(tokens) == 6 + 3 * k
+            expected = forward_logprobs(model, prompt, tokens, temperature or 1.0)
+            assert logprobs == pytest.approx(expected, abs=1e-4)
+            if temperature == 0:
+                alone = sample_batch(model, [prompt], temperature=0, top_p=1.0,
+                                     max_new_tokens=len(tokens), pad_id=0, watcher=NeverDone())
+                assert tokens == alone[0][0]
+
+
 def test_shared_prefix_length_leaves_a_token_to_generate_from() -> None:
     assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 9]]) == 2
     assert shared_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2
