@@ -213,7 +213,7 @@ class BatchState:
                    out.logits[:, -1, :].float())
 
     def keep(self, rows: torch.Tensor) -> None:
-        """Keep only these batch rows (in this order)."""
+        """Keep only these batch rows, in this order (a row listed twice is copied)."""
         self.cache.reorder_cache(rows)
         self.mask, self.last_position = self.mask[rows], self.last_position[rows]
         self.logits = self.logits[rows]
