@@ -478,6 +478,28 @@ def test_sft_with_a_shared_prompt_prefix_trains_the_same_model(
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-4)
 
 
+def prefixed_batch(vocab: int = 300, prefix: int = 40) -> tuple[Any, Any]:
+    """Four right-padded rows that share their first `prefix` tokens: (input ids, mask)."""
+    import torch
+
+    shared = torch.randint(5, vocab, (prefix,))
+    rows = [torch.cat([shared, torch.randint(5, vocab, (4 + 3 * i,))]) for i in range(4)]
+    ids = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
+    mask = torch.nn.utils.rnn.pad_sequence([torch.ones_like(r) for r in rows], batch_first=True)
+    return ids, mask
+
+
+def loss_and_gradient(model: Any, ids: Any, mask: Any, labels: Any) -> tuple[Any, Any]:
+    """The model's loss on the batch and its gradient, flattened."""
+    import torch
+
+    model.zero_grad(set_to_none=True)
+    loss = model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False).loss
+    loss.backward()
+    return loss.detach(), torch.cat([p.grad.flatten() for p in model.parameters()
+                                     if p.grad is not None])
+
+
 @pytest.mark.parametrize("architecture", ["gpt2", "qwen2-gqa", "gemma"])
 def test_shared_prompt_prefix_on_other_architectures(architecture: str) -> None:
     """The backbone patch is architecture-agnostic: on randomly initialised GPT-2, Qwen2
@@ -508,24 +530,13 @@ def test_shared_prompt_prefix_on_other_architectures(architecture: str) -> None:
             num_key_value_heads=1, head_dim=8, **small)),
     }[architecture]()
     model.train()
-    prefix = torch.randint(5, 300, (40,))
-    rows = [torch.cat([prefix, torch.randint(5, 300, (4 + 3 * i,))]) for i in range(4)]
-    ids = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
-    mask = torch.nn.utils.rnn.pad_sequence([torch.ones_like(r) for r in rows], batch_first=True)
+    ids, mask = prefixed_batch()
     labels = torch.where(mask.bool(), ids, -100)
     labels[:, :40] = -100
-
-    def loss_and_gradient() -> tuple[torch.Tensor, torch.Tensor]:
-        model.zero_grad(set_to_none=True)
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False).loss
-        loss.backward()
-        return loss.detach(), torch.cat([p.grad.flatten() for p in model.parameters()
-                                         if p.grad is not None])
-
-    full = loss_and_gradient()
+    full = loss_and_gradient(model, ids, mask, labels)
     with shared_prompt_prefix(model):
         assert shared_prefix_tokens(model, ids, mask) == 40
-        shared = loss_and_gradient()
+        shared = loss_and_gradient(model, ids, mask, labels)
     torch.testing.assert_close(shared[0], full[0], rtol=0, atol=1e-5)
     torch.testing.assert_close(shared[1], full[1], rtol=1e-4, atol=1e-6)
 
@@ -555,23 +566,12 @@ def test_no_shared_prefix_for_sliding_window_or_linear_attention(model_type: str
         num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=256,
         pad_token_id=0, **extra)
     model = AutoModelForCausalLM.from_config(config).train()
-    prefix = torch.randint(5, 300, (40,))
-    rows = [torch.cat([prefix, torch.randint(5, 300, (4 + 3 * i,))]) for i in range(4)]
-    ids = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
-    mask = torch.nn.utils.rnn.pad_sequence([torch.ones_like(r) for r in rows], batch_first=True)
+    ids, mask = prefixed_batch()
     labels = torch.where(mask.bool(), ids, -100)
-
-    def loss_and_gradient() -> tuple[torch.Tensor, torch.Tensor]:
-        model.zero_grad(set_to_none=True)
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False).loss
-        loss.backward()
-        return loss.detach(), torch.cat([p.grad.flatten() for p in model.parameters()
-                                         if p.grad is not None])
-
-    full = loss_and_gradient()
+    full = loss_and_gradient(model, ids, mask, labels)
     with shared_prompt_prefix(model):
         assert shared_prefix_tokens(model, ids, mask) == 0
-        plain = loss_and_gradient()
+        plain = loss_and_gradient(model, ids, mask, labels)
     torch.testing.assert_close(plain[0], full[0], rtol=0, atol=0)
     torch.testing.assert_close(plain[1], full[1], rtol=0, atol=0)
 
