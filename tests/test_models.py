@@ -30,6 +30,7 @@ from sepo.models import (
     tiny,
 )
 from sepo.models.commands import model_app
+from sepo.models.loading import resolve
 from sepo.models.tiny import END, TinyConfig, build_tiny
 from sepo.prompts import chat_messages
 
@@ -299,6 +300,23 @@ def test_paths_that_hold_no_model(tmp_path: Path) -> None:
         load_model(str(tmp_path / "f.txt"))
     with pytest.raises(SepoError, match="does not exist"):
         load_model(str(tmp_path / "missing"))
+
+
+def test_a_training_run_directory_names_the_models_inside_it(tiny_lm_path: Path,
+                                                             tmp_path: Path) -> None:
+    """`sepo train`'s run directory has a config.json (its run config) but no weights: the
+    error points at the checkpoints inside it instead of failing inside transformers."""
+    import shutil
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text('{"game": "ipd"}')
+    shutil.copytree(tiny_lm_path, run / "best")
+    shutil.copytree(tiny_lm_path, run / "checkpoints" / "step-000010")
+    with pytest.raises(SepoError, match="holds no model") as err:
+        load_model(str(run))
+    assert str(err.value).endswith("inside it do: best, checkpoints/step-000010")
+    assert resolve(str(run / "best")) == str(run / "best")
 
 
 def test_bad_dtype_and_device(tiny_lm_path: Path) -> None:

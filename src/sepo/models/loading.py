@@ -56,11 +56,13 @@ def resolve(name_or_path: str, *, progress: bool = True) -> str:
         return str(smollm2_path(progress=progress))
     path = Path(name_or_path).expanduser()
     if path.exists():
-        if not path.is_dir() or not ((path / "config.json").exists()
-                                     or (path / ADAPTER_CONFIG).exists()):
+        if not path.is_dir() or not _holds_model(path):
+            inside = _models_inside(path) if path.is_dir() else []
+            hint = (f"; these directories inside it do: {', '.join(inside)}" if inside
+                    else "")
             raise SepoError(f"{name_or_path!r} holds no model: a model directory has a "
-                            f"config.json or, for LoRA adapters, an {ADAPTER_CONFIG} (as "
-                            "written by save_pretrained)")
+                            f"config.json and weights or, for LoRA adapters, an "
+                            f"{ADAPTER_CONFIG} (as written by save_pretrained){hint}")
         return str(path)
     if _looks_like_path(name_or_path):
         raise SepoError(f"model path {name_or_path!r} does not exist")
@@ -69,6 +71,25 @@ def resolve(name_or_path: str, *, progress: bool = True) -> str:
     err = UnknownNameError("model", name_or_path, MODEL_NAMES)
     err.args = (f"{err.args[0]}, a model directory, or a Hugging Face id (org/name)",)
     raise err
+
+
+def _holds_model(path: Path) -> bool:
+    """Whether `save_pretrained` wrote a model (or a LoRA adapter) into `path`. A config.json
+    alone is not enough: a `sepo train` run directory has one (its run config)."""
+    if (path / ADAPTER_CONFIG).exists():
+        return True
+    return (path / "config.json").exists() and any(
+        any(path.glob(pattern)) for pattern in ("*.safetensors", "*.bin", "*.index.json"))
+
+
+def _models_inside(path: Path, limit: int = 8) -> list[str]:
+    """Model directories one or two levels below `path` (a run directory's `best` and
+    `checkpoints/step-N`), relative to it, for the error message."""
+    found = sorted({str(c.parent.relative_to(path))
+                    for pattern in ("*/config.json", "*/*/config.json", f"*/{ADAPTER_CONFIG}",
+                                    f"*/*/{ADAPTER_CONFIG}")
+                    for c in path.glob(pattern) if _holds_model(c.parent)})
+    return found[:limit] + ([f"... ({len(found) - limit} more)"] if len(found) > limit else [])
 
 
 def _looks_like_path(s: str) -> bool:
