@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -350,35 +350,14 @@ def test_identical_prompts_run_once_and_their_rows_sample_independently(random_l
         assert tokens == alone[0][0]
 
 
-#: Random miniatures of architectures whose cache is not all full attention, by HF model type:
-#: sliding-window layers (Mistral; Gemma 4 mixes them with full attention) and Qwen3.5's
-#: linear-attention (Gated DeltaNet) layers.
-MIXED_CACHE_ARCHITECTURES = {
-    "mistral": {"sliding_window": 8},
-    "gemma4_text": {"sliding_window": 8, "hidden_size_per_layer_input": 0,
-                    "vocab_size_per_layer_input": 64,
-                    "layer_types": ["sliding_attention", "full_attention"]},
-    "qwen3_5_text": {"layer_types": ["linear_attention", "full_attention"],
-                     "linear_num_key_heads": 2, "linear_num_value_heads": 2,
-                     "linear_key_head_dim": 8, "linear_value_head_dim": 8},
-}
-
-
-@pytest.mark.parametrize("model_type", sorted(MIXED_CACHE_ARCHITECTURES))
-def test_models_with_their_own_cache_sample_every_row_as_alone(model_type: str) -> None:
+def test_models_with_their_own_cache_sample_every_row_as_alone(
+        own_cache_miniature: Callable[[int], Any]) -> None:
     """Sliding-window or linear-attention layers keep the model's own cache (no shared
     prefix), but left padding, repeated prompts and compaction must still give each row
     exactly its own continuation, past the window, with the log-probs of a plain forward."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
     from sepo.agents.sampling import new_cache
 
-    torch.manual_seed(0)
-    config = AutoConfig.for_model(
-        model_type, vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=256,
-        pad_token_id=0, **MIXED_CACHE_ARCHITECTURES[model_type])
-    model = AutoModelForCausalLM.from_config(config).eval()
+    model = own_cache_miniature(64).eval()
     assert new_cache(model, reserve=4) is None  # the model's own cache, not the growing one
     a, b, c = list(range(3, 23)), list(range(5, 12)), list(range(30, 60))
     prompts = [a, b, a, c, b]

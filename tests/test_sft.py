@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -541,31 +541,16 @@ def test_shared_prompt_prefix_on_other_architectures(architecture: str) -> None:
     torch.testing.assert_close(shared[1], full[1], rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize(("model_type", "extra"), [
-    ("mistral", {"sliding_window": 8}),
-    ("gemma4_text", {"sliding_window": 8, "hidden_size_per_layer_input": 0,
-                     "vocab_size_per_layer_input": 300,
-                     "layer_types": ["sliding_attention", "full_attention"]}),
-    ("qwen3_5_text", {"layer_types": ["linear_attention", "full_attention"],
-                      "linear_num_key_heads": 2, "linear_num_value_heads": 2,
-                      "linear_key_head_dim": 8, "linear_value_head_dim": 8}),
-])
-def test_no_shared_prefix_for_sliding_window_or_linear_attention(model_type: str,
-                                                                 extra: dict[str, Any]) -> None:
+def test_no_shared_prefix_for_sliding_window_or_linear_attention(
+        own_cache_miniature: Callable[[int], Any]) -> None:
     """Where a shared prefix's cache would be wrong or unproven (sliding-window layers: Mistral,
     Gemma 4; Qwen3.5's linear attention), the context runs the plain forward: nothing is
     shared and the loss and gradients are exactly the plain pass's."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
 
     from sepo.prefix_sharing import shared_prefix_tokens, shared_prompt_prefix
 
-    torch.manual_seed(0)
-    config = AutoConfig.for_model(
-        model_type, vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=256,
-        pad_token_id=0, **extra)
-    model = AutoModelForCausalLM.from_config(config).train()
+    model = own_cache_miniature(300).train()
     ids, mask = prefixed_batch()
     labels = torch.where(mask.bool(), ids, -100)
     full = loss_and_gradient(model, ids, mask, labels)
