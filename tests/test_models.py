@@ -403,6 +403,23 @@ def test_cli_build_builds_into_the_cache_then_reuses_it(monkeypatch, tmp_path: P
     assert again["path"] == record["path"] and again["seconds"] == record["seconds"]
 
 
+def test_cli_build_with_other_pretraining_steps_is_another_model(monkeypatch,
+                                                                 tmp_path: Path) -> None:
+    monkeypatch.setenv("SEPO_CACHE", str(tmp_path))
+    monkeypatch.setattr(tiny, "TinyConfig", lambda: MICRO)
+    default = json.loads(CliRunner().invoke(model_app, ["build", "tiny", "--json"]).stdout)
+    longer = CliRunner().invoke(model_app, ["build", "tiny", "--pretrain-steps",
+                                            str(MICRO.pretrain_steps + 2), "--json"])
+    assert longer.exit_code == 0, longer.output
+    record = json.loads(longer.stdout)
+    # Everything but the step count is the default build's; the model is cached apart.
+    assert record["config"] == {**MICRO.model_dump(), "pretrain_steps": MICRO.pretrain_steps + 2}
+    assert record["path"] != default["path"]
+    assert record["text_digest"] != default["text_digest"]  # more steps see more examples
+    smollm = CliRunner().invoke(model_app, ["build", "smollm2-135m", "--pretrain-steps", "5"])
+    assert smollm.exit_code != 0 and "tiny only" in smollm.output
+
+
 def test_cli_build_rejects_unknown_names() -> None:
     result = CliRunner().invoke(model_app, ["build", "gpt5"])
     assert isinstance(result.exception, UnknownNameError)

@@ -25,15 +25,26 @@ def build(
     name: Annotated[str, typer.Argument(help="tiny or smollm2-135m")] = "tiny",
     seed: Annotated[int, typer.Option(help="seed of the tiny build")] = 0,
     force: Annotated[bool, typer.Option(help="rebuild even if the cache has it")] = False,
+    pretrain_steps: Annotated[int | None, typer.Option(
+        "--pretrain-steps", min=0,
+        help="tiny's pre-training steps (default 240). A build with other steps is another "
+             "model: pass the printed path as --model (docs/SFT.md, 'A longer base "
+             "stage').")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print the build record")] = False,
 ) -> None:
     """Build `tiny` (tokenizer + pre-training on random legal play) or convert
     `smollm2-135m` from its GGUF file, into the sepo cache. Cached builds are reused."""
     t0 = time.perf_counter()
+    if pretrain_steps is not None and name != "tiny":
+        raise typer.BadParameter(f"--pretrain-steps applies to tiny only, not {name!r}")
     if name == "tiny":
         from sepo.models.tiny import TinyConfig, build_info, build_tiny
 
-        path = build_tiny(TinyConfig(), seed, force=force, progress=not json_out)
+        config = TinyConfig()
+        if pretrain_steps is not None:
+            config = config.model_validate({**config.model_dump(),
+                                            "pretrain_steps": pretrain_steps})
+        path = build_tiny(config, seed, force=force, progress=not json_out)
         record: dict[str, Any] = build_info(path) or {}
     elif name == "smollm2-135m":
         from sepo.models.smollm2 import CONVERT_INFO, smollm2_path
