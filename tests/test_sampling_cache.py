@@ -18,6 +18,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from sepo.agents import sampling
 from sepo.agents.cascade import (
     cascade_attention_forward,
     cascade_supported,
@@ -25,6 +26,7 @@ from sepo.agents.cascade import (
 )
 from sepo.agents.sampling import (
     MIN_SHARED_PREFIX,
+    BufferPool,
     GrowingKVLayer,
     draw_categorical,
     sample_batch,
@@ -106,11 +108,15 @@ def test_row_mask_is_causal_over_real_tokens_and_never_empty() -> None:
     assert padded_query.tolist()[0] == [True, False, False]  # a padding query sees itself
 
 
-@pytest.mark.parametrize("temperature", [0.0, 1.0])
-def test_cascade_sampling_matches_the_repeated_prefix(temperature: float) -> None:
+@pytest.mark.parametrize(("temperature", "chunk_tokens"), [(0.0, 8192), (1.0, 8192), (0.0, 4)])
+def test_cascade_sampling_matches_the_repeated_prefix(temperature: float, chunk_tokens: int,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """The same prompts through the cascade path and the plain one (prefix repeated over the
-    rows): a shared prefix, repeated prompts, different lengths, rows ending apart. Greedy
-    tokens agree, and both paths' log-probabilities are those of an unpadded forward."""
+    rows): a shared prefix, repeated prompts, different lengths, rows ending apart; with tiny
+    prefill chunks, every distinct prompt is its own pass, right-aligned into the batch with a
+    hole before it. Greedy tokens agree, and both paths' log-probabilities are those of an
+    unpadded forward."""
+    monkeypatch.setattr(sampling, "PREFILL_CHUNK_TOKENS", chunk_tokens)
     model = gqa_llama()
     assert cascade_supported(model)
     prefix = list(range(10, 10 + MIN_SHARED_PREFIX + 4))
@@ -185,3 +191,37 @@ def test_categorical_draw_follows_the_weights_and_never_draws_a_zero() -> None:
     assert counts[[1, 3, 4]].tolist() == pytest.approx([0.5, 0.25, 0.25], abs=0.02)
     one_hot = torch.tensor([[0.0, 0.0, 3.0]])
     assert draw_categorical(one_hot, None).tolist() == [2]
+
+
+def test_pooled_buffers_are_reused_and_their_stale_contents_change_nothing() -> None:
+    """An agent's pool hands a finished batch's cache buffers to the next batch, holding the
+    old keys and values where the new batch has holes: the samples are those of fresh
+    buffers."""
+    model = gqa_llama()
+    prefix = list(range(10, 10 + MIN_SHARED_PREFIX))
+    first = [[*prefix, 40 + k, 41, 42, 43, 44, 45] for k in range(4)]
+    second = [[*prefix, 70], [*prefix, 71, 72, 73, 74, 75, 76], [*prefix, 71, 72, 73, 74, 75, 76]]
+    pool = BufferPool()
+
+    def run(prompts: list[list[int]], pool: BufferPool | None) -> list[list[int]]:
+        sampled = sample_batch(model, prompts, temperature=0, top_p=1.0, max_new_tokens=8,
+                               pad_id=0, watcher=StopAfter([8] * len(prompts)), pool=pool)
+        return [tokens for tokens, _ in sampled]
+
+    run(first, pool)
+    spare = list(pool._spare)
+    # Keys and values of each layer, of the prefill's chunk and of the batch decoded.
+    assert len(spare) == 2 * 2 * model.config.num_hidden_layers
+    assert run(second, pool) == run(second, None)
+    assert any(t.data_ptr() in {s.data_ptr() for s in pool._spare} for t in spare)
+
+
+def test_pool_takes_the_smallest_fit_and_keeps_under_its_limit() -> None:
+    like = torch.zeros(1)
+    pool = BufferPool(limit_bytes=4 * 95)
+    for size in (60, 10, 30):
+        pool.give(torch.zeros(size))
+    assert sorted(t.numel() for t in pool._spare) == [30, 60]  # over 95 floats: the smallest went
+    taken = pool.take((5, 5), like)  # 25 → the 30
+    assert taken.shape == (5, 5) and [t.numel() for t in pool._spare] == [60]
+    assert pool.take((200,), like).abs().sum() == 0  # nothing fits: a new zero tensor

@@ -50,7 +50,7 @@ from sepo.agents.chat import (
     visible_answer,
 )
 from sepo.agents.fallback import ActionTrie, ConstrainedChoice, constrained_decode
-from sepo.agents.sampling import sample_batch
+from sepo.agents.sampling import BufferPool, sample_batch
 from sepo.engine import Decision, DecisionRequest
 from sepo.errors import SepoError
 from sepo.games.base import Action, Game, GameState, derive_seed
@@ -220,6 +220,9 @@ class LMAgent:
         self.eos_ids = eos_token_ids(model, tokenizer)
         self.pad_id = pad_token_id(tokenizer, self.eos_ids)
         self.continuations = ContinuationIds(tokenizer)
+        #: Cache buffers reused from one engine step to the next (on CPU, where a fresh large
+        #: buffer costs its page faults; CUDA's caching allocator does this already).
+        self.buffers = BufferPool() if model_device(model).type == "cpu" else None
         self.calls = 0
         self.decisions = 0
         self.parse_failures = 0
@@ -287,7 +290,7 @@ class LMAgent:
         watcher = ActionLineWatcher(self.tokenizer, prompts, action_lines, self.eos_ids)
         return sample_batch(self.model, [p.ids for p in prompts], temperature=cfg.temperature,
                             top_p=cfg.top_p, max_new_tokens=cfg.new_tokens, pad_id=self.pad_id,
-                            watcher=watcher, generator=generator)
+                            watcher=watcher, generator=generator, pool=self.buffers)
 
     def _decode(self, ids: Sequence[int]) -> str:
         """The completion's text; a final EOS is not text (other special tokens are kept, so

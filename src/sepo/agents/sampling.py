@@ -7,14 +7,18 @@ do:
 
 - **Finished sequences leave the batch.** Answers end at very different lengths (an action
   line after 3 tokens, a rambling text at `max_new_tokens`); `generate` keeps computing every
-  finished row until the last one ends. Here the batch (and its KV cache, through the cache's
-  own `reorder_cache`) is compacted as rows finish, so a step costs what its live rows cost.
-- **A shared prompt prefix is computed once.** Every prompt of one game starts with the same
-  system prompt (150 of ~230 tokens for IPD with `tiny`): its KV cache comes from one batch-1
-  pass, repeated over the batch.
+  finished row until the last one ends. Here the batch is compacted as rows finish, in place
+  (only the rows whose place changes are copied), so a step costs what its live rows cost.
+- **A shared prompt prefix is computed and stored once.** Every prompt of one game starts
+  with the same system prompt (135 of 178–278 tokens for IPD with `tiny`): it runs in one
+  batch-1 pass, and on CPU its cache stays a batch of one, read by cascade attention
+  (`sepo.agents.cascade`) instead of being copied into every row.
 - **Identical prompts are computed once.** A group's rollouts share their first round's
   prompt, and so do episodes whose histories agree (in 64 IPD episodes of `tiny`, 237 of 512
   prompts were distinct): the prefill runs the distinct prompts and copies their rows.
+- **The prefill runs in chunks** of similar-length prompts, and an agent's cache buffers are
+  reused from one engine step to the next (`BufferPool`), so no pass allocates the large,
+  fresh tensors whose page faults cost more than their contents on CPU.
 - **The log-probabilities are recorded** as each token is drawn, in the trainer's convention.
 - **Sampling draws from a private `torch.Generator`**: same seed, same play, and the caller's
   global RNG is left alone; and no field of the model's own generation config (e.g. a top-k)
@@ -26,6 +30,7 @@ tokens only, so batched and one-at-a-time greedy decoding agree (tested).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -51,6 +56,11 @@ MIN_SHARED_PREFIX = 32
 #: again as large for the few rows that run long.
 DECODE_RESERVE = 32
 
+#: Prompt tokens (rows × longest rest) per forward pass of the prefill. Larger passes are no
+#: faster, and their activations (the MLP's 3 × hidden per token) pass glibc's 32 MB threshold
+#: for a fresh `mmap`, whose page faults cost more than the copy into them.
+PREFILL_CHUNK_TOKENS = 8192
+
 
 class RowWatcher(Protocol):
     """Decides, token by token, when each row's completion is over."""
@@ -74,6 +84,43 @@ def shared_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
     return max(0, n)
 
 
+class BufferPool:
+    """Key/value cache buffers of finished batches, kept for the next ones (a caching allocator
+    for the cache, as CUDA's is for every tensor).
+
+    On CPU every fresh buffer of more than 32 MB is a fresh `mmap` on glibc, and faulting its
+    pages in costs more than filling it: the 8 buffers of a 256-row IPD batch are 41 MB each.
+    An `LMAgent` keeps one pool across its engine steps; buffers come back when a batch is done
+    (`BatchState.release`) or outgrown. Reused memory holds stale keys and values, finite
+    numbers: a masked-out position must not be NaN (a never-written one could be), since
+    NaN · 0 is NaN in attention's matrix product.
+    """
+
+    def __init__(self, limit_bytes: int = 1 << 30) -> None:
+        self.limit_bytes = limit_bytes
+        self._spare: list[torch.Tensor] = []  # 1-D tensors
+
+    def take(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        """A tensor of `shape` with `like`'s dtype and device: the smallest spare one that
+        fits, or a new one filled with zeros."""
+        numel = math.prod(shape)
+        fits = [k for k, t in enumerate(self._spare)
+                if t.numel() >= numel and t.dtype == like.dtype and t.device == like.device]
+        if not fits:
+            return like.new_zeros(shape)
+        best = min(fits, key=lambda k: self._spare[k].numel())
+        return self._spare.pop(best)[:numel].view(shape)
+
+    def give(self, tensor: torch.Tensor) -> None:
+        """Keep `tensor`'s whole storage for a later `take` (the caller no longer uses it)."""
+        storage = tensor.untyped_storage()
+        flat = tensor.new_empty(0).set_(storage, 0, (storage.nbytes() // tensor.element_size(),))
+        self._spare.append(flat)
+        self._spare.sort(key=torch.Tensor.numel, reverse=True)
+        while sum(t.numel() * t.element_size() for t in self._spare) > self.limit_bytes:
+            self._spare.pop()  # the smallest goes first
+
+
 class GrowingKVLayer(DynamicLayer):
     """A full-attention key/value cache layer that appends in place into room reserved at the
     end of its buffers, and drops rows in place. (`DynamicLayer` concatenates, copying the whole
@@ -86,10 +133,19 @@ class GrowingKVLayer(DynamicLayer):
     faulting its pages in cost 6× the copy itself (256 rows of a 246-token IPD cache: 13 ms
     against 2 ms)."""
 
-    def __init__(self, reserve: int) -> None:
+    def __init__(self, reserve: int, pool: BufferPool | None = None) -> None:
         super().__init__()
         self.reserve = reserve
+        self.pool = pool
         self._buffers: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _new(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        return like.new_zeros(shape) if self.pool is None else self.pool.take(shape, like)
+
+    def release(self) -> None:
+        """Give the buffers back to the pool; the layer is unusable after."""
+        self._give_back(self._buffers)
+        self._buffers = None
 
     def _owns(self, tensor: torch.Tensor) -> bool:
         """Whether `tensor` (the current keys) is still a view of this layer's buffers (the
@@ -102,10 +158,34 @@ class GrowingKVLayer(DynamicLayer):
         keys, values = self._buffers
         self.keys, self.values = keys[:rows, :, :length], values[:rows, :, :length]
 
-    def _allocate(self, rows: int, length: int, like: torch.Tensor) -> None:
-        """New buffers for `rows` rows and `length` + `reserve` tokens (contents unset)."""
+    def _allocate(self, rows: int, length: int,
+                  like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """New buffers for `rows` rows and `length` + `reserve` tokens (contents unset).
+        Returns the old ones, for `_give_back` once their contents are copied."""
+        old = self._buffers if self._owns(self.keys) else None
         shape = (rows, like.shape[1], length + self.reserve, like.shape[3])
-        self._buffers = (like.new_empty(shape), like.new_empty(shape))
+        self._buffers = (self._new(shape, like), self._new(shape, like))
+        return old
+
+    def _give_back(self, buffers: tuple[torch.Tensor, torch.Tensor] | None) -> None:
+        if self.pool is not None and buffers is not None:
+            for buffer in buffers:
+                self.pool.give(buffer)
+
+    def empty_rows(self, rows: int, width: int, like: torch.Tensor) -> None:
+        """Start as `rows` rows of `width` tokens of finite filler (masked out until
+        `put_rows` fills them)."""
+        self.lazy_initialization(like, like)
+        shape = (rows, like.shape[1], width + self.reserve, like.shape[3])
+        self._buffers = (self._new(shape, like), self._new(shape, like))
+        self._view(rows, width)
+
+    def put_rows(self, source: GrowingKVLayer, rows: torch.Tensor,
+                 targets: torch.Tensor) -> None:
+        """Copy `source`'s `rows` into this layer's rows `targets`, right-aligned."""
+        start = self.keys.shape[-2] - source.keys.shape[-2]
+        self.keys[targets, :, start:] = source.keys[rows]
+        self.values[targets, :, start:] = source.values[rows]
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
                **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,9 +196,10 @@ class GrowingKVLayer(DynamicLayer):
         rows, length, extra = key_states.shape[0], self.keys.shape[-2], key_states.shape[-2]
         if not self._owns(self.keys) or length + extra > self._buffers[0].shape[-2]:
             old_keys, old_values = self.keys, self.values
-            self._allocate(rows, length + extra, key_states)
+            old = self._allocate(rows, length + extra, key_states)
             self._buffers[0][:, :, :length] = old_keys
             self._buffers[1][:, :, :length] = old_values
+            self._give_back(old)
         keys, values = self._buffers
         keys[:rows, :, length:length + extra] = key_states
         values[:rows, :, length:length + extra] = value_states
@@ -131,11 +212,12 @@ class GrowingKVLayer(DynamicLayer):
             return
         old_keys, old_values = self.keys, self.values
         batch, heads, length, dim = old_keys.shape
-        self._allocate(batch * repeats, length, old_keys)
+        old = self._allocate(batch * repeats, length, old_keys)
         keys, values = self._buffers
         # Row b * repeats + r of the new batch is row b of the old one (repeat_interleave order).
         keys.view(batch, repeats, heads, -1, dim)[:, :, :, :length] = old_keys[:, None]
         values.view(batch, repeats, heads, -1, dim)[:, :, :, :length] = old_values[:, None]
+        self._give_back(old)
         self._view(batch * repeats, length)
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
@@ -154,15 +236,17 @@ class GrowingKVLayer(DynamicLayer):
                 keys[moved, :, :length] = old_keys[index[moved]]
                 values[moved, :, :length] = old_values[index[moved]]
         else:
-            self._allocate(rows, length, old_keys)
+            old = self._allocate(rows, length, old_keys)
             keys, values = self._buffers
             torch.index_select(old_keys, 0, index, out=keys[:, :, :length])
             torch.index_select(old_values, 0, index, out=values[:, :, :length])
+            self._give_back(old)
         self._view(rows, length)
 
 
-def new_cache(model: Any, reserve: int) -> DynamicCache | None:
-    """A cache whose every layer is a `GrowingKVLayer` with `reserve` tokens of room, or None
+def new_cache(model: Any, reserve: int, pool: BufferPool | None = None) -> DynamicCache | None:
+    """A cache whose every layer is a `GrowingKVLayer` with `reserve` tokens of room (and
+    buffers from `pool`, if given), or None
     when the model's cache has other layer kinds (sliding-window, linear attention): those keep
     the cache the model makes for itself, and no prefix sharing."""
     config = getattr(model, "config", None)
@@ -171,7 +255,7 @@ def new_cache(model: Any, reserve: int) -> DynamicCache | None:
     cache = DynamicCache(config=config)
     if not cache.layers or not all(type(layer) is DynamicLayer for layer in cache.layers):
         return None
-    cache.layers = [GrowingKVLayer(reserve) for _ in cache.layers]
+    cache.layers = [GrowingKVLayer(reserve, pool) for _ in cache.layers]
     return cache
 
 
@@ -245,57 +329,119 @@ class BatchState:
 
     @classmethod
     def prefill(cls, model: Any, prompts: Sequence[Sequence[int]], *, pad_id: int, reserve: int,
-                share_prefix: bool = True, cascade: bool = True) -> BatchState:
-        """Run the prompts (left-padded) through the model, each distinct prompt once (the
-        rows of a repeated prompt are copies of its row). A prefix of at least
-        `MIN_SHARED_PREFIX` tokens common to all of them is computed once, in a batch-1 pass;
-        with `cascade` (where `cascade_supported`) its cache is kept once and attended to by
-        cascade attention, else it is repeated over the batch. `reserve`: tokens of cache room
-        to keep for the decoding steps."""
+                share_prefix: bool = True, cascade: bool = True,
+                pool: BufferPool | None = None) -> BatchState:
+        """Run the prompts through the model into one batch of rows, in their order.
+
+        - Identical prompts (every rollout of a group in its first round; episodes whose
+          histories agree) are run once, and their rows copied from it.
+        - A prefix of at least `MIN_SHARED_PREFIX` tokens common to all of them (the system
+          prompt) is run once, in a batch-1 pass; with `cascade` (where `cascade_supported`)
+          its cache is kept once and attended to by cascade attention, else it is repeated
+          over the rows.
+        - The rest runs in chunks of about `PREFILL_CHUNK_TOKENS` (prompts of similar length
+          together, so little padding), copied into the batch right-aligned.
+
+        Each row is [shared prefix][hole][its prompt's rest], the hole masked out and the
+        position ids counting real tokens, so it sees exactly its own prompt. `reserve`: tokens
+        of cache room to keep for the decoding steps; `pool`: where cache buffers come from."""
         n = len(prompts)
-        # Identical prompts (every rollout of a group in its first round; episodes whose
-        # histories agree) are run once, and their rows copied from it.
-        distinct: dict[tuple[int, ...], int] = {}
-        rows = [distinct.setdefault(tuple(p), len(distinct)) for p in prompts]
-        if len(distinct) < n:
-            batch = cls.prefill(model, list(distinct), pad_id=pad_id, reserve=reserve,
-                                share_prefix=share_prefix, cascade=cascade)
-            batch.keep(torch.tensor(rows, dtype=torch.long, device=batch.logits.device))
-            return batch
         device = model_device(model)
-        cache = new_cache(model, reserve=reserve)
-        shared = shared_prefix_length(prompts) if share_prefix and n > 1 else 0
-        if cache is None or shared < MIN_SHARED_PREFIX:
+        cache = new_cache(model, reserve=reserve, pool=pool)
+        if cache is None:  # the model's own cache: one flat pass
             input_ids, mask, positions = left_pad(prompts, pad_id, device)
-            batch = cls(model, cache, mask, positions[:, -1])
+            batch = cls(model, None, mask, positions[:, -1])
             batch.forward(input_ids, positions)
             return batch
-        keep_last = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
-        prefix_ids = torch.tensor([list(prompts[0][:shared])], dtype=torch.long, device=device)
-        model(input_ids=prefix_ids, past_key_values=cache, use_cache=True, **keep_last)
-        # [shared prefix][left padding][rest of the prompt]: the hole is masked out and the
-        # position ids count real tokens, so each row sees exactly its own prompt.
-        input_ids, mask, rest_positions = left_pad([p[shared:] for p in prompts], pad_id, device)
-        positions = rest_positions + shared
-        if cascade and cascade_supported(model):
-            # The prefix's cache stays a batch of one; the rows' cache holds the rest.
-            prefix = [(layer.keys.contiguous(), layer.values.contiguous())
-                      for layer in cache.layers]
-            batch = cls(model, new_cache(model, reserve=reserve), mask, positions[:, -1],
-                        prefix=prefix)
-        else:
-            cache.batch_repeat_interleave(n)
-            mask = torch.cat([torch.ones((n, shared), dtype=mask.dtype, device=device), mask],
-                             dim=1)
-            batch = cls(model, cache, mask, positions[:, -1])
-        batch.forward(input_ids, positions)
+        copies: dict[tuple[int, ...], list[int]] = {}
+        for i, prompt in enumerate(prompts):
+            copies.setdefault(tuple(prompt), []).append(i)
+        distinct = sorted(copies, key=len)
+        shared = shared_prefix_length(distinct) if share_prefix and len(distinct) > 1 else 0
+        if shared < MIN_SHARED_PREFIX:
+            shared = 0
+        root = cls(model, cache, torch.ones((1, shared), dtype=torch.long, device=device),
+                   torch.full((1,), -1, dtype=torch.long, device=device))
+        if shared:
+            root.forward(torch.tensor([list(distinct[0][:shared])], device=device),
+                         torch.arange(shared, device=device)[None, :])
+            if cascade and cascade_supported(model):
+                # The prefix's cache stays a batch of one; the rows' cache holds the rest.
+                root.prefix = [(layer.keys.clone(), layer.values.clone())
+                               for layer in cache.layers]
+                root.cache = new_cache(model, reserve=reserve, pool=pool)
+                root.mask = root.mask[:, :0]
+        width = root.mask.shape[1] + len(distinct[-1]) - shared
+        final: BatchState | None = None
+        start = 0
+        while start < len(distinct):
+            # Sorted by length, so the chunk's last prompt is its longest.
+            stop = start + 1
+            while (stop < len(distinct)
+                   and (stop + 1 - start) * (len(distinct[stop]) - shared) <= PREFILL_CHUNK_TOKENS):
+                stop += 1
+            chunk = distinct[start:stop]
+            batch = root.fork(len(chunk))
+            input_ids, mask, positions = left_pad([p[shared:] for p in chunk], pad_id, device)
+            batch.mask = torch.cat([batch.mask, mask], dim=1)
+            batch.forward(input_ids, positions + shared)
+            if final is None:
+                final = batch.empty_like(rows=n, width=width)
+            rows = [k for k, p in enumerate(chunk) for _ in copies[p]]
+            final.put(batch, rows, [i for p in chunk for i in copies[p]])
+            batch.release()
+            start = stop
+        assert final is not None
+        return final
+
+    def empty_like(self, rows: int, width: int) -> BatchState:
+        """A batch of `rows` rows whose caches and masks are `width` tokens wide and empty
+        (zeros, masked out), with this batch's model, cache room and shared prefix; `put`
+        fills it."""
+        like_layer = self.cache.layers[0]
+        cache = new_cache(self.model, reserve=like_layer.reserve, pool=like_layer.pool)
+        for layer, like in zip(cache.layers, self.cache.layers, strict=True):
+            if like.is_initialized:
+                layer.empty_rows(rows, width, like.keys)
+        batch = BatchState(self.model, cache, self.mask.new_zeros((rows, width)),
+                           self.last_position.new_zeros(rows), prefix=self.prefix)
+        if self.logits.numel():
+            batch.logits = self.logits.new_zeros((rows, self.logits.shape[1]))
+        return batch
+
+    def put(self, source: BatchState, rows: Sequence[int], targets: Sequence[int]) -> None:
+        """Copy `source`'s rows into this batch's rows `targets`, right-aligned (the left part
+        of a narrower row stays masked out)."""
+        src = torch.tensor(list(rows), dtype=torch.long, device=self.mask.device)
+        dst = torch.tensor(list(targets), dtype=torch.long, device=self.mask.device)
+        for layer, from_layer in zip(self.cache.layers, source.cache.layers, strict=True):
+            if from_layer.is_initialized:
+                layer.put_rows(from_layer, src, dst)
+        self.mask[dst, self.mask.shape[1] - source.mask.shape[1]:] = source.mask[src]
+        self.last_position[dst] = source.last_position[src]
+        if source.logits.numel():
+            self.logits[dst] = source.logits[src]
+
+    def release(self) -> None:
+        """Give the cache's buffers back to their pool; the batch is unusable after."""
+        if self.cache is not None:
+            for layer in self.cache.layers:
+                if isinstance(layer, GrowingKVLayer):
+                    layer.release()
+
+    def fork(self, rows: int) -> BatchState:
+        """A new batch of `rows` copies of this one-row batch."""
+        batch = self.empty_like(rows, self.mask.shape[1])
+        batch.put(self, [0] * rows, list(range(rows)))
         return batch
 
     def keep(self, rows: torch.Tensor) -> None:
         """Keep only these batch rows, in this order (a row listed twice is copied)."""
-        self.cache.reorder_cache(rows)
+        if self.cache is not None:
+            self.cache.reorder_cache(rows)
         self.mask, self.last_position = self.mask[rows], self.last_position[rows]
-        self.logits = self.logits[rows]
+        if self.logits.numel():
+            self.logits = self.logits[rows]
 
     def step(self, tokens: torch.Tensor) -> None:
         """Append one token to every row and compute the next logits."""
@@ -308,7 +454,8 @@ class BatchState:
 def sample_batch(model: Any, prompts: Sequence[Sequence[int]], *, temperature: float,
                  top_p: float, max_new_tokens: int, pad_id: int, watcher: RowWatcher,
                  generator: torch.Generator | None = None, share_prefix: bool = True,
-                 cascade: bool = True) -> list[tuple[list[int], list[float]]]:
+                 cascade: bool = True,
+                 pool: BufferPool | None = None) -> list[tuple[list[int], list[float]]]:
     """Sample a completion for every prompt, in one batched decoding loop.
 
     Returns, per prompt, the generated token ids (up to the token at which `watcher` said the
@@ -324,7 +471,7 @@ def sample_batch(model: Any, prompts: Sequence[Sequence[int]], *, temperature: f
     logprobs: list[list[float]] = [[] for _ in range(n)]
     batch = BatchState.prefill(model, prompts, pad_id=pad_id,
                                reserve=min(max_new_tokens, DECODE_RESERVE),
-                               share_prefix=share_prefix, cascade=cascade)
+                               share_prefix=share_prefix, cascade=cascade, pool=pool)
     rows = list(range(n))  # rows[k]: the prompt of batch row k
     finished: set[int] = set()
     for step in range(max_new_tokens):
@@ -349,4 +496,5 @@ def sample_batch(model: Any, prompts: Sequence[Sequence[int]], *, temperature: f
             batch.keep(index)
             rows, drawn = [rows[k] for k in keep], drawn[index]
         batch.step(drawn)
+    batch.release()
     return list(zip(tokens, logprobs, strict=True))
