@@ -160,7 +160,7 @@ class GrowingKVLayer(DynamicLayer):
 
     def _allocate(self, rows: int, length: int,
                   like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """New buffers for `rows` rows and `length` + `reserve` tokens (contents unset).
+        """New buffers for `rows` rows and `length` + `reserve` tokens (finite filler).
         Returns the old ones, for `_give_back` once their contents are copied."""
         old = self._buffers if self._owns(self.keys) else None
         shape = (rows, like.shape[1], length + self.reserve, like.shape[3])
@@ -399,8 +399,8 @@ class BatchState:
 
     def empty_like(self, rows: int, width: int) -> BatchState:
         """A batch of `rows` rows whose caches and masks are `width` tokens wide and empty
-        (zeros, masked out), with this batch's model, cache room and shared prefix; `put`
-        fills it."""
+        (finite filler, masked out), with this batch's model, cache room and shared prefix;
+        `put` fills it."""
         like_layer = self.cache.layers[0]
         cache = new_cache(self.model, reserve=like_layer.reserve, pool=like_layer.pool)
         for layer, like in zip(cache.layers, self.cache.layers, strict=True):
