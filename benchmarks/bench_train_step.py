@@ -24,6 +24,12 @@ step runs one reference forward and `updates_per_step` forward + backward passes
 reported is achieved FLOP/s of the gradient step ÷ measured matmul FLOP/s; it counts work
 done only (padding tokens are not counted in T, and a shared prefix counts once).
 
+Where the loss packs the rows after the prefix (`sepo.prefix_sharing.packing_supported`: tiny
+on CPU), each row i's r_i tokens are counted as they are, with no padding anywhere: the
+attention term is 2·L·H·(P_b² + Σ_i (2·P_b·r_i + r_i²)) and K_b is the number of completion
+tokens, the only positions that reach the LM head. "tokens (padded)" is then the tokens the
+matmuls ran, which equals the useful count.
+
     python benchmarks/bench_train_step.py                    # markdown tables
     python benchmarks/bench_train_step.py --json
     python benchmarks/bench_train_step.py --games kuhn --steps 3 --model /path/to/ckpt
@@ -82,13 +88,24 @@ def model_shape(model: Any) -> dict[str, int]:
 def update_flops(model: Any, samples: list[Any], shape: dict[str, int], micro_batch_size: int,
                  updates: int, share_prefix: bool) -> dict[str, float]:
     """Model FLOPs of one `optimise` call on `samples` (see the module docstring)."""
-    from sepo.prefix_sharing import shared_prefix_tokens
+    from sepo.prefix_sharing import packed_prefix_tokens, packing_supported, shared_prefix_tokens
     from sepo.train.sepo import _micro_batches
 
     forward = 0.0
     tokens = padded = kept = 0
+    packed = share_prefix and packing_supported(model)
     for idx in _micro_batches(samples, micro_batch_size):
         batch = [samples[i] for i in idx]
+        if packed:  # no padding through the matmuls; the LM head on completion positions only
+            p = packed_prefix_tokens([s.prompt_ids + s.completion_ids for s in batch],
+                                     [len(s.prompt_ids) for s in batch])
+            lengths = [len(s.prompt_ids) + len(s.completion_ids) - p for s in batch]
+            t, k = p + sum(lengths), sum(len(s.completion_ids) for s in batch)
+            attention = p * p + sum(2 * p * r + r * r for r in lengths)
+            forward += (2 * shape["layer_matmul_params"] * t + 2 * shape["vocab"] * shape["hidden"]
+                        * k + 2 * shape["layers"] * shape["hidden"] * attention)
+            tokens, padded, kept = tokens + t, padded + t, kept + k
+            continue
         rows = torch.nn.utils.rnn.pad_sequence(
             [torch.tensor(s.prompt_ids + s.completion_ids) for s in batch], batch_first=True)
         p = shared_prefix_tokens(model, rows) if share_prefix else 0
