@@ -193,6 +193,20 @@ def test_categorical_draw_follows_the_weights_and_never_draws_a_zero() -> None:
     assert draw_categorical(one_hot, None).tolist() == [2]
 
 
+def test_categorical_draw_is_torch_multinomials_draw_from_the_same_generator() -> None:
+    """Bit for bit, including what is left in the generator: sampled play stays the play of
+    the runs made when the sampler called `torch.multinomial` (docs/RESULTS.md)."""
+    logits = torch.randn(64, 825, generator=torch.Generator().manual_seed(1)) * 4
+    probs = torch.softmax(logits, dim=-1)
+    nucleus = probs.masked_fill(probs < probs.max(dim=-1, keepdim=True).values / 50, 0.0)
+    for weights in (probs, nucleus, probs[:1]):
+        ours, theirs = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+        for _ in range(20):
+            assert torch.equal(draw_categorical(weights, ours),
+                               torch.multinomial(weights, 1, generator=theirs).squeeze(1))
+        assert torch.equal(ours.get_state(), theirs.get_state())
+
+
 def test_pooled_buffers_are_reused_and_their_stale_contents_change_nothing() -> None:
     """An agent's pool hands a finished batch's cache buffers to the next batch, holding the
     old keys and values where the new batch has holes: the samples are those of fresh

@@ -261,20 +261,22 @@ def new_cache(model: Any, reserve: int, pool: BufferPool | None = None) -> Dynam
 
 def draw_categorical(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """One index per row of `probs` (rows of non-negative weights, not necessarily summing to
-    1), drawn in proportion to the weights by inverting the row's cumulative sum at one uniform
-    draw. `torch.multinomial` draws an exponential variate per vocabulary entry instead: for a
-    batch of 256 rows that was 6 ms a decoding step against 0.2 ms here."""
-    # In float64: a float32 running sum near 1 moves in steps of 6e-8, so each of hundreds of
-    # near-zero entries could get an interval of a whole step (tokens of probability 1e-8 were
-    # drawn twice in 3,000 decisions).
-    cumulative = probs.double().cumsum(dim=-1)
-    target = torch.rand((probs.shape[0], 1), generator=generator, device=probs.device,
-                        dtype=cumulative.dtype) * cumulative[:, -1:]
-    # right=True: the first index whose cumulative weight exceeds the target, so a zero-weight
-    # entry (an empty interval) is never drawn.
-    drawn = torch.searchsorted(cumulative, target, right=True).squeeze(1)
-    # Rounding can put the target at the total: that row takes its most probable entry.
-    return torch.where(drawn < probs.shape[1], drawn, probs.argmax(dim=-1))
+    1), drawn in proportion to the weights: the index of the largest weight ÷ Exp(1) variate
+    (the exponential race). That is how `torch.multinomial(probs, 1)` draws, and on CPU these
+    are its draws, bit for bit, from the same generator (tests/test_sampling_cache.py), so
+    sampled play is the play of the runs docs/RESULTS.md reports.
+
+    Why not `torch.multinomial` itself: it makes its variates with a serial `exponential_`,
+    6 ms per decoding step of 256 rows of `tiny`; the same variates made vectorised, from one
+    float64 uniform per entry, take 2.6 ms. (Inverting the cumulative sum at one uniform per
+    row took 0.6 ms, but its draws differ from the documented runs', so every sampled result
+    moved; it was used from 9e6cc9e to 11195b8.)"""
+    uniform = torch.empty(probs.shape, dtype=torch.float64, device=probs.device)
+    uniform.uniform_(generator=generator)
+    # −log1p(−u) in float64, then rounded: exactly torch's CPU `exponential_` for float32.
+    exponential = torch.log1p(uniform.neg_()).neg_().to(probs.dtype)
+    # u = 0 (probability 2⁻⁵³ an entry) would make 0/0 for a zero weight: keep it finite.
+    return (probs / exponential.clamp_min_(torch.finfo(probs.dtype).tiny)).argmax(dim=-1)
 
 
 def draw_tokens(logits: torch.Tensor, temperature: float, top_p: float,
