@@ -270,7 +270,10 @@ def draw_categorical(probs: torch.Tensor, generator: torch.Generator | None) -> 
     6 ms per decoding step of 256 rows of `tiny`; the same variates made vectorised, from one
     float64 uniform per entry, take 2.6 ms. (Inverting the cumulative sum at one uniform per
     row took 0.6 ms, but its draws differ from the documented runs', so every sampled result
-    moved; it was used from 9e6cc9e to 11195b8.)"""
+    moved; it was used from 9e6cc9e to 11195b8.) Off the CPU, `torch.multinomial` itself
+    runs: its GPU kernels make other variates, and the GPU runs of docs/GPU.md used it."""
+    if probs.device.type != "cpu":
+        return torch.multinomial(probs, 1, generator=generator).squeeze(1)
     uniform = torch.empty(probs.shape, dtype=torch.float64, device=probs.device)
     uniform.uniform_(generator=generator)
     # −log1p(−u) in float64, then rounded: exactly torch's CPU `exponential_` for float32.
