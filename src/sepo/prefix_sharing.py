@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from transformers import AttentionInterface
 
-from sepo.agents.cascade import cascade_supported
+from sepo.agents.cascade import attention_implementation, cascade_supported
 from sepo.agents.chat import accepts_logits_to_keep, model_device
 from sepo.agents.sampling import MIN_SHARED_PREFIX, new_cache
 
@@ -179,17 +179,6 @@ def packed_attention_forward(module: Any, query: torch.Tensor, key: torch.Tensor
 AttentionInterface.register(PACKED_ATTENTION, packed_attention_forward)
 
 
-@contextmanager
-def _packed_attention(model: Any) -> Iterator[None]:
-    config = model.config
-    before = config._attn_implementation
-    config._attn_implementation = PACKED_ATTENTION
-    try:
-        yield
-    finally:
-        config._attn_implementation = before
-
-
 def _common_prefix(sequences: Sequence[Sequence[int]]) -> int:
     first, shared = sequences[0], min(len(s) for s in sequences)
     for seq in sequences[1:]:
@@ -241,7 +230,7 @@ def packed_completion_logits(model: Any, sequences: Sequence[Sequence[int]],
     packed = torch.tensor([t for seq in sequences for t in seq[shared:]], device=device)
     positions = torch.cat([torch.arange(shared, shared + length) for length in lengths])
     layout = PackedRows(rows, width, gather.to(device), scatter.to(device))
-    with _packed_attention(model):
+    with attention_implementation(model, PACKED_ATTENTION):
         out = model(input_ids=packed[None], position_ids=positions[None].to(device),
                     attention_mask=mask[:, None].to(device), past_key_values=cache,
                     use_cache=True, logits_to_keep=keep.to(device), sepo_packed=layout)

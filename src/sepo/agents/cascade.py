@@ -28,7 +28,7 @@ plain-attention families of `CASCADE_MODEL_TYPES`. Everything else keeps the rep
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import torch
@@ -61,16 +61,22 @@ def cascade_supported(model: Any) -> bool:
 
 
 @contextmanager
-def cascade_attention(model: Any) -> Iterator[None]:
-    """While inside, `model`'s attention layers run `cascade_attention_forward`: its forward
-    calls must pass `sepo_prefix` and a 4-D row mask (`row_attention_mask`)."""
+def attention_implementation(model: Any, name: str) -> Iterator[None]:
+    """While inside, `model`'s attention layers run the `AttentionInterface` function `name`
+    (they read the config at every call); the model's own choice again on exit."""
     config = model.config
     before = config._attn_implementation
-    config._attn_implementation = CASCADE_ATTENTION
+    config._attn_implementation = name
     try:
         yield
     finally:
         config._attn_implementation = before
+
+
+def cascade_attention(model: Any) -> AbstractContextManager[None]:
+    """While inside, `model`'s attention layers run `cascade_attention_forward`: its forward
+    calls must pass `sepo_prefix` and a 4-D row mask (`row_attention_mask`)."""
+    return attention_implementation(model, CASCADE_ATTENTION)
 
 
 def row_attention_mask(mask: torch.Tensor, query_length: int, dtype: torch.dtype) -> torch.Tensor:
