@@ -66,8 +66,9 @@ def train(
         "--micro-batch-size", help="Decisions per forward/backward.")] = None,
     share_prompt_prefix: Annotated[bool | None, typer.Option(
         "--share-prompt-prefix/--no-share-prompt-prefix",
-        help="Run a micro-batch's common prompt prefix once in the loss's forward passes "
-             "(the default; same log-probs up to rounding, fewer FLOPs).")] = None,
+        help="Run a micro-batch's common prompt prefix once in the loss's forward passes, "
+             "and the rows after it packed where the model allows (the default; same "
+             "log-probs up to rounding, fewer FLOPs).")] = None,
     checkpoint_every: Annotated[int | None, typer.Option(
         "--checkpoint-every", help="Checkpoint and evaluate every k steps.")] = None,
     eval_episodes: Annotated[int | None, typer.Option(

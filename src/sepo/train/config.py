@@ -110,7 +110,8 @@ class SEPOConfig(BaseModel):
     micro_batch_size: int = Field(64, ge=1, description="decisions per forward/backward")
     share_prompt_prefix: bool = Field(
         True, description="run the prompt prefix common to a micro-batch (the system prompt) "
-                          "once and reuse its keys and values: the same log-probs and "
+                          "once and reuse its keys and values, and (Llama/Qwen on CPU) run "
+                          "the rows after it packed, without padding: the same log-probs and "
                           "gradients up to rounding, for about half the FLOPs on tiny")
     dropout: bool = Field(False, description="apply the model's (and LoRA's) dropout in the loss "
                                              "forward; off by default: the sequence-level ratio "
