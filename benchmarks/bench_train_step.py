@@ -96,28 +96,29 @@ def update_flops(model: Any, samples: list[Any], shape: dict[str, int], micro_ba
     packed = share_prefix and packing_supported(model)
     for idx in _micro_batches(samples, micro_batch_size):
         batch = [samples[i] for i in idx]
-        if packed:  # no padding through the matmuls; the LM head on completion positions only
-            p = packed_prefix_tokens([s.prompt_ids + s.completion_ids for s in batch],
-                                     [len(s.prompt_ids) for s in batch])
-            lengths = [len(s.prompt_ids) + len(s.completion_ids) - p for s in batch]
-            t, k = p + sum(lengths), sum(len(s.completion_ids) for s in batch)
-            attention = p * p + sum(2 * p * r + r * r for r in lengths)
-            forward += (2 * shape["layer_matmul_params"] * t + 2 * shape["vocab"] * shape["hidden"]
-                        * k + 2 * shape["layers"] * shape["hidden"] * attention)
-            tokens, padded, kept = tokens + t, padded + t, kept + k
-            continue
-        rows = torch.nn.utils.rnn.pad_sequence(
-            [torch.tensor(s.prompt_ids + s.completion_ids) for s in batch], batch_first=True)
-        p = shared_prefix_tokens(model, rows) if share_prefix else 0
-        lengths = [len(s.prompt_ids) + len(s.completion_ids) - p for s in batch]
-        width = max(lengths)
-        # LM-head positions: the same `logits_to_keep` window whether the prefix is shared.
-        k = (p + width - min(len(s.prompt_ids) for s in batch)) * len(batch)
+        sequences = [s.prompt_ids + s.completion_ids for s in batch]
+        if packed:
+            p = packed_prefix_tokens(sequences, [len(s.prompt_ids) for s in batch])
+        elif share_prefix:
+            p = shared_prefix_tokens(model, torch.nn.utils.rnn.pad_sequence(
+                [torch.tensor(seq) for seq in sequences], batch_first=True))
+        else:
+            p = 0
+        lengths = [len(seq) - p for seq in sequences]
         t = p + sum(lengths)
-        attention = p * p + len(batch) * (2 * p * width + width * width)
+        if packed:  # no padding through the matmuls; the LM head on completion positions only
+            k = sum(len(s.completion_ids) for s in batch)
+            attention = p * p + sum(2 * p * r + r * r for r in lengths)
+            ran = t
+        else:
+            width = max(lengths)
+            # LM-head positions: the `logits_to_keep` window, whether the prefix is shared.
+            k = (p + width - min(len(s.prompt_ids) for s in batch)) * len(batch)
+            attention = p * p + len(batch) * (2 * p * width + width * width)
+            ran = p + width * len(batch)
         forward += (2 * shape["layer_matmul_params"] * t + 2 * shape["vocab"] * shape["hidden"] * k
                     + 2 * shape["layers"] * shape["hidden"] * attention)
-        tokens, padded, kept = tokens + t, padded + p + width * len(batch), kept + k
+        tokens, padded, kept = tokens + t, padded + ran, kept + k
     return {"flops": forward * (1 + 3 * updates), "tokens": tokens, "padded_tokens": padded,
             "lm_head_positions": kept}
 

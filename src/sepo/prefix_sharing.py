@@ -41,7 +41,7 @@ from transformers import AttentionInterface
 
 from sepo.agents.cascade import attention_implementation, cascade_supported
 from sepo.agents.chat import accepts_logits_to_keep, model_device
-from sepo.agents.sampling import MIN_SHARED_PREFIX, new_cache
+from sepo.agents.sampling import MIN_SHARED_PREFIX, new_cache, shared_prefix_length
 
 #: The name the packed rows' attention function is registered under.
 PACKED_ATTENTION = "sepo_packed"
@@ -179,17 +179,10 @@ def packed_attention_forward(module: Any, query: torch.Tensor, key: torch.Tensor
 AttentionInterface.register(PACKED_ATTENTION, packed_attention_forward)
 
 
-def _common_prefix(sequences: Sequence[Sequence[int]]) -> int:
-    first, shared = sequences[0], min(len(s) for s in sequences)
-    for seq in sequences[1:]:
-        shared = next((j for j in range(shared) if seq[j] != first[j]), shared)
-    return shared
-
-
 def packed_prefix_tokens(sequences: Sequence[Sequence[int]], scored_from: Sequence[int]) -> int:
     """How many leading tokens `packed_completion_logits` runs once: those every sequence
     shares, short of every row's first scored position; 0 when under `MIN_SHARED_PREFIX`."""
-    shared = min(_common_prefix(sequences), min(scored_from) - 1)
+    shared = min(shared_prefix_length(sequences), min(scored_from) - 1)
     return shared if shared >= MIN_SHARED_PREFIX and len(sequences) > 1 else 0
 
 
@@ -206,9 +199,10 @@ def packed_completion_logits(model: Any, sequences: Sequence[Sequence[int]],
         return None
     device = model_device(model)
     shared = packed_prefix_tokens(sequences, scored_from)
-    cache = new_cache(_backbone(model), reserve=0)
+    backbone = _backbone(model)
+    cache = new_cache(backbone, reserve=0)
     if shared:
-        _backbone(model)(input_ids=torch.tensor([list(sequences[0][:shared])], device=device),
+        backbone(input_ids=torch.tensor([list(sequences[0][:shared])], device=device),
                          past_key_values=cache, use_cache=True)
     lengths = [len(seq) - shared for seq in sequences]
     rows, width = len(sequences), max(lengths)
