@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -230,6 +231,97 @@ def bench_behaviour(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+#: Where a situation splits into the agent's own state and the other's last move ("my value is
+#: 4 and the other bid HIGH last round"); a plain " and " inside a clause ("2 hats and 1 ball",
+#: "and the deal held") does not split it.
+_CLAUSE_SPLIT = re.compile(r",? and (?=the other |I )")
+
+
+def situation_clauses(situation: str) -> list[tuple[str, str]]:
+    """`Game.situation` text as (kind, clause) pairs: "other" for a clause about the other
+    player, "own" for the rest (a card, a value, the round)."""
+    return [("other" if c.startswith("the other") else "own", c)
+            for c in _CLAUSE_SPLIT.split(situation)]
+
+
+class SituationWitness:
+    """A player wrapper that keeps, for each decision, the true situation (`Game.situation`
+    before the move) and the text the wrapped player wrote."""
+
+    def __init__(self, player: Any) -> None:
+        self.player = player
+        self.name = player.name
+        self.seen: list[tuple[int, str, str]] = []  # (episode id, situation, text)
+
+    def decide(self, requests: Any) -> Any:
+        truths = [r.episode.game.situation(r.episode.state, r.seat) for r in requests]
+        answers = self.player.decide(requests)
+        self.seen.extend((id(r.episode), s, a.text or "")
+                         for r, s, a in zip(requests, truths, answers, strict=True))
+        return answers
+
+
+def _share_with_interval(hits_by_episode: dict[int, list[bool]], n_boot: int = 1000,
+                         ) -> tuple[float, list[float], int]:
+    import numpy as np
+
+    arr = np.array([(sum(h), len(h)) for h in hits_by_episode.values()], dtype=float)
+    idx = np.random.default_rng(0).integers(0, len(arr), size=(n_boot, len(arr)))
+    boot = arr[idx, 0].sum(1) / arr[idx, 1].sum(1)
+    return (float(arr[:, 0].sum() / arr[:, 1].sum()),
+            [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))],
+            int(arr[:, 1].sum()))
+
+
+def situation_shares(seen: list[tuple[int, str, str]]) -> dict[str, dict[str, Any]]:
+    """From `SituationWitness.seen`: the share of decisions whose text states the whole true
+    situation, and the shares of "own" and "other" clauses stated (case and spacing ignored),
+    each with a 95% bootstrap interval over episodes and its count."""
+    hits: dict[str, dict[int, list[bool]]] = {"situation": {}, "own": {}, "other": {}}
+    for episode, truth, text in seen:
+        said = " ".join(text.lower().split())
+        hits["situation"].setdefault(episode, []).append(truth.lower() in said)
+        for kind, clause in situation_clauses(truth):
+            hits[kind].setdefault(episode, []).append(clause.lower() in said)
+    out = {}
+    for kind, by_episode in hits.items():
+        if by_episode:
+            share, ci, n = _share_with_interval(by_episode)
+            out[kind] = {"share": share, "ci95": ci, "decisions": n}
+    return out
+
+
+def bench_reads(args: argparse.Namespace) -> dict[str, Any]:
+    """Does a checkpoint read its prompt? Each checkpoint plays its game (all pools, `--eval-
+    episodes` per opponent, sampled) and we count how often its reason sentence states the
+    true situation, clause by clause: its own state (a value, a card) and the other's last
+    move. An SFT agent writes the demonstrators' sentence, which always opens with the
+    situation, so a clause it does not state correctly it stated wrongly (first-round clauses
+    such as "the other has not bid yet" are counted too, and are easy)."""
+    from sepo.agents import load_lm_agent
+    from sepo.evaluation import evaluate
+
+    rows = []
+    for game, path in zip(args.games, args.checkpoints, strict=True):
+        agent = SituationWitness(load_lm_agent(path, temperature=args.temperature, seed=0))
+        report = evaluate(game, agent, episodes=args.eval_episodes, seed=0)
+        rows.append({"game": game, "checkpoint": path,
+                     "parse_failure_rate": report.to_dict()["parse_failure_rate"]}
+                    | situation_shares(agent.seen))
+    return {"settings": vars(args), "rows": rows}
+
+
+def print_reads(results: dict[str, Any]) -> None:
+    print("| game | checkpoint | whole situation | own clause | other's-move clause | "
+          "decisions |")
+    print("|---|---|---|---|---|---:|")
+    for r in results["rows"]:
+        cells = [_fmt(r[k]["share"], r[k]["ci95"]) if k in r else "n/a"
+                 for k in ("situation", "own", "other")]
+        print(f"| {r['game']} | {r['checkpoint']} | " + " | ".join(cells)
+              + f" | {r['situation']['decisions']} |")
+
+
 def _fmt(value: float | None, ci: list[float | None] | None) -> str:
     if value is None:
         return "n/a"
@@ -268,6 +360,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="mode")
     tp = sub.add_parser("throughput", help="examples/s of data, tokens/s of SFT (default)")
     bh = sub.add_parser("behaviour", help="base vs SFT vs the demonstrator mixture, per game")
+    rd = sub.add_parser("reads", help="how often checkpoints state their true situation")
+    rd.add_argument("--games", nargs="+", required=True, help="one game per checkpoint")
+    rd.add_argument("--checkpoints", nargs="+", required=True)
+    rd.add_argument("--eval-episodes", type=int, default=10)
+    rd.add_argument("--temperature", type=float, default=0.8)
+    rd.add_argument("--json", action="store_true")
     for p in (ap, tp, bh):
         p.add_argument("--games", nargs="+", default=game_names())
         p.add_argument("--model", default="tiny")
@@ -297,6 +395,13 @@ def main(argv: list[str] | None = None) -> int:
     bh.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
 
+    if args.mode == "reads":
+        results = bench_reads(args)
+        if args.json:
+            print(json.dumps(results, indent=2))
+        else:
+            print_reads(results)
+        return 0
     if args.mode == "behaviour":
         results = bench_behaviour(args)
         if args.json:

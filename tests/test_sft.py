@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from sepo.engine import Decision, DecisionRequest, Engine, Episode, StrategyPlayer
 from sepo.errors import SepoError, UnknownNameError
-from sepo.games import game_names, get_game
+from sepo.games import game_names, get_game, get_strategy
 from sepo.prompts import ACTION_ONLY_INSTRUCTION, REASONING_INSTRUCTION, chat_messages
 from sepo.sft.data import (
     CARD_FILE,
@@ -586,3 +586,49 @@ def test_sft_command_line_runs_and_passes_its_options(
     mismatch = CliRunner().invoke(app, ["kuhn", "--model", str(tiny_lm_path), "--data",
                                         str(small_ipd_data), "--out", str(tmp_path / "x")])
     assert mismatch.exit_code != 0 and not (tmp_path / "x").exists()
+
+
+def _bench_sft_module() -> Any:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_sft.py"
+    spec = importlib.util.spec_from_file_location("bench_sft", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_situation_reading_counts_each_clause_the_text_gets_right() -> None:
+    """`bench_sft.py reads` (docs/SFT.md, "Does the SFT agent read its prompt?"): a scripted
+    auction player states its true situation in even rounds and the other value in odd ones,
+    the other's last bid always right. Of 6 rounds, 3 state the value right: own 1/2, other's
+    move 1, whole situation 1/2."""
+    bench = _bench_sft_module()
+    game = get_game("auction")
+    assert bench.situation_clauses("my value is 4 and the other bid HIGH last round") == [
+        ("own", "my value is 4"), ("other", "the other bid HIGH last round")]
+    assert bench.situation_clauses("the other demanded 5 last round and the deal held") == [
+        ("other", "the other demanded 5 last round and the deal held")]
+
+    class HalfRight:
+        name = "half-right"
+
+        def decide(self, requests: Sequence[DecisionRequest]) -> list[Decision]:
+            out = []
+            for r in requests:
+                truth = game.situation(r.episode.state, r.seat)
+                if r.episode.state.t % 2:
+                    value = r.episode.state.value(r.seat)
+                    truth = truth.replace(f"my value is {value}",
+                                          f"my value is {6 - value}")
+                out.append(Decision("LOW", f"{truth[0].upper()}{truth[1:]}; I bid LOW.\nLOW"))
+            return out
+
+    witness = bench.SituationWitness(HalfRight())
+    Engine(Episode(game, witness, StrategyPlayer(get_strategy(game, "Shaded")), seed)
+           for seed in range(3)).run()
+    shares = bench.situation_shares(witness.seen)
+    assert shares["own"]["share"] == 0.5 and shares["own"]["decisions"] == 18
+    assert shares["other"]["share"] == 1.0
+    assert shares["situation"]["share"] == 0.5
