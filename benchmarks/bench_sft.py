@@ -13,6 +13,12 @@ tokens of prompt + completion that went through forward and backward (TRL's
     python benchmarks/bench_sft.py                    # markdown tables
     python benchmarks/bench_sft.py --json             # one JSON object
     python benchmarks/bench_sft.py --model /path/to/ckpt --threads 2 --steps 20
+
+Two behavioural modes sit beside the throughput one (docs/SFT.md):
+
+    python benchmarks/bench_sft.py behaviour          # base vs SFT vs the demonstrator mixture
+    python benchmarks/bench_sft.py reads --games auction --checkpoints CKPT
+                                                      # does the agent state its true situation?
 """
 
 from __future__ import annotations
@@ -396,6 +402,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     if args.mode == "reads":
+        if len(args.games) != len(args.checkpoints):
+            ap.error(f"give one game per checkpoint: {len(args.games)} games, "
+                     f"{len(args.checkpoints)} checkpoints")
         results = bench_reads(args)
         if args.json:
             print(json.dumps(results, indent=2))
