@@ -401,22 +401,18 @@ def main(argv: list[str] | None = None) -> int:
     bh.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
 
-    if args.mode == "reads":
-        if len(args.games) != len(args.checkpoints):
-            ap.error(f"give one game per checkpoint: {len(args.games)} games, "
-                     f"{len(args.checkpoints)} checkpoints")
-        results = bench_reads(args)
+    if args.mode == "reads" and len(args.games) != len(args.checkpoints):
+        ap.error(f"give one game per checkpoint: {len(args.games)} games, "
+                 f"{len(args.checkpoints)} checkpoints")
+    behavioural = {"reads": (bench_reads, print_reads),
+                   "behaviour": (bench_behaviour, print_behaviour)}
+    if args.mode in behavioural:
+        run, show = behavioural[args.mode]
+        results = run(args)
         if args.json:
             print(json.dumps(results, indent=2))
         else:
-            print_reads(results)
-        return 0
-    if args.mode == "behaviour":
-        results = bench_behaviour(args)
-        if args.json:
-            print(json.dumps(results, indent=2))
-        else:
-            print_behaviour(results)
+            show(results)
         return 0
 
     report: dict[str, Any] = {"machine": machine(),
