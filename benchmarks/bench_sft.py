@@ -31,6 +31,7 @@ import re
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -130,19 +131,24 @@ def titfortat_agreement(records: list[Any], n_boot: int = 1000, seed: int = 0,
                         ) -> tuple[float, list[float]]:
     """Share of the agent's IPD decisions that equal TitForTat's (COOPERATE first, then the
     other's last move), with a 95% bootstrap interval over episodes."""
+    per_episode = [[r.actions[0] == (rec.rounds[t - 1].actions[1] if t else "COOPERATE")
+                    for t, r in enumerate(rec.rounds)] for rec in records]
+    share, ci, _ = share_with_interval(per_episode, n_boot, seed)
+    return share, ci
+
+
+def share_with_interval(hits_by_episode: Iterable[list[bool]], n_boot: int = 1000,
+                        seed: int = 0) -> tuple[float, list[float], int]:
+    """The share of hits over all episodes, its 95% bootstrap interval (episodes resampled),
+    and the number of hits counted."""
     import numpy as np
 
-    per_episode = []
-    for rec in records:
-        hits = [r.actions[0] == (rec.rounds[t - 1].actions[1] if t else "COOPERATE")
-                for t, r in enumerate(rec.rounds)]
-        per_episode.append((sum(hits), len(hits)))
-    arr = np.array(per_episode, dtype=float)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(arr), size=(n_boot, len(arr)))
+    arr = np.array([(sum(h), len(h)) for h in hits_by_episode], dtype=float)
+    idx = np.random.default_rng(seed).integers(0, len(arr), size=(n_boot, len(arr)))
     boot = arr[idx, 0].sum(1) / arr[idx, 1].sum(1)
-    return float(arr[:, 0].sum() / arr[:, 1].sum()), [float(np.quantile(boot, 0.025)),
-                                                      float(np.quantile(boot, 0.975))]
+    return (float(arr[:, 0].sum() / arr[:, 1].sum()),
+            [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))],
+            int(arr[:, 1].sum()))
 
 
 def titfortat_run(args: argparse.Namespace, out: Path, config: Any, base: Any,
@@ -267,18 +273,6 @@ class SituationWitness:
         return answers
 
 
-def _share_with_interval(hits_by_episode: dict[int, list[bool]], n_boot: int = 1000,
-                         ) -> tuple[float, list[float], int]:
-    import numpy as np
-
-    arr = np.array([(sum(h), len(h)) for h in hits_by_episode.values()], dtype=float)
-    idx = np.random.default_rng(0).integers(0, len(arr), size=(n_boot, len(arr)))
-    boot = arr[idx, 0].sum(1) / arr[idx, 1].sum(1)
-    return (float(arr[:, 0].sum() / arr[:, 1].sum()),
-            [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))],
-            int(arr[:, 1].sum()))
-
-
 def situation_shares(seen: list[tuple[int, str, str]]) -> dict[str, dict[str, Any]]:
     """From `SituationWitness.seen`: the share of decisions whose text states the whole true
     situation, and the shares of "own" and "other" clauses stated (case and spacing ignored),
@@ -292,7 +286,7 @@ def situation_shares(seen: list[tuple[int, str, str]]) -> dict[str, dict[str, An
     out = {}
     for kind, by_episode in hits.items():
         if by_episode:
-            share, ci, n = _share_with_interval(by_episode)
+            share, ci, n = share_with_interval(by_episode.values())
             out[kind] = {"share": share, "ci95": ci, "decisions": n}
     return out
 
