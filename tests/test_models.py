@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import AutoConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from typer.testing import CliRunner
 
 from sepo.errors import MissingDependencyError, SepoError, UnknownNameError
@@ -417,6 +417,39 @@ def test_cli_build_with_other_pretraining_steps_is_another_model(monkeypatch,
     assert record["path"] != default["path"]
     assert record["text_digest"] != default["text_digest"]  # more steps see more examples
     smollm = CliRunner().invoke(model_app, ["build", "smollm2-135m", "--pretrain-steps", "5"])
+    assert smollm.exit_code != 0 and "tiny only" in smollm.output
+
+
+def test_cli_build_with_set_overrides_config_fields(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SEPO_CACHE", str(tmp_path))
+    monkeypatch.setattr(tiny, "TinyConfig", lambda: MICRO)
+    default = json.loads(CliRunner().invoke(model_app, ["build", "tiny", "--json"]).stdout)
+    wider = CliRunner().invoke(model_app, ["build", "tiny", "--set", "hidden_size=48",
+                                           "--set", "num_heads=3", "--set", "num_kv_heads=1",
+                                           "--json"])
+    assert wider.exit_code == 0, wider.output
+    record = json.loads(wider.stdout)
+    assert record["config"] == {**MICRO.model_dump(), "hidden_size": 48, "num_heads": 3,
+                                "num_kv_heads": 1}
+    assert record["path"] != default["path"]
+    # The weights are the wider architecture's: 48-wide embeddings, grouped-query k/v.
+    arch = AutoConfig.from_pretrained(record["path"])
+    assert (arch.hidden_size, arch.num_attention_heads, arch.num_key_value_heads) == (48, 3, 1)
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ("hidden_sise=48", "unknown TinyConfig field 'hidden_sise'. Did you mean 'hidden_size'?"),
+    ("hidden_size=2", "hidden_size"),          # below its bound of 8
+    ("hidden_size", "--set expects KEY=VALUE"),
+])
+def test_cli_build_set_rejects_bad_settings(monkeypatch, tmp_path: Path, setting: str,
+                                            message: str) -> None:
+    monkeypatch.setenv("SEPO_CACHE", str(tmp_path))
+    result = CliRunner().invoke(model_app, ["build", "tiny", "--set", setting])
+    assert result.exit_code != 0 and isinstance(result.exception, SepoError)
+    assert message in str(result.exception)
+    assert not (tmp_path / "models").exists()  # nothing built
+    smollm = CliRunner().invoke(model_app, ["build", "smollm2-135m", "--set", "hidden_size=48"])
     assert smollm.exit_code != 0 and "tiny only" in smollm.output
 
 

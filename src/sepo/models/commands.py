@@ -30,20 +30,22 @@ def build(
         help="tiny's pre-training steps (default 240). A build with other steps is another "
              "model: pass the printed path as --model (docs/SFT.md, 'A longer base "
              "stage').")] = None,
+    settings: Annotated[list[str] | None, typer.Option(
+        "--set", help="a TinyConfig field, KEY=VALUE, repeatable, e.g. --set hidden_size=256 "
+                      "--set num_heads=8 (a build with other settings is another model, "
+                      "cached apart; `sepo model info PATH` shows its config)")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print the build record")] = False,
 ) -> None:
     """Build `tiny` (tokenizer + pre-training on random legal play) or convert
     `smollm2-135m` from its GGUF file, into the sepo cache. Cached builds are reused."""
     t0 = time.perf_counter()
-    if pretrain_steps is not None and name != "tiny":
-        raise typer.BadParameter(f"--pretrain-steps applies to tiny only, not {name!r}")
+    if (pretrain_steps is not None or settings) and name != "tiny":
+        option = "--pretrain-steps" if pretrain_steps is not None else "--set"
+        raise typer.BadParameter(f"{option} applies to tiny only, not {name!r}")
     if name == "tiny":
-        from sepo.models.tiny import TinyConfig, build_info, build_tiny
+        from sepo.models.tiny import build_info, build_tiny
 
-        config = TinyConfig()
-        if pretrain_steps is not None:
-            config = config.model_validate({**config.model_dump(),
-                                            "pretrain_steps": pretrain_steps})
+        config = tiny_config(settings or [], pretrain_steps)
         path = build_tiny(config, seed, force=force, progress=not json_out)
         record: dict[str, Any] = build_info(path) or {}
     elif name == "smollm2-135m":
@@ -61,6 +63,36 @@ def build(
 
     Console().print(f"[bold]{name}[/bold] ready at {path} "
                     f"({record['seconds_this_call']:.1f} s this call)")
+
+
+def tiny_config(settings: list[str], pretrain_steps: int | None = None) -> Any:
+    """The default `TinyConfig` with `--set KEY=VALUE` overrides (VALUE read as JSON when it
+    parses) and `--pretrain-steps`. An unknown key names the fields; a bad value is pydantic's
+    message, which names the field and the bound."""
+    from pydantic import ValidationError
+
+    from sepo.errors import SepoError
+    from sepo.models.tiny import TinyConfig
+
+    default = TinyConfig()
+    cls = type(default)
+    fields = default.model_dump()
+    for item in settings:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SepoError(f"--set expects KEY=VALUE, got {item!r}")
+        if key not in cls.model_fields:
+            raise UnknownNameError("TinyConfig field", key, cls.model_fields)
+        try:
+            fields[key] = json.loads(value)
+        except json.JSONDecodeError:
+            fields[key] = value
+    if pretrain_steps is not None:
+        fields["pretrain_steps"] = pretrain_steps
+    try:
+        return cls.model_validate(fields)
+    except ValidationError as err:
+        raise SepoError(f"bad tiny setting: {err}") from err
 
 
 def model_info(name_or_path: str, *, device: str | None = "cpu", dtype: str | None = None,
