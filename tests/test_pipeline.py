@@ -166,6 +166,15 @@ def test_run_config_defaults_and_overrides(tmp_path: Path) -> None:
     assert paper != TINY_SEPO_LR
     assert RunConfig(games=["kuhn"], out=tmp_path, model="org/model").sepo_config(
         "kuhn", 0, tmp_path, tmp_path, reward_only=True).lr == paper
+    # A path to a tiny build (another `--set` build, the 2.08 M one of docs/RESULTS.md) is
+    # tiny too; a directory without the build record is not.
+    build = tmp_path / "tiny-other"
+    build.mkdir()
+    (build / "sepo_build.json").write_text(json.dumps({"name": "tiny", "seed": 0}))
+    assert RunConfig(games=["kuhn"], out=tmp_path, model=str(build)).sepo_config(
+        "kuhn", 0, tmp_path, tmp_path, reward_only=True).lr == TINY_SEPO_LR
+    assert RunConfig(games=["kuhn"], out=tmp_path, model=str(tmp_path / "sft")).sepo_config(
+        "kuhn", 0, tmp_path, tmp_path, reward_only=True).lr == paper
     # The adaptive exploiter is SEPO's; the reward-only baseline stays the plain one.
     adaptive = RunConfig(games=["kuhn"], out=tmp_path, sepo={"exploit_best_response": True})
     assert adaptive.sepo_config("kuhn", 0, tmp_path, tmp_path,

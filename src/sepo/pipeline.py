@@ -243,6 +243,18 @@ class RunConfig(BaseModel):
         }
         return base.model_copy(update={k: v for k, v in overrides.items() if v is not None})
 
+    def base_is_tiny(self) -> bool:
+        """Whether the base model is a `tiny` build: the name, or the path of any build (one
+        with other `--set` settings, or the 2.08 M build of docs/RESULTS.md), which all take
+        tiny's stage-2 learning rates."""
+        if self.model == "tiny":
+            return True
+        from sepo.models.tiny import build_info
+
+        info = build_info(Path(self.model).expanduser()) if Path(self.model).expanduser(
+        ).is_dir() else None
+        return info is not None and info.get("name") == "tiny"
+
     def new_tokens(self, game: str) -> int | None:
         """The generation budget; None lets each checkpoint's `sepo_agent.json` decide (the SFT
         stage sizes it to its longest completion)."""
@@ -258,7 +270,7 @@ class RunConfig(BaseModel):
             # Its λ = 0 gives the adaptive exploiter's group constant rewards: it would only add
             # episodes and change the baseline's random draws. The baseline stays the plain one.
             extra.pop("exploit_best_response", None)
-        if self.model == "tiny":
+        if self.base_is_tiny():
             extra.setdefault("lr", tiny_sepo_lr(game))
         return SEPOConfig(
             game=game, model=str(model), out=out, steps=b.sepo_steps,
