@@ -40,8 +40,11 @@ import torch
 from transformers import AttentionInterface
 
 from sepo.agents.cascade import attention_implementation, cascade_supported
-from sepo.agents.chat import accepts_logits_to_keep, model_device
+from sepo.agents.chat import accepts_logits_to_keep, cache_keyword, model_device
 from sepo.agents.sampling import MIN_SHARED_PREFIX, new_cache, shared_prefix_length
+
+#: The KV cache's keyword in a forward, before and from transformers 5.25 (`cache_keyword`).
+CACHE_NAMES = ("past_key_values", "cache")
 
 #: The name the packed rows' attention function is registered under.
 PACKED_ATTENTION = "sepo_packed"
@@ -90,26 +93,30 @@ def shared_prompt_prefix(model: Any) -> Iterator[None]:
         yield
         return
     original = backbone.forward
+    keyword = cache_keyword(backbone)
 
     def forward(input_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, **kwargs: Any) -> Any:
         plain = (input_ids is None or any(kwargs.get(k) is not None for k in
-                                          ("past_key_values", "inputs_embeds", "position_ids")))
+                                          (*CACHE_NAMES, "inputs_embeds", "position_ids")))
         shared = 0 if plain else _shared_by(backbone, input_ids, attention_mask)
         if not shared:
             return original(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-        kwargs = {k: v for k, v in kwargs.items() if k not in ("use_cache", "past_key_values")}
+        # The caller's `cache=None` must go too: given both names, transformers keeps `cache`.
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("use_cache", *CACHE_NAMES)}
         cache = new_cache(backbone, reserve=0)
-        prefix = original(input_ids=input_ids[:1, :shared], past_key_values=cache,
-                          use_cache=True, **kwargs)
+        prefix = original(input_ids=input_ids[:1, :shared], use_cache=True,
+                          **{keyword: cache}, **kwargs)
         rows = input_ids.shape[0]
         cache.batch_repeat_interleave(rows)
         # Positions count on from the cache's length, and the mask covers prefix + rest.
         out = original(input_ids=input_ids[:, shared:], attention_mask=attention_mask,
-                       past_key_values=cache, use_cache=True, **kwargs)
+                       use_cache=True, **{keyword: cache}, **kwargs)
         out.last_hidden_state = torch.cat(
             [prefix.last_hidden_state.expand(rows, -1, -1), out.last_hidden_state], dim=1)
-        out.past_key_values = None  # a training forward: the caller keeps no cache
+        for name in CACHE_NAMES:  # a training forward: the caller keeps no cache
+            if name in out:
+                out[name] = None
         return out
 
     backbone.forward = forward
@@ -203,7 +210,7 @@ def packed_completion_logits(model: Any, sequences: Sequence[Sequence[int]],
     cache = new_cache(backbone, reserve=0)
     if shared:
         backbone(input_ids=torch.tensor([list(sequences[0][:shared])], device=device),
-                         past_key_values=cache, use_cache=True)
+                 use_cache=True, **{cache_keyword(backbone): cache})
     lengths = [len(seq) - shared for seq in sequences]
     rows, width = len(sequences), max(lengths)
     starts = [0]
@@ -226,6 +233,7 @@ def packed_completion_logits(model: Any, sequences: Sequence[Sequence[int]],
     layout = PackedRows(rows, width, gather.to(device), scatter.to(device))
     with attention_implementation(model, PACKED_ATTENTION):
         out = model(input_ids=packed[None], position_ids=positions[None].to(device),
-                    attention_mask=mask[:, None].to(device), past_key_values=cache,
-                    use_cache=True, logits_to_keep=keep.to(device), sepo_packed=layout)
+                    attention_mask=mask[:, None].to(device), use_cache=True,
+                    logits_to_keep=keep.to(device), sepo_packed=layout,
+                    **{cache_keyword(model): cache})
     return out.logits[0]

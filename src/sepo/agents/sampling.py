@@ -43,7 +43,13 @@ from sepo.agents.cascade import (
     cascade_supported,
     row_attention_mask,
 )
-from sepo.agents.chat import accepts_logits_to_keep, left_pad, model_device
+from sepo.agents.chat import (
+    accepts_logits_to_keep,
+    cache_keyword,
+    left_pad,
+    model_device,
+    returned_cache,
+)
 
 #: Shortest prompt prefix shared by a whole batch that is computed once (one batch-1 forward
 #: pass) and reused by every sequence; below it the extra call costs more than it saves.
@@ -318,20 +324,22 @@ class BatchState:
         #: Next-token logits of every row (float32, batch × vocabulary); set by `forward`.
         self.logits = torch.empty(0)
         self._keep_last = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
+        self._cache_keyword = cache_keyword(model)
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> None:
         """Run new tokens (batch × k, already in `mask`) through the model into the cache."""
         if self.prefix is None:
             out = self.model(input_ids=input_ids, attention_mask=self.mask,
-                             position_ids=positions, past_key_values=self.cache, use_cache=True,
-                             **self._keep_last)
+                             position_ids=positions, use_cache=True,
+                             **{self._cache_keyword: self.cache}, **self._keep_last)
         else:
             mask = row_attention_mask(self.mask, input_ids.shape[1], self.model.dtype)
             with cascade_attention(self.model):
                 out = self.model(input_ids=input_ids, attention_mask=mask,
-                                 position_ids=positions, past_key_values=self.cache,
-                                 use_cache=True, sepo_prefix=self.prefix, **self._keep_last)
-        self.cache = out.past_key_values
+                                 position_ids=positions, use_cache=True,
+                                 sepo_prefix=self.prefix, **{self._cache_keyword: self.cache},
+                                 **self._keep_last)
+        self.cache = returned_cache(out)
         self.last_position = positions[:, -1]
         self.logits = out.logits[:, -1, :].float()
 
