@@ -40,7 +40,7 @@ import torch
 from transformers import AttentionInterface
 
 from sepo.agents.cascade import attention_implementation, cascade_supported
-from sepo.agents.chat import accepts_logits_to_keep, cache_keyword, model_device
+from sepo.agents.chat import accepts_logits_to_keep, cache_field, cache_keyword, model_device
 from sepo.agents.sampling import MIN_SHARED_PREFIX, new_cache, shared_prefix_length
 
 #: The KV cache's keyword in a forward, before and from transformers 5.25 (`cache_keyword`).
@@ -114,9 +114,7 @@ def shared_prompt_prefix(model: Any) -> Iterator[None]:
                        use_cache=True, **{keyword: cache}, **kwargs)
         out.last_hidden_state = torch.cat(
             [prefix.last_hidden_state.expand(rows, -1, -1), out.last_hidden_state], dim=1)
-        for name in CACHE_NAMES:  # a training forward: the caller keeps no cache
-            if name in out:
-                out[name] = None
+        setattr(out, cache_field(out), None)  # a training forward: the caller keeps no cache
         return out
 
     backbone.forward = forward

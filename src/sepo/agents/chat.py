@@ -216,13 +216,16 @@ def cache_keyword(model: Any) -> str:
         return "past_key_values"
 
 
+def cache_field(output: Any) -> str:
+    """The output's field for the cache: `cache` from transformers 5.25 on, where the old
+    name is an alias that logs a deprecation warning (see `cache_keyword`)."""
+    return "cache" if "cache" in getattr(output, "__dataclass_fields__", {}) \
+        else "past_key_values"
+
+
 def returned_cache(output: Any) -> Any:
-    """The cache a forward returned, under either name (see `cache_keyword`)."""
-    # A ModelOutput is a dict of its fields that are set; reading the other name would warn.
-    for name in ("cache", "past_key_values"):
-        if name in output:
-            return output[name]
-    return None
+    """The cache a forward returned (see `cache_field`)."""
+    return getattr(output, cache_field(output), None)
 
 
 def accepts_logits_to_keep(model: Any) -> bool:
