@@ -96,7 +96,8 @@ class GameBudget(BaseModel):
 
 #: Per-game defaults for the `tiny` model on CPU, each timed end to end (docs/RESULTS.md).
 DEFAULT_BUDGETS: dict[str, GameBudget] = {
-    # Kuhn is `make demo`: sized to finish in ≤ 15 min on 2 cores with the tiny build.
+    # Kuhn is `make demo`: sized to finish in ≤ 15 min on 2 cores with the tiny build (3.62 M
+    # build: 7.0 min cached, README). The other games' times are the 2.08 M build's.
     "kuhn": GameBudget(sft_episodes=40, sft_epochs=2.0, sepo_steps=10, checkpoint_every=5,
                        eval_episodes=40, reasoning=False),
     # Measured: 19.5-20.5 min per seed at lr 3e-5 (SFT 3.8-4.1, SEPO 6.9-7.4, reward-only
@@ -115,7 +116,8 @@ DEFAULT_BUDGETS: dict[str, GameBudget] = {
                              checkpoint_every=5, eval_episodes=30, reasoning=True),
 }
 
-#: Stage-2 learning rate when the base model is `tiny` (full fine-tuning of ~2 M parameters),
+#: Stage-2 learning rate when the base model is `tiny` (full fine-tuning of 2-4 M parameters;
+#: the rates below were chosen on the 2.08 M build, the default until 2026-12-05),
 #: unless `--sepo lr=...` is given. The games' tomls hold the paper's rates (1e-5; Kuhn 3e-6),
 #: chosen for LoRA on a 4B model; on `tiny` they move nothing in a CPU-sized run: 6 Kuhn steps
 #: at 3e-6 left the KL to the SFT reference at 0.001 and the exact exploitability at 0.693 →
