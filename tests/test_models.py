@@ -203,6 +203,9 @@ def test_build_is_deterministic_cached_and_atomic(tmp_path: Path) -> None:
     wa, wb, wc = (load_file(p / "model.safetensors") for p in (a, b, c))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert any(not torch.equal(wa[k], wc[k]) for k in wa)
+    # the recorded digest tells the identical builds apart from the other seed's
+    digests = [tiny.build_info(p)["weights_digest"] for p in (a, b, c)]  # type: ignore[index]
+    assert digests[0] == digests[1] != digests[2]
     assert (a / "tokenizer.json").read_text() == (b / "tokenizer.json").read_text()
     # cached: the second call returns at once and leaves the files untouched
     stamp = (a / "model.safetensors").stat().st_mtime_ns
@@ -388,6 +391,9 @@ def test_cli_info_reports_the_model(tiny_lm_path: Path) -> None:
     assert report["context_length"] == TinyConfig.for_tests().max_positions
     assert report["chat_template"] is True and report["dtype"] == "float32"
     assert report["architecture"] == "LlamaForCausalLM"
+    # the loaded weights hash to what the build recorded; the build says where it was made
+    assert report["weights_digest"] == info["weights_digest"]
+    assert report["build"]["torch"] == torch.__version__ and report["build"]["cpu"]
 
 
 def test_cli_build_builds_into_the_cache_then_reuses_it(monkeypatch, tmp_path: Path) -> None:

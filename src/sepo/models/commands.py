@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from sepo.errors import UnknownNameError
-from sepo.models.loading import MODEL_NAMES
+from sepo.models.loading import MODEL_NAMES, weights_digest
 
 model_app = typer.Typer(help="Build the embedded models (tiny, smollm2-135m) and inspect models.",
                         no_args_is_help=True)
@@ -121,10 +121,13 @@ def model_info(name_or_path: str, *, device: str | None = "cpu", dtype: str | No
         "pad_token": tokenizer.pad_token,
         "padding_side": tokenizer.padding_side,
         "load_seconds": round(load_s, 2),
+        # Of the weights as loaded (dtype included): whether two caches hold the same model.
+        "weights_digest": weights_digest(model),
     }
     build = build_info(Path(source)) if Path(source).exists() else None
     if build is not None:
-        info["build"] = {k: build[k] for k in ("seed", "games", "seconds", "loss_last")
+        info["build"] = {k: build[k] for k in ("seed", "games", "seconds", "loss_last",
+                                                 "torch", "cpu")
                          if k in build}
     return info
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sepo.errors import SepoError, UnknownNameError
 
@@ -316,3 +316,24 @@ def check_vocabulary(tokenizer: PreTrainedTokenizerBase, games: Sequence[Game] |
                         f"model {model_name!r} cannot express the {game} action {text!r}: its "
                         f"tokenizer turns it into {back.strip()!r}. Use a model whose "
                         "vocabulary covers the games' actions.")
+
+
+def weights_digest(model: Any) -> str:
+    """A short SHA-256 of a model's weights (names, dtypes, shapes and bytes, in name order):
+    whether two caches or checkpoints hold the same model.
+
+    Seeded training is bit-identical from run to run on one machine, but float rounding depends
+    on the CPU's kernels, so `tiny` built on another machine can differ in the last bits and,
+    through training, in every number downstream (docs/BENCHMARKS.md, "Reproducibility across
+    machines"). The digest tells the two cases apart.
+    """
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().to("cpu").contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]

@@ -33,7 +33,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from sepo.games.base import derive_seed
 from sepo.models import corpus
-from sepo.models.loading import transformers_progress
+from sepo.models.loading import transformers_progress, weights_digest
 from sepo.models.paths import cache_dir
 
 #: Bump when the build procedure changes in a way that changes its output.
@@ -382,6 +382,10 @@ def build_tiny(config: TinyConfig = TinyConfig(), seed: int = 0, *,  # noqa: B00
         "loss_first": losses[0] if losses else None,
         "loss_last": sum(losses[-10:]) / len(losses[-10:]) if losses else None,
         "torch_threads": config.threads or min(4, torch.get_num_threads()),
+        # What a different build elsewhere would differ by (see `weights_digest`).
+        "weights_digest": weights_digest(model),
+        "torch": torch.__version__,
+        "cpu": _cpu_name(),
     }
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
@@ -396,6 +400,19 @@ def build_tiny(config: TinyConfig = TinyConfig(), seed: int = 0, *,  # noqa: B00
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _cpu_name() -> str:
+    """The CPU model (Linux's /proc/cpuinfo), else the platform's processor string."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def build_info(path: Path) -> dict[str, Any] | None:
