@@ -8,12 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
+import transformers
 import typer
 from typer.testing import CliRunner
 
 from sepo.errors import SepoError, UnknownNameError
 from sepo.games import game_names
 from sepo.kuhn_exact import exploitability
+from sepo.models.tiny import build_info
 from sepo.pipeline import (
     DEFAULT_BUDGETS,
     FINAL_EVAL_INDEX,
@@ -105,6 +108,10 @@ def test_results_hold_every_condition_on_common_evaluation_episodes(kuhn_run: Pa
         assert m["interval"] == "bootstrap over episodes"  # one seed
     text = (kuhn_run / "report.md").read_text()
     assert "| SEPO |" in text and "plots/kuhn_policy.png" in text
+    # Where the numbers were made: the versions, and which base build (its weights digest).
+    env = json.loads((kuhn_run / "results.json").read_text())["environment"]
+    assert env["torch"] == torch.__version__ and env["transformers"] == transformers.__version__
+    assert env["base_weights_digest"] == build_info(tiny_lm_path)["weights_digest"]  # type: ignore[index]
 
 
 @pytest.mark.slow

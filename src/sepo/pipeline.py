@@ -592,7 +592,50 @@ def _write_results(config: RunConfig, timings: dict[str, float]) -> None:
         "evaluations": evaluations,
         "training": training,
         "timings": history[-1],
+        "environment": _environment(config),
     })
+
+
+def _environment(config: RunConfig) -> dict[str, Any]:
+    """Where the numbers were made. Seeded runs repeat bit for bit on one host, but float
+    rounding differs between CPUs (and GPUs), so a tiny build, and all trained from it, can
+    differ elsewhere (docs/BENCHMARKS.md, "Reproducibility across machines"): the versions,
+    the device and the base build's weights digest say which case a comparison is."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    from sepo.models import resolve
+    from sepo.models.loading import weights_digest
+    from sepo.models.tiny import build_info, cpu_name
+
+    def installed(package: str) -> str | None:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return None
+
+    env: dict[str, Any] = {
+        "python": platform.python_version(),
+        **{p: installed(p) for p in ("torch", "transformers", "trl", "peft", "accelerate")},
+        "cpu": cpu_name(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "base_weights_digest": None,
+    }
+    # Only a tiny build's digest: hashing a large base model would read all of its weights.
+    path = Path(resolve(config.model, progress=False))
+    info = build_info(path) if path.is_dir() else None
+    if info is not None and info.get("name") == "tiny":
+        if "weights_digest" in info:
+            env["base_weights_digest"] = info["weights_digest"]
+        else:  # built before builds recorded it; tiny loads in about a second
+            from sepo.models import load_model
+
+            model, _ = load_model(str(path), device="cpu", dtype="float32", progress=False)
+            env["base_weights_digest"] = weights_digest(model)
+    return env
 
 
 def _now() -> str:

@@ -385,7 +385,7 @@ def build_tiny(config: TinyConfig = TinyConfig(), seed: int = 0, *,  # noqa: B00
         # What a different build elsewhere would differ by (see `weights_digest`).
         "weights_digest": weights_digest(model),
         "torch": torch.__version__,
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
     }
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
@@ -402,7 +402,7 @@ def build_tiny(config: TinyConfig = TinyConfig(), seed: int = 0, *,  # noqa: B00
     return target
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     """The CPU model (Linux's /proc/cpuinfo), else the platform's processor string."""
     import platform
 
