@@ -141,7 +141,7 @@ def info(
 ) -> None:
     """Parameters, vocabulary, context length, cache path, dtype, chat readiness and a digest
     of the weights of a model (checking on the way that it can write every game's actions).
-    The digest reads every weight once (not timed on a 4B model)."""
+    The digest reads every weight once."""
     report = model_info(name, device=device, dtype=dtype, progress=not json_out)
     if json_out:
         typer.echo(json.dumps(report, indent=2))
