@@ -27,22 +27,14 @@ import numpy as np
 from sepo.engine import Engine, Episode, EpisodeRecord
 from sepo.games import POOL_ROLES, game_names, get_game
 from sepo.games.base import Game
+from sepo.machine import cpu_name
 from sepo.metrics import summarize
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     return {
-        "cpu": cpu,
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "usable_cores": usable,
         "python": platform.python_version(),

@@ -33,19 +33,13 @@ from sepo.agents import LMAgent, SamplingConfig, build_prompt
 from sepo.engine import Decision, DecisionRequest, Engine, Episode, EpisodeRecord, Player
 from sepo.games import get_game
 from sepo.games.base import Game
+from sepo.machine import cpu_name
 from sepo.prompts import chat_messages
 
 
 def machine(device: str) -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")),
-                       cpu)
-    except OSError:
-        pass
     info: dict[str, Any] = {
-        "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(), "torch": torch.__version__,
         "platform": platform.platform(), "device": device,
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,

@@ -36,21 +36,15 @@ from pathlib import Path
 from typing import Any
 
 from sepo.games import game_names, get_game
+from sepo.machine import cpu_name
 from sepo.sft.data import game_examples, generate_sft_data
 
 
 def machine() -> dict[str, Any]:
     import torch
 
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")),
-                       cpu)
-    except OSError:
-        pass
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    return {"cpu": cpu, "cores": os.cpu_count(), "load_average_1min": load,
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "load_average_1min": load,
             "python": platform.python_version(), "torch": torch.__version__}
 
 

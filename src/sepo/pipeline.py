@@ -606,9 +606,10 @@ def _environment(config: RunConfig) -> dict[str, Any]:
 
     import torch
 
+    from sepo.machine import cpu_name
     from sepo.models import resolve
     from sepo.models.loading import weights_digest
-    from sepo.models.tiny import build_info, cpu_name
+    from sepo.models.tiny import build_info
 
     def installed(package: str) -> str | None:
         try:

@@ -32,6 +32,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from sepo.games.base import derive_seed
+from sepo.machine import cpu_name
 from sepo.models import corpus
 from sepo.models.loading import transformers_progress, weights_digest
 from sepo.models.paths import cache_dir
@@ -400,19 +401,6 @@ def build_tiny(config: TinyConfig = TinyConfig(), seed: int = 0, *,  # noqa: B00
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
-
-
-def cpu_name() -> str:
-    """The CPU model (Linux's /proc/cpuinfo), else the platform's processor string."""
-    import platform
-
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def build_info(path: Path) -> dict[str, Any] | None:
