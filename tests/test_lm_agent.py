@@ -31,7 +31,7 @@ from sepo.agents import (
     constrained_decode,
     load_lm_agent,
 )
-from sepo.agents.chat import ContinuationIds, left_pad, think_is_open, visible_answer
+from sepo.agents.chat import ContinuationIds, build_prompts, left_pad, think_is_open, visible_answer
 from sepo.agents.lm import fallback_messages
 from sepo.agents.sampling import draw_tokens, sample_batch, shared_prefix_length
 from sepo.engine import Decision, DecisionRequest, Engine, Episode, StrategyPlayer
@@ -467,6 +467,33 @@ def test_trace_prompt_is_the_chat_template_of_the_decision(tiny_lm: LM) -> None:
                                                        reasoning=False),
                                          add_generation_prompt=True, tokenize=False)
     assert decision.trace.prompt_ids == tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def test_repeated_conversations_are_encoded_once_into_equal_independent_prompts(
+        tiny_lm: LM) -> None:
+    _, tokenizer = tiny_lm
+    game = get_game("ipd")
+    first, later = game.new_state(0), game.new_state(0)
+    game.apply(later, AGENT, "COOPERATE")
+    game.apply(later, OPPONENT, "DEFECT")
+    a, b = chat_messages(game, first, AGENT), chat_messages(game, later, AGENT)
+    calls: list[int] = []
+
+    class Counting:  # the tokenizer, counting the texts of each encoding call
+        def __getattr__(self, name: str) -> Any:
+            return getattr(tokenizer, name)
+
+        def __call__(self, texts: list[str], **kwargs: Any) -> Any:
+            calls.append(len(texts))
+            return tokenizer(texts, **kwargs)
+
+    prompts = build_prompts(Counting(), [a, b, a, a, b])
+    assert calls == [2]  # one batched call over the two distinct conversations
+    alone = [build_prompt(tokenizer, m) for m in (a, b)]
+    assert [p.ids for p in prompts] == [alone[k].ids for k in (0, 1, 0, 0, 1)]
+    assert [p.text for p in prompts] == [alone[k].text for k in (0, 1, 0, 0, 1)]
+    prompts[0].ids.append(-1)  # each prompt owns its ids
+    assert prompts[2].ids == alone[0].ids
 
 
 def test_agent_works_in_seat_one_from_its_own_view(tiny_lm: LM) -> None:

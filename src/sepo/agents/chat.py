@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -71,19 +71,29 @@ def build_prompt(tokenizer: Any, messages: Sequence[dict[str, str]]) -> Prompt:
 
 def build_prompts(tokenizer: Any,
                   conversations: Sequence[Sequence[dict[str, str]]]) -> list[Prompt]:
-    """`build_prompt` for many conversations, with one batched tokenizer call."""
-    rendered = [render_chat(tokenizer, m) for m in conversations]
-    prompts: list[Prompt | None] = [None] * len(rendered)
+    """`build_prompt` for many conversations, with one batched tokenizer call.
+
+    Each distinct conversation is rendered and encoded once: in an engine step many are the
+    same (a group's rollouts in their first round, episodes whose histories agree; 2 of 3 in
+    256 IPD episodes), and the others get equal copies of its `Prompt`."""
+    keys = [tuple((m["role"], m["content"]) for m in c) for c in conversations]
+    first: dict[tuple[tuple[str, str], ...], int] = {}
+    for i, key in enumerate(keys):
+        first.setdefault(key, i)
+    distinct = list(first.values())
+    rendered = {i: render_chat(tokenizer, conversations[i]) for i in distinct}
+    built: dict[int, Prompt] = {}
     for templated in (True, False):  # templates write their own special tokens
-        idx = [i for i, (_, t) in enumerate(rendered) if t == templated]
+        idx = [i for i in distinct if rendered[i][1] == templated]
         if not idx:
             continue
         encoded = tokenizer([rendered[i][0] for i in idx], add_special_tokens=not templated)
         for i, ids in zip(idx, encoded["input_ids"], strict=True):
             text = rendered[i][0]
-            prompts[i] = Prompt(text=text, ids=list(ids), think_open=think_is_open(text, False),
-                                add_special_tokens=not templated)
-    return [p for p in prompts if p is not None]
+            built[i] = Prompt(text=text, ids=list(ids), think_open=think_is_open(text, False),
+                              add_special_tokens=not templated)
+    # A copy of the ids per conversation: callers may extend a prompt's ids in place.
+    return [replace(built[first[key]], ids=list(built[first[key]].ids)) for key in keys]
 
 
 class ContinuationIds:
