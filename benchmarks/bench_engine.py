@@ -3,7 +3,8 @@
 For each game a typical agent strategy (its heaviest SFT demonstrator) plays every opponent of
 the train pool on many seeds, all in one `Engine` batch, in one process on one thread: this is
 the non-LM cost of a rollout batch, which must be negligible beside the model's. Then the
-metrics' stratified bootstrap (1000 resamples) is timed on evaluation-sized record sets.
+metrics' bootstrap (1000 resamples, seeds drawn once for all opponents) is timed on
+evaluation-sized record sets.
 
     python benchmarks/bench_engine.py                 # a markdown table
     python benchmarks/bench_engine.py --json          # one JSON object
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"{r['cpu_seconds']:.2f} | {r['episodes_per_s']:,.0f} | {r['rounds_per_s']:,.0f} "
               f"({r['rounds_per_wall_s']:,.0f}) | {r['decisions_per_s']:,.0f} |")
     for b in result["bootstrap"]:
-        print(f"\nBootstrap ({b['n_boot']} resamples, stratified) with `summarize` on "
+        print(f"\nBootstrap ({b['n_boot']} resamples, seeds drawn together) with `summarize` on "
               f"evaluation records, {b['episodes_per_opponent']} episodes per opponent:\n")
         print("| game | records | CPU s | wall s |")
         print("|---|---:|---:|---:|")

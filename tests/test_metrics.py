@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -204,6 +205,31 @@ def test_interval_covers_the_truth_of_a_known_mean() -> None:
     assert lo < 1.5 < hi
     # Its width is close to the normal-theory width 2·1.96·sd/sqrt(n rounds).
     assert hi - lo == pytest.approx(2 * 1.96 * 1.5 / math.sqrt(3200), rel=0.15)
+
+
+def test_common_random_numbers_resample_seeds_together() -> None:
+    # Two train opponents, and against both the agent's episode on seed s is the same: all
+    # (C, C) on even seeds (3 a round), all (C, D) on odd ones (0). u is the mean of the two
+    # opponents' pay, so under a joint draw of seeds every resample's u equals each
+    # opponent's pay, and u's interval equals theirs exactly.
+    def episode(opponent: str, seed: int, seed_offset: int = 0) -> EpisodeRecord:
+        move = (C, C) if seed % 2 == 0 else (C, D)
+        return dataclasses.replace(ipd_record(opponent, [move] * 4), seed=seed + seed_offset)
+
+    pools = {"train": ["TitForTat", "GrimTrigger"]}
+    shared = [episode(o, s) for o in pools["train"] for s in range(12)]
+    joint = metrics.summarize(IPD, shared, pools=pools, n_boot=400)
+    assert joint["pay_per_round"] == 1.5
+    for name in pools["train"]:
+        assert joint.per_opponent[name].ci95["agent_pay_per_round"] == pytest.approx(
+            joint.ci95["pay_per_round"], abs=1e-12)
+    # The same episodes on seeds no other opponent played: resampled on their own, the two
+    # opponents' draws average out and u's interval is narrower.
+    apart = metrics.summarize(IPD, [episode("TitForTat", s) for s in range(12)]
+                              + [episode("GrimTrigger", s, 100) for s in range(12)],
+                              pools=pools, n_boot=400)
+    width = lambda m: m.ci95["pay_per_round"][1] - m.ci95["pay_per_round"][0]  # noqa: E731
+    assert width(apart) < 0.85 * width(joint)
 
 
 moves = st.sampled_from([C, D])
