@@ -112,9 +112,10 @@ DEFAULT_BUDGETS: dict[str, GameBudget] = {
                               checkpoint_every=5, eval_episodes=30, reasoning=True),
     # 20 steps at lr 3e-5 (`TINY_SEPO_LR_BY_GAME`): 17.3-18.4 min per seed on the 2.08 M build
     # with 40 SFT episodes (SFT 4.2-4.8 min, SEPO 5.7-6.1, reward-only 5.3-6.1, evaluation
-    # 2.3-2.5). 120 SFT episodes since 2026-12-06: on the 3.62 M build the 40-episode SFT agent
-    # failed to parse 22% of its decisions, the 120-episode one 3.8% (SFT 3.3 → 9.8 min;
-    # docs/SFT.md, "Bargaining's SFT on three times the data").
+    # 2.3-2.5). 120 SFT episodes since 2026-12-06: on the 3.62 M build, seed 0's SFT agent
+    # failed to parse 22% of its decisions in the pipeline's evaluation with 40, and 7.9% with
+    # 120 (SFT 3.3 → 10.6 min, the whole seed 22.3 min; docs/SFT.md, "Bargaining's SFT on
+    # three times the data").
     "bargaining": GameBudget(sft_episodes=120, sft_epochs=2.0, sepo_steps=20,
                              checkpoint_every=5, eval_episodes=30, reasoning=True),
 }
