@@ -6,6 +6,7 @@ import json
 from collections import Counter
 from collections.abc import Sequence
 
+import numpy as np
 import pytest
 
 from sepo.engine import Decision, DecisionRequest
@@ -13,6 +14,7 @@ from sepo.errors import SepoError, UnknownNameError
 from sepo.evaluation import evaluate, evaluation_seed
 from sepo.games import get_game
 from sepo.metrics import METRIC_NAMES
+from sepo.sft.data import DemonstratorMixture
 
 SPEC_KEYS = {"game", "agent", "episodes", "pay_per_round", "exploit", "collusion",
              "externality", "safety", "nra", "robust", "exploit_heldout", "parse_failure_rate",
@@ -172,17 +174,13 @@ def test_pooled_intervals_are_as_wide_as_the_spread_of_independent_evaluations()
     seeds, so the bootstrap must resample seeds jointly; resampling each opponent's episodes on
     its own made bargaining's intervals 0.6 of the spread's width (0.56 over 400 evaluations,
     coverage 0.77); now 0.99."""
-    import numpy as np
-
-    from sepo.sft.data import DemonstratorMixture
-
     game = get_game("bargaining")
     estimates, half_widths = [], []
     for k in range(120):
-        report = evaluate(game, DemonstratorMixture(game), episodes=30, seed=1000 + 7919 * k,
-                          n_boot=400).to_dict()
-        lo, hi = report["ci95"]["pay_per_round"]
-        estimates.append(report["pay_per_round"])
+        metrics = evaluate(game, DemonstratorMixture(game), episodes=30, seed=1000 + 7919 * k,
+                           n_boot=400).metrics
+        lo, hi = metrics.ci95["pay_per_round"]
+        estimates.append(metrics.values["pay_per_round"])
         half_widths.append((hi - lo) / 2)
     ratio = (np.mean(half_widths) / 1.96) / np.std(estimates, ddof=1)
     assert 0.8 < ratio < 1.25, ratio

@@ -115,10 +115,10 @@ DEFAULT_BUDGETS: dict[str, GameBudget] = {
     # 2.3-2.5). 120 SFT episodes since 2026-12-06: on the 3.62 M build, seed 0's SFT agent
     # failed to parse 22% of its decisions in the pipeline's evaluation with 40, and 7.9% with
     # 120 (SFT 3.3 → 10.6 min, the whole seed 22.3 min; docs/SFT.md, "Bargaining's SFT on
-    # three times the data"). 5 epochs since 2026-12-06 (1,080 steps, SFT 20 min): at 2 the
-    # agent almost never read its own values and Pay/r stayed far below the mixture's; at 5
-    # its Pay/r and Exploit are within the mixture's intervals and the whole seed takes 29.1
-    # min (docs/SFT.md, "More steps").
+    # three times the data"). 5 epochs since 2026-12-06 (1,080 steps, SFT ~20 min, the whole
+    # seed ~29 min): at 2 the agent almost never read its own values and Pay/r stayed far
+    # below the mixture's; at 5, over 3 seeds, Exploit matches the mixture's and Pay/r is 0.9
+    # below it, within noise (docs/SFT.md, "More steps"; docs/RESULTS.md).
     "bargaining": GameBudget(sft_episodes=120, sft_epochs=5.0, sepo_steps=20,
                              checkpoint_every=5, eval_episodes=30, reasoning=True),
 }

@@ -490,9 +490,9 @@ def render_markdown(evaluations: Sequence[Mapping[str, Any]],
         "",
         "Every cell is `value [95% interval]`. One seed: the interval is a bootstrap over "
         "evaluation episodes, whose seeds are resampled together for all opponents. Several "
-        "seeds: the mean over seeds with "
-        "a Student-t interval over the seed-level values. ↑/↓: higher/lower is better. Every "
-        "condition of a seed meets the same evaluation episodes (common random numbers).",
+        "seeds: the mean over seeds with a Student-t interval over the seed-level values. "
+        "↑/↓: higher/lower is better. Every condition of a seed meets the same evaluation "
+        "episodes (common random numbers).",
         "",
     ]
     for game in games:
