@@ -275,7 +275,7 @@ def test_situation_names_value_and_the_others_last_bid() -> None:
         ("I considered LOW.\nMEDIUM", MEDIUM),  # last line wins
         ("I bid **Medium**.", MEDIUM),
         ("HIGH\n\n  \n", HIGH),  # trailing blank lines are not the last line
-        ("HIGH\nI think that is right.", HIGH),  # action on an earlier line only
+        ("HIGH\nI think that is right.", None),  # only the last line is read
         ("2", MEDIUM),  # a bare bid amount alone on the last line
         ("**3**", HIGH),
         ("LOW or HIGH?\nHIGH", HIGH),
@@ -292,8 +292,10 @@ def test_situation_names_value_and_the_others_last_bid() -> None:
         ("bid 2", None),  # a number that is not alone on the line
         ("4", None),  # not a bid amount
         ("My value is 2\nI bid 2 now", None),
-        ("ＨＩＧＨ", None),
-        ("I'd go HIGH 🚀", HIGH),
+        ("ＨＩＧＨ", HIGH),  # NFKC: full-width letters are letters
+        ("I'd go HIGH 🚀", None),  # not a declaration, and more after the action
+        ("Don't bid HIGH", None),
+        ("I bid HIGH.", HIGH),
         ("Ηigh", None),  # Greek capital eta, not an H
     ],
 )

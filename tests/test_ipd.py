@@ -7,6 +7,7 @@ CD 0/5, 8 rounds), not read back from the code.
 from __future__ import annotations
 
 import random
+import unicodedata
 
 import pytest
 from hypothesis import given, settings
@@ -391,26 +392,29 @@ def parse(text: str) -> str | None:
     ("text", "expected"),
     [
         ("COOPERATE", C), ("DEFECT", D), ("defect", D), ("  Cooperate.  ", C),
-        ("I will cooperate", C), ("I defect!", D), ("**DEFECT**", D), ("Action: COOPERATE", C),
+        ("I will cooperate", C), ("**DEFECT**", D), ("Action: COOPERATE", C),
         ("I think about it.\nDEFECT", D), ("They defected.\n\nCOOPERATE\n\n", C),
         ("It pays to defect now.\nFinal answer: defect", D),
         # whole words only
         ("DEFECTION", None), ("cooperated", None), ("uncooperative", None),
         ("defectors everywhere", None), ("COOPERATES", None), ("co-operate", None),
         ("DEFECT_NOW", None), ("cooperate2", None), ("", None), ("   \n\n  ", None),
-        # both words on the last line: ambiguous there, and the whole text holds both too
+        # both words on the last line: not an answer
         ("COOPERATE or DEFECT", None), ("Not cooperate: DEFECT", None),
         ("I'll DEFECT.\nCOOPERATE or DEFECT?", None),
-        # no action on the last line: the whole text decides
-        ("DEFECT\nThat is my final choice.", D),
-        ("I choose to cooperate\nbecause trust pays off in the long run.", C),
-        ("cooperated before.\nDEFECT\nthat's it", D),
-        ("COOPERATE\nDEFECT would be worse.\nThat's my answer.", None),  # ambiguous whole
+        # "I" alone is no declaration; "don't" negates
+        ("I defect!", None), ("don't defect", None),
+        # no action on the last line: no answer, whatever earlier lines say
+        ("DEFECT\nThat is my final choice.", None),
+        ("I choose to cooperate\nbecause trust pays off in the long run.", None),
+        ("cooperated before.\nDEFECT\nthat's it", None),
+        ("COOPERATE\nDEFECT would be worse.\nThat's my answer.", None),
         # the last line wins over earlier lines
         ("I considered DEFECT.\nCOOPERATE", C), ("cooperate, they said.\nDEFECT", D),
-        # unicode around the word
-        ("Мой ход: DEFECT", D), ("合作? COOPERATE", C), ("→ DEFECT ←", D),
-        ("DEFECTé", None), ("éCOOPERATE", None),
+        # unicode around the word: only wrapping quotes and `*` may stand around an action
+        ("Мой ход: DEFECT", None), ("合作? COOPERATE", None), ("→ DEFECT ←", None),
+        ("«DEFECT»", D), ("ＤＥＦＥＣＴ", D),  # NFKC: full-width letters are letters
+        ("DEFECTé", None), ("éCOOPERATE", None), ("DЕFЕCT", None),  # Cyrillic Е: mixed
     ],
 )
 def test_parser_on_hand_written_text(text: str, expected: str | None) -> None:
@@ -421,9 +425,9 @@ def test_parser_on_hand_written_text(text: str, expected: str | None) -> None:
 def test_parser_on_huge_strings() -> None:
     filler = "blah " * 200_000  # 1 MB
     assert parse(filler + "\nDEFECT") == D
-    assert parse("COOPERATE\n" + filler) == C
+    assert parse("COOPERATE\n" + filler) is None  # only the last line is read
     assert parse(filler) is None
-    assert parse("DEFECT " * 100_000) == D  # the same word many times is not ambiguous
+    assert parse("DEFECT " * 100_000) is None  # not the action alone, and not declared
     assert parse("COOPERATE DEFECT " * 50_000) is None
     assert parse("\n" * 100_000 + "cooperate" + "\n" * 100_000) == C
 
@@ -433,7 +437,7 @@ def test_parser_on_huge_strings() -> None:
 def test_parser_never_raises_and_returns_a_legal_action_or_none(text: str) -> None:
     result = parse(text)
     assert result is None or result in ACTIONS
-    lowered = text.lower()
+    lowered = unicodedata.normalize("NFKC", text).lower()
     if "cooperate" not in lowered and "defect" not in lowered:
         assert result is None  # never guesses
 
@@ -446,10 +450,18 @@ def test_parser_reads_an_action_alone_on_the_last_line(prefix: str, action: str)
 
 
 @settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=" *`\"'“‘«"), st.text(alphabet=" *`\"'”’».!"), moves)
+def test_parser_reads_the_word_in_wrapping_and_final_punctuation(before: str, after: str,
+                                                                  action: str) -> None:
+    assert parse(f"{before}{action}{after}") == action
+
+
+@settings(max_examples=200, deadline=None)
 @given(st.text(alphabet=st.characters(blacklist_categories=("L", "N", "Pc", "Cs"))), moves)
-def test_parser_finds_the_word_between_non_word_characters(noise: str, action: str) -> None:
-    # any non-word characters around the action keep it a whole word
-    assert parse(f"{noise}{action}{noise}") == action
+def test_parser_never_misreads_the_word_between_non_word_characters(noise: str,
+                                                                     action: str) -> None:
+    # other characters around the action make the line no answer, never the other action
+    assert parse(f"{noise}{action}{noise}") in (action, None)
 
 
 @settings(max_examples=100, deadline=None)

@@ -165,8 +165,8 @@ def test_new_state_rejects_a_bad_first_seat() -> None:
     ("check", "PASS", "FOLD"),
     ("Fold.", "PASS", "FOLD"),
     ("I hold the K, a strong card.\nBET", "BET", "CALL"),
-    ("I could pass or bet here.\nI bet", "BET", "CALL"),  # the last line decides
-    ("Pass and fold are both passive.", "PASS", "FOLD"),  # one kind: not ambiguous
+    ("I could pass or bet here.\nI will bet", "BET", "CALL"),  # the last line decides
+    ("Facing a bet I will call.", "BET", "CALL"),  # one kind: not ambiguous
 ])
 def test_parser_maps_words_to_the_legal_move_of_their_kind(text: str, no_bet: str,
                                                            facing_bet: str) -> None:
@@ -184,14 +184,17 @@ def test_parser_maps_words_to_the_legal_move_of_their_kind(text: str, no_bet: st
     "BET or PASS?",  # both kinds, everywhere: ambiguous
     "I will call.\nBut maybe fold.\nBET or CHECK",  # last line ambiguous, whole text too
     "BETTER CHECKS_",
+    "I could pass or bet here.\nI bet",  # "I" alone is no declaration
+    "Pass and fold are both passive.",  # not an answer line
+    "I will not FOLD",
 ])
 def test_parser_returns_none_when_no_single_kind_is_named(text: str) -> None:
     assert GAME.parse(text, dealt(("K", "J")), AGENT) is None
 
 
-def test_parser_falls_back_to_the_whole_text() -> None:
+def test_parser_reads_only_the_last_line() -> None:
     state = dealt(("K", "J"))
-    assert GAME.parse("I bet with my king.\nThat is my move", state, AGENT) == "BET"
+    assert GAME.parse("I bet with my king.\nThat is my move", state, AGENT) is None
     assert GAME.parse("I will check.\nbet or pass, both fine", state, AGENT) is None
 
 
@@ -210,12 +213,23 @@ def test_parser_never_raises_and_answers_legally(text: str, prefix: str) -> None
 
 
 @settings(max_examples=100, deadline=None)
-@given(before=st.text(alphabet=st.characters(blacklist_categories=("L", "N")), max_size=40),
+@given(before=st.text(alphabet=" *`\"'“", max_size=10),
+       after=st.text(alphabet=" *`\"'”.!", max_size=10),
        word=st.sampled_from(["pass", "BET", "Call", "fold", "check", "raise"]))
-def test_parser_finds_a_word_among_punctuation(before: str, word: str) -> None:
+def test_parser_reads_a_word_in_wrapping_and_final_punctuation(before: str, after: str,
+                                                                word: str) -> None:
     state = dealt(("Q", "K"))
     expected = "BET" if word.upper() in ("BET", "CALL", "RAISE") else "PASS"
-    assert GAME.parse(f"{before} {word} {before}", state, AGENT) == expected
+    assert GAME.parse(f"{before}{word}{after}", state, AGENT) == expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(before=st.text(alphabet=st.characters(blacklist_categories=("L", "N")), max_size=40),
+       word=st.sampled_from(["pass", "BET", "Call", "fold", "check", "raise"]))
+def test_parser_never_misreads_a_word_among_punctuation(before: str, word: str) -> None:
+    state = dealt(("Q", "K"))
+    expected = "BET" if word.upper() in ("BET", "CALL", "RAISE") else "PASS"
+    assert GAME.parse(f"{before} {word} {before}", state, AGENT) in (expected, None)
 
 
 # ------------------------------------------------------------------ strategies

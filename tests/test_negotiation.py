@@ -168,7 +168,7 @@ def test_prompts() -> None:
         ("6", 6),
         (" 5 \n", 5),
         ("They asked 4 last round.\n6", 6),  # last line first
-        ("6\nThat is my demand.", 6),  # action on an earlier line only
+        ("6\nThat is my demand.", None),  # only the last line is read
         ("I demand 7.", 7),
         ("**3**", 3),
         ("06", 6),
@@ -185,13 +185,14 @@ def test_prompts() -> None:
         ("7th", None),
         ("x6", None),
         ("6x", None),
-        ("６", None),  # full-width digit
+        ("６", 6),  # NFKC: a full-width digit is a digit
         ("seven", None),
-        ("I demand 6 out of 10", None),  # two numbers in every place: ambiguous
+        ("I demand 6 out of 10", None),  # more after the demand
         ("3-4", None),
         ("5 or 6", None),
         ("Round 2 of 4", None),
-        ("6 6", 6),  # the same number twice is not ambiguous
+        ("6 6", None),  # not the demand alone, and not declared
+        ("not 9", None), ("Action: not 9", None), ("I demand 6 (not 9)", None),
         ("I offer 4, you get 6\n6", 6),
     ],
 )
@@ -204,7 +205,9 @@ def test_parser_on_huge_text() -> None:
     assert parse_demand("blah 3 " * 200_000 + "\n7") == 7
     assert parse_demand("1 2 " * 200_000) is None
     assert parse_demand("9" * 100_000) is None  # no int() of a 100000-digit string
-    assert parse_demand("0" * 100_000 + "7") == 7
+    # one 100001-character word: longer than the part of the line that is read
+    assert parse_demand("0" * 100_000 + "7") is None
+    assert parse_demand("0" * 1000 + "7") == 7
 
 
 @settings(max_examples=300, deadline=None)

@@ -13,11 +13,18 @@ who also keeps bids low).
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import dataclass
 from typing import ClassVar
 
-from sepo.games.base import Action, Game, GameState, Round, Strategy, last_line_then_whole
+from sepo.games.base import (
+    Action,
+    Game,
+    GameState,
+    Round,
+    Strategy,
+    read_answer,
+    word_mentions,
+)
 
 LOW, MEDIUM, HIGH = "LOW", "MEDIUM", "HIGH"
 ACTIONS = (LOW, MEDIUM, HIGH)
@@ -221,34 +228,25 @@ STRATEGIES: dict[str, Strategy] = {
 
 
 # ------------------------------------------------------------------ parsing
-# A bid word as a whole word. Beyond base.find_words' rule (letters, digits and `_` are word
-# characters), a hyphen or apostrophe joining it to another word makes a compound that is not
-# a bid: "medium-rare", "low-ball", "high-value", "HIGH's" name no bid.
-_BID_WORD = re.compile(r"(?<![\w])(?<!\w[-'’])(LOW|MEDIUM|HIGH)(?![\w])(?![-'’]\w)",
-                       re.IGNORECASE)
-# A bare bid amount alone on the last line ("2", "**2**", "2."), read as that bid.
-_BARE_AMOUNT = re.compile(r"^[\s*_`\"'(\[]*([123])[\s*_`\"').\]]*$")
+_BID_WORDS = {action: action for action in ACTIONS}
+# A bare bid amount, read as that bid only when it is the whole answer ("2", "**2**", "2.").
+_BARE_AMOUNTS = {str(amount): action for amount, action in BY_AMOUNT.items()}
+
+
+def _bare_amount(core: str) -> str | None:
+    return _BARE_AMOUNTS.get(core)
 
 
 def parse_bid(text: str) -> str | None:
-    """The bid a free-text answer names, or None.
+    """The bid a free-text answer names, or None, under the answer convention (`Game.parse`).
 
-    Search order: the last non-empty line, then the whole text; a place that names two
-    different bids is ambiguous and the search moves on. Bid words count only as whole words
-    (see `_BID_WORD`). A bid amount 1, 2 or 3 counts only when it stands alone on the last
-    line: elsewhere digits are too often values ("my value is 2") or round numbers to be read
-    as bids.
+    Bid words count only as whole words (`base.word_mentions`: "higher", "HIGH_BID" and
+    compounds such as "low-ball" or "medium-rare" name no bid). A bid amount 1, 2 or 3 counts
+    only when it is the whole answer ("2", "**2**"): after a declaration or elsewhere digits
+    are too often values ("my value is 2") or round numbers to be read as bids.
     """
-    places = last_line_then_whole(text)
-    for i, place in enumerate(places):
-        found = {m.group(1).upper() for m in _BID_WORD.finditer(place)}
-        if len(found) == 1:
-            return found.pop()
-        if i == 0 and not found:
-            bare = _BARE_AMOUNT.match(place)
-            if bare:
-                return BY_AMOUNT[int(bare.group(1))]
-    return None
+    value = read_answer(text, lambda line: word_mentions(line, _BID_WORDS), _bare_amount)
+    return value if isinstance(value, str) else None
 
 
 # ------------------------------------------------------------------ the game

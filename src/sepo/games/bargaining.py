@@ -28,7 +28,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
-from sepo.games.base import Action, Game, GameState, Round, Strategy, last_line_then_whole
+from sepo.games.base import (
+    Action,
+    Game,
+    GameState,
+    Mention,
+    Round,
+    Strategy,
+    read_answer,
+)
 
 ITEMS = ("books", "hats", "balls")
 _SINGULAR = ("book", "hat", "ball")
@@ -308,46 +316,166 @@ STRATEGIES: dict[str, Strategy] = {
 
 
 # ------------------------------------------------------------------ parsing
-# A number as written: negatives and decimals are read too, so that "[-1, 2, 0]" or
-# "1.5, 2, 0" is seen as a (non-integral, out-of-range) vector rather than mined for digits.
-_TOKEN = r"-?[0-9]+(?:\.[0-9]+)?"
-# Maximal comma-separated runs of numbers, optionally bracketed: "[1, 2, 0]", "(1,2,0)",
-# "1, 2, 0". Possessive, so a run is taken whole: "1, 2, 0, 3" is a run of four, not a vector.
-_RUN = re.compile(rf"(?<![\w.\-]){_TOKEN}(?:\s*,\s*{_TOKEN})*+(?![\w])")
-# Bracketed numbers separated by spaces: "[1 2 0]".
-_SPACED = re.compile(r"[\[(]\s*([0-9]+)\s+([0-9]+)\s+([0-9]+)\s*[\])]")
-# Key-value form: "books=1 hats=2 balls=0", "books: 1, hats: 2, balls: 0" (singular too).
-_KEY_VALUE = re.compile(rf"(?<![\w])(book|hat|ball)s?\s*[:=]\s*({_TOKEN})(?![\w])",
-                        re.IGNORECASE)
+# Tokens: ASCII digit runs, word runs (letters, other scripts' digits), space runs, and any
+# other single character. One alternation of simple runs: linear, no backtracking.
+_TOKENS = re.compile(r"[0-9]+|[^\W0-9_]+|\s+|.", re.DOTALL)
+_DIGIT, _WORD, _SPACE, _OTHER = range(4)
+_KEYS = {"book": 0, "books": 0, "hat": 1, "hats": 1, "ball": 2, "balls": 2}
+_CLOSING = {"[": "]", "(": ")"}
 _MAX_DIGITS = 6  # longer numbers are out of range anyway, and int() of huge strings raises
-_NOT_A_COUNT = -1  # what a decimal reads as: out of range, like a negative
 
 
-def _to_int(token: str) -> int:
-    if "." in token:
-        return _NOT_A_COUNT
-    if len(token.lstrip("-")) > _MAX_DIGITS:
-        return 10**_MAX_DIGITS
-    return int(token)
+@dataclass(slots=True)
+class _Token:
+    kind: int
+    text: str
+    start: int
+    end: int
 
 
-def vectors_in(text: str) -> tuple[set[Vector], bool]:
-    """The distinct demand vectors a text names (in range or not), and whether it gives one
-    item two different numbers in key-value form (ambiguous)."""
-    found: set[Vector] = set()
-    for m in _RUN.finditer(text):
-        tokens = re.findall(_TOKEN, m.group(0))
-        if len(tokens) == 3:
-            found.add(_vec([_to_int(t) for t in tokens]))
-    for m in _SPACED.finditer(text):
-        found.add(_vec([_to_int(g) for g in m.groups()]))
-    named: dict[str, set[int]] = {}
-    for m in _KEY_VALUE.finditer(text):
-        named.setdefault(m.group(1).lower(), set()).add(_to_int(m.group(2)))
-    conflicting = any(len(v) > 1 for v in named.values())
-    if not conflicting and len(named) == 3:
-        found.add(_vec([next(iter(named[item])) for item in _SINGULAR]))
-    return found, conflicting
+@dataclass(slots=True)
+class _Number:
+    first: int  # token indices, inclusive
+    last: int
+    value: int | None  # None: a decimal, or glued to a word ("0x"); never a count
+
+
+def _tokenize(line: str) -> list[_Token]:
+    out = []
+    for m in _TOKENS.finditer(line):
+        text = m.group()
+        kind = (_DIGIT if "0" <= text[0] <= "9" else _SPACE if text[0].isspace()
+                else _WORD if len(text) > 1 or text[0].isalnum() else _OTHER)
+        out.append(_Token(kind, text, m.start(), m.end()))
+    return out
+
+
+def _numbers(tokens: list[_Token]) -> list[_Number]:
+    """The numbers among the tokens: negatives and decimals are read too, so that "[-1, 2, 0]"
+    or "[1.5, 2, 0]" is seen as a (non-integral, out-of-range) vector, not mined for digits."""
+    numbers: list[_Number] = []
+    i, n = 0, len(tokens)
+    while i < n:
+        if tokens[i].kind != _DIGIT:
+            i += 1
+            continue
+        first, last = i, i
+        value: int | None = (int(tokens[i].text) if len(tokens[i].text) <= _MAX_DIGITS
+                             else 10**_MAX_DIGITS)
+        prev = tokens[i - 1] if i else None
+        if prev is not None and prev.text == "-":
+            if i >= 2 and tokens[i - 2].kind in (_DIGIT, _WORD):
+                value = None  # a hyphen in "x-1" or "3-4"
+            else:
+                first, value = i - 1, -1 if value else 0
+        elif prev is not None and (prev.kind == _WORD or prev.text in "._"):
+            value = None  # glued to a word ("x6"), or a decimal part (".5")
+        if i + 2 < n and tokens[i + 1].text == "." and tokens[i + 2].kind == _DIGIT:
+            last, value = i + 2, None  # a decimal: never a count
+        after = tokens[last + 1] if last + 1 < n else None
+        if after is not None and (after.kind == _WORD or after.text == "_"):
+            value = None  # "0x", "2nd"
+        numbers.append(_Number(first, last, value))
+        i = last + 1
+    return numbers
+
+
+def _between(tokens: list[_Token], a: int, b: int) -> str:
+    """The separator between token a and token b (exclusive) with spaces dropped."""
+    return "".join(t.text for t in tokens[a + 1:b] if t.kind != _SPACE) if b - a <= 4 else "?"
+
+
+def _bracketed(tokens: list[_Token], first: int, last: int) -> tuple[int, int] | None:
+    """Token indices of matching brackets around tokens first..last (one space allowed)."""
+    i = first - 1
+    if i >= 0 and tokens[i].kind == _SPACE:
+        i -= 1
+    j = last + 1
+    if j < len(tokens) and tokens[j].kind == _SPACE:
+        j += 1
+    if i >= 0 and j < len(tokens) and _CLOSING.get(tokens[i].text) == tokens[j].text:
+        return i, j
+    return None
+
+
+def _vector(values: Sequence[int | None]) -> Vector | None:
+    if len(values) != 3 or any(v is None for v in values):
+        return None
+    a, b, c = values
+    assert a is not None and b is not None and c is not None
+    return a, b, c
+
+
+def vector_mentions(line: str) -> list[Mention]:
+    """Every demand vector written in `line`, in range or not, as `Mention`s (value None for
+    something written like a vector that is not one: "[1, 2]", "[1.5, 2, 0]", a key-value
+    group missing an item or naming one twice). One pass over the tokens: linear.
+
+    Forms: "[1, 2, 0]", "(1, 2, 0)", "1, 2, 0", "[1 2 0]", "books=1 hats=2 balls=0",
+    "books: 1, hats: 2, balls: 0" (singular names too, any order). Brackets must match. A
+    comma-separated run without brackets is a vector only when it has exactly 3 numbers, and
+    numbers separated by spaces only between brackets.
+    """
+    tokens = _tokenize(line)
+    numbers = _numbers(tokens)
+    found: list[Mention] = []
+    # Key-value pairs: a key, ":" or "=", a number; consecutive pairs form one group.
+    starting = {num.first: num for num in numbers}
+    in_pairs: set[int] = set()
+    group: list[tuple[int, int, _Number]] = []  # (item, key token index, number)
+
+    def close_group() -> None:
+        if group:
+            items = [item for item, _, _ in group]
+            values: list[int | None] = [None, None, None]
+            for item, _, num in group:
+                values[item] = num.value
+            ok = len(group) == 3 and len(set(items)) == 3
+            found.append(Mention(tokens[group[0][1]].start, tokens[group[-1][2].last].end,
+                                 _vector(values) if ok else None))
+            group.clear()
+
+    for k, tok in enumerate(tokens):
+        item = _KEYS.get(tok.text.lower()) if tok.kind == _WORD else None
+        if item is None:
+            continue
+        j = k + 1
+        if j < len(tokens) and tokens[j].kind == _SPACE:
+            j += 1
+        if j >= len(tokens) or tokens[j].text not in ":=":
+            continue
+        j += 1
+        if j < len(tokens) and tokens[j].kind == _SPACE:
+            j += 1
+        num = starting.get(j)
+        if num is None:
+            continue
+        if group and _between(tokens, group[-1][2].last, k) not in ("", ",", ";"):
+            close_group()
+        group.append((item, k, num))
+        in_pairs.add(num.first)
+    close_group()
+    # Runs of numbers joined by commas (or, between brackets, by spaces).
+    free = [num for num in numbers if num.first not in in_pairs]
+    for separator in (",", ""):
+        run: list[_Number] = []
+        for num in [*free, None]:
+            if num is not None and run and _between(tokens, run[-1].last, num.first) == separator \
+                    and (separator or num.first - run[-1].last == 2):
+                run.append(num)
+                continue
+            if len(run) >= 2:
+                brackets = _bracketed(tokens, run[0].first, run[-1].last)
+                value = _vector([x.value for x in run])
+                if brackets is not None:
+                    found.append(Mention(tokens[brackets[0]].start, tokens[brackets[1]].end,
+                                         value))
+                elif separator and len(run) == 3:
+                    found.append(Mention(tokens[run[0].first].start, tokens[run[-1].last].end,
+                                         value))
+            run = [num] if num is not None else []
+    found.sort(key=lambda m: (m.start, m.end))
+    return found
 
 
 # ------------------------------------------------------------------ the game
@@ -459,21 +587,15 @@ class BargainingGame(Game):
         return f"{mine} and the other demanded {format_vector(last)} last round"
 
     def parse(self, text: str, state: GameState, seat: int) -> Action | None:
-        """A legal demand from free text: the last non-empty line, then the whole text.
+        """A legal demand from free text, under the answer convention (`Game.parse`).
 
-        Accepted forms: "[1, 2, 0]" (the canonical one), "(1, 2, 0)", "1, 2, 0", "[1 2 0]" and
-        "books=1 hats=2 balls=0" (or "books: 1, ..."; singular names too). A place counts only
-        when it names exactly one distinct vector and that vector is in range (0 to each
-        count); a vector out of range is not an action, and two different vectors in one place
-        are ambiguous. Decimals, negatives and runs of 2 or 4 numbers are not vectors.
+        Accepted forms of the demand (`vector_mentions`): "[1, 2, 0]" (the canonical one),
+        "(1, 2, 0)", "1, 2, 0", "[1 2 0]" and "books=1 hats=2 balls=0" (or "books: 1, ...";
+        singular names too), alone or after a declaration ("My demand: 1, 2, 0.", "I take
+        [1, 0, 0]"). Brackets must match. A vector out of range (0 to each count) is not an
+        action; decimals, negatives and runs of 2 or 4 numbers are not vectors.
         """
         if not isinstance(state, BargainingState):
             return None
-        for place in last_line_then_whole(text):
-            found, conflicting = vectors_in(place)
-            if conflicting or len(found) != 1:
-                continue
-            (vector,) = found
-            if self.is_legal(state, vector):
-                return vector
-        return None
+        vector = read_answer(text, vector_mentions)
+        return vector if self.is_legal(state, vector) else None

@@ -9,10 +9,12 @@ seat (as an opponent, as a demonstrator, or as the agent of `sepo eval --agent`)
 
 from __future__ import annotations
 
+import functools
 import random
 import re
+import unicodedata
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -169,8 +171,25 @@ class Game(ABC):
     def parse(self, text: str, state: GameState, seat: int) -> Action | None:
         """A legal action read from free text, or None when the text names none.
 
-        Strict: the last non-empty line first, then the whole text; whole words only. Never
-        raises and never guesses: the LM layer falls back and counts the failure.
+        The answer convention, the same for every game (`read_answer`; docs/GAMES.md,
+        "Parsing answers"): only the LAST non-empty line is read (its last `MAX_ANSWER_CHARS`
+        characters, NFKC-normalised), never the rest of the text. It names an action when it
+        is either
+
+        - the action alone, e.g. "DEFECT", "**6**", "[1, 0, 2]." (wrapping quotes, `*`,
+          backticks and a final `.` or `!` are fine), or
+        - a declaration directly followed by the action and nothing but that punctuation:
+          "Action: X", "Move: X", "Final answer: X", "I play X", "so I play X", "I choose X",
+          "I bid X", "I demand X", "I take X", "I will X", "I'll play X", "my move is X", ...
+          (case-insensitive; the SFT reason sentence ends "..., so I play X.").
+
+        It names none (None) when anything else follows the action ("I play DEFECT (not
+        COOPERATE)"), when the clause leading into the declaration holds a negation or a
+        hypothesis ("I will not play X", "don't play X", "if I play X") or another action,
+        when another declaration on the line names a different action, or when a word of the
+        line mixes scripts ("СOOPERATE" with a Cyrillic С). Games keep their own vocabulary
+        (what a mention of an action is). Never raises and never guesses: the LM layer falls
+        back and counts the failure.
         """
 
     def situation(self, state: GameState, seat: int) -> str:
@@ -183,41 +202,251 @@ class Game(ABC):
         return f"<game {self.name}>"
 
 
-# ------------------------------------------------------------------ parsing helpers
-_WORD_CACHE: dict[tuple[str, ...], re.Pattern[str]] = {}
+# ------------------------------------------------------------------ the answer convention
+# One convention for every game (see `Game.parse` and docs/GAMES.md, "Parsing answers"): the
+# answer is the last non-empty line, and it names an action only as the action alone or as a
+# declaration ("Action:", "I play", ...) directly followed by the action. Each game supplies a
+# scanner that finds where its actions are written (`Mention`s); `read_answer` applies the rules.
+
+#: How much of the last line is read: its last this-many characters. Four times the longest SFT
+#: reason sentence (bargaining's, ~240 characters), and it bounds the work on any input.
+MAX_ANSWER_CHARS = 1024
+
+# Characters that may wrap an action or a declaration: whitespace is handled apart; markdown
+# bold and code, and quotes (not `_`: it is a word character, "HIGH_BID" is no bid).
+# Terminal punctuation may also follow the action.
+_OPENERS = frozenset("*`\"'“‘«‹„‚「『")
+_CLOSERS = frozenset("*`\"'”’»›」』")
+_TERMINAL = frozenset(".!")
+_DECORATION = _OPENERS | _CLOSERS
+# Where a clause ends: the negation check looks only at the clause leading into a declaration.
+# Brackets are not breaks: "I think (not really) I play X" keeps its negation in the clause.
+_CLAUSE_BREAKS = frozenset(".!?;:,—–…")
+
+# Declarations, as lower-case word sequences. "I <verb>" needs a verb: a bare "I" would make
+# "I pass" (a cut-off "I passed") an answer.
+_SUBJECTS = (("i",), ("i", "will"), ("i'll",), ("i", "shall"))
+_VERBS = (("play",), ("choose",), ("pick",), ("select",), ("take",), ("bid",), ("demand",),
+          ("go", "with"))
+_LABELS = ("action", "move", "answer", "bid", "demand", "choice", "decision")
+_PHRASES: frozenset[tuple[str, ...]] = frozenset(
+    {s + v for s in _SUBJECTS for v in _VERBS} | set(_SUBJECTS[1:])
+    | {("my", label, "is") for label in _LABELS} | {("my", "final", "answer", "is")})
+#: With a colon after it, a label alone also declares: "Action: DEFECT", "Final answer: 6".
+_COLON_PHRASES = _PHRASES | {(label,) for label in _LABELS}
+_LONGEST_PHRASE = max(len(p) for p in _COLON_PHRASES)
+
+# Words that make the clause leading into a declaration a negation ("I will not play X",
+# "instead of X I play Y") or a hypothesis ("if I play X"); "n't" endings count too.
+_NEGATIONS = frozenset({
+    "not", "no", "never", "nor", "neither", "none", "nothing", "nobody", "without", "instead",
+    "cannot", "dont", "doesnt", "didnt", "wont", "cant", "shouldnt", "wouldnt", "isnt",
+    "if", "unless", "whether", "suppose", "supposing", "assuming", "should", "could", "might",
+    "maybe", "perhaps"})
+_CLAUSE_WORD = re.compile(r"[\w'’]+")
+#: One word: letters, digits and `_` ("HIGH_BID" and "_low_" are one word each, not a bid).
+_WORD = re.compile(r"\w+")
 
 
-def last_line_then_whole(text: str) -> list[str]:
-    """The parser's search order: the last non-empty line, then the whole text."""
-    if not isinstance(text, str):
-        return []
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    return [lines[-1], text] if lines else []
+@dataclass(frozen=True, slots=True)
+class Mention:
+    """Where a game's scanner found an action written: `text[start:end]`, and which action.
 
-
-def find_words(text: str, words: Sequence[str]) -> list[str]:
-    """The distinct words of `words` that occur in `text` as whole words, case-insensitive.
-
-    "higher" does not contain HIGH, "below" does not contain LOW. Letters, digits and `_` count
-    as word characters, so "HIGH_BID" is not HIGH either.
+    `value` is any hashable naming the action (equal values name the same action; a game may
+    use kinds, like Kuhn's passive/aggressive), or None for something written like an action
+    that is not one ("[1, 2]", "5.5"): it is never an answer and never agrees with another.
     """
-    key = tuple(words)
-    pattern = _WORD_CACHE.get(key)
-    if pattern is None:
-        alternatives = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
-        pattern = re.compile(rf"(?<![\w])({alternatives})(?![\w])", re.IGNORECASE)
-        _WORD_CACHE[key] = pattern
-    found = {m.group(1).upper() for m in pattern.finditer(text)}
-    return [w for w in words if w.upper() in found]
+
+    start: int
+    end: int
+    value: Hashable | None
+
+
+def answer_line(text: object) -> tuple[str, bool] | None:
+    """The part of the answer that is read: the last non-empty line's last `MAX_ANSWER_CHARS`
+    characters, NFKC-normalised, and whether the line was longer (then the tail starts after
+    the word that the cut split). None when there is no such line. Linear in the text, without
+    regex."""
+    if not isinstance(text, str):
+        return None
+    body = text.rstrip()
+    if not body:
+        return None
+    # The last line lies within the last MAX_ANSWER_CHARS + 1 characters, or is too long.
+    line = body[-(MAX_ANSWER_CHARS + 1):].splitlines()[-1]
+    truncated = len(line) > MAX_ANSWER_CHARS
+    if truncated:
+        line = line[-MAX_ANSWER_CHARS:]
+        cut = next((i for i, ch in enumerate(line) if not ch.isalnum()), None)
+        if cut is None:  # one word longer than the cap: nothing whole to read
+            return None
+        line = line[cut:]
+    return unicodedata.normalize("NFKC", line), truncated
+
+
+@functools.lru_cache(maxsize=4096)
+def _script(ch: str) -> str | None:
+    """The script of a letter, from its Unicode name ("CYRILLIC CAPITAL LETTER ES")."""
+    if ch.isascii():
+        return "LATIN"
+    first = unicodedata.name(ch, "").split(" ", 1)[0]
+    if first in ("CJK", "HIRAGANA", "KATAKANA", "KATAKANA-HIRAGANA"):
+        return "CJK"  # Japanese mixes these within a word
+    return None if first in ("", "MODIFIER") else first
+
+
+def mixes_scripts(text: str) -> bool:
+    """Whether some word of `text` mixes letters of two scripts, like "СOOPERATE" with a
+    Cyrillic С: a look-alike spelling that must not pass for, or hide, an action."""
+    if text.isascii():
+        return False
+    script: str | None = None
+    for ch in text:
+        if ch.isalpha():
+            s = _script(ch)
+            if s is None:
+                continue
+            if script is None:
+                script = s
+            elif s != script:
+                return True
+        elif not ch.isdigit():
+            script = None  # a word boundary
+    return False
+
+
+def _is_word_char(ch: str) -> bool:
+    return ch.isalnum() or ch in "'’"
+
+
+def declaration_start(line: str, pos: int) -> int | None:
+    """Where the declaration that ends just before `line[pos]` starts, or None if none does.
+
+    Between the declaration and `pos` only wrapping characters (quotes, `*`, backticks),
+    whitespace and one colon may stand. Reads at most a few words backwards."""
+    j = pos
+    while j > 0 and (line[j - 1].isspace() or line[j - 1] in _DECORATION):
+        j -= 1
+    colon = j > 0 and line[j - 1] == ":"
+    if colon:
+        j -= 1
+        while j > 0 and (line[j - 1].isspace() or line[j - 1] in _DECORATION):
+            j -= 1
+    words: list[str] = []
+    starts: list[int] = []
+    k = j
+    while len(words) < _LONGEST_PHRASE:
+        end = k
+        while k > 0 and _is_word_char(line[k - 1]):
+            k -= 1
+        if k == end:
+            break
+        words.append(line[k:end].lower().replace("’", "'"))
+        starts.append(k)
+        gap = k
+        while gap > 0 and line[gap - 1].isspace():
+            gap -= 1
+        if gap == k:  # no space before the word: the phrase cannot go on
+            break
+        k = gap
+    phrases = _COLON_PHRASES if colon else _PHRASES
+    for n in range(len(words), 0, -1):
+        if tuple(reversed(words[:n])) in phrases:
+            return starts[n - 1]
+    return None
+
+
+def _clause_start(line: str, pos: int) -> int:
+    k = pos
+    while k > 0 and line[k - 1] not in _CLAUSE_BREAKS:
+        k -= 1
+    return k
+
+
+def _negated(clause: str) -> bool:
+    for word in _CLAUSE_WORD.findall(clause.lower().replace("’", "'")):
+        if word in _NEGATIONS or word.endswith("n't"):
+            return True
+    return False
+
+
+def read_answer(text: object, scan: Callable[[str], Sequence[Mention]],
+                alone: Callable[[str], Hashable | None] | None = None) -> Hashable | None:
+    """The value of the action an answer names under the answer convention, or None.
+
+    `scan` finds a game's action mentions in a line; `alone` reads extra forms a game accepts
+    only as the whole answer (auction's bare amounts). The rules, on `answer_line(text)`:
+
+    - a word mixing scripts anywhere in it -> None;
+    - strip wrapping (quotes, `*`, backticks, whitespace) at both ends and terminal `.`
+      and `!` at the end; the last mention must end exactly there, else None;
+    - the mention alone is the answer; otherwise a declaration must lead directly into it;
+    - the clause leading into the declaration (back to the last `,;:.!?`, dash or `…`) must
+      hold no negation or hypothesis word and no mention of a different action;
+    - no other declaration on the line may declare a different action.
+    """
+    read = answer_line(text)
+    if read is None:
+        return None
+    line, truncated = read
+    if mixes_scripts(line):
+        return None
+    end = len(line)
+    while end > 0 and (line[end - 1].isspace() or line[end - 1] in _CLOSERS
+                       or line[end - 1] in _TERMINAL):
+        end -= 1
+    start = 0
+    while start < end and (line[start].isspace() or line[start] in _OPENERS):
+        start += 1
+    if start >= end:
+        return None
+    mentions = scan(line)
+    final: Mention | None = None
+    for m in mentions:
+        if m.end == end and (final is None or m.start < final.start):
+            final = m
+    if final is None:
+        return alone(line[start:end]) if alone is not None else None
+    if final.value is None:
+        return None
+    if final.start <= start:
+        return final.value
+    decl = declaration_start(line, final.start)
+    if decl is None:
+        return None
+    clause = _clause_start(line, decl)
+    if (clause == 0 and truncated) or _negated(line[clause:decl]):
+        return None  # the clause may go on before what was read, or it negates
+    for m in mentions:
+        if m is final or m.start >= final.start or m.value == final.value:
+            continue
+        if m.end > clause or declaration_start(line, m.start) is not None:
+            return None  # another action in the leading clause, or declared elsewhere
+    return final.value
+
+
+def word_mentions(line: str, words: Mapping[str, Hashable]) -> list[Mention]:
+    """Mentions of action words (upper-case keys of `words`), as whole words, any case.
+
+    "higher" is not HIGH, "HIGH_BID" and "cooperate2" are one word each, and a hyphen or
+    apostrophe joining another word makes a compound that names nothing ("low-ball",
+    "medium-rare", "HIGH's")."""
+    found: list[Mention] = []
+    for m in _WORD.finditer(line):
+        value = words.get(m.group().upper())
+        if value is None:
+            continue
+        s, e = m.span()
+        if s >= 2 and line[s - 1] in "-'’" and line[s - 2].isalnum():
+            continue
+        if e + 1 < len(line) and line[e] in "-'’" and line[e + 1].isalnum():
+            continue
+        found.append(Mention(s, e, value))
+    return found
 
 
 def parse_one_word(text: str, words: Sequence[str]) -> str | None:
-    """The single word of `words` that the text names (last line, then whole text).
-
-    A place that names two different words is ambiguous and does not count.
-    """
-    for place in last_line_then_whole(text):
-        found = find_words(place, words)
-        if len(found) == 1:
-            return found[0]
-    return None
+    """The word of `words` that the answer names under the answer convention, or None."""
+    table = {w.upper(): w for w in words}
+    value = read_answer(text, lambda line: word_mentions(line, table))
+    return value if isinstance(value, str) else None

@@ -33,8 +33,8 @@ from sepo.games.base import (
     GameState,
     Round,
     Strategy,
-    find_words,
-    last_line_then_whole,
+    read_answer,
+    word_mentions,
 )
 
 CARDS = ("J", "Q", "K")
@@ -50,7 +50,8 @@ TERMINAL_HISTORIES = frozenset({"pp", "bc", "bf", "pbc", "pbf"})
 # kind, so BET facing a bet is a CALL, FOLD with no bet facing is a PASS, CHECK is a PASS.
 PASSIVE_WORDS = ("PASS", "CHECK", "FOLD")
 AGGRESSIVE_WORDS = ("BET", "CALL", "RAISE")
-_PARSE_WORDS = PASSIVE_WORDS + AGGRESSIVE_WORDS
+_PASSIVE, _AGGRESSIVE = "passive", "aggressive"
+_KINDS = {**{w: _PASSIVE for w in PASSIVE_WORDS}, **{w: _AGGRESSIVE for w in AGGRESSIVE_WORDS}}
 
 #: A per-hand policy: information-set key -> probability of the aggressive move.
 KuhnPolicy = dict[str, float]
@@ -488,23 +489,22 @@ class KuhnGame(Game):
         return f"{mine}, I passed and the other bet"
 
     def parse(self, text: str, state: GameState, seat: int) -> Action | None:
-        """A legal move from free text: whole words, last line first, then the whole text.
+        """A legal move from free text, under the answer convention (`Game.parse`).
 
-        PASS, CHECK and FOLD are passive, BET, CALL and RAISE aggressive; a word maps to the
-        legal move of its kind (BET facing a bet is a CALL). A place naming both kinds is
-        ambiguous and does not count.
+        PASS, CHECK and FOLD are passive, BET, CALL and RAISE aggressive (whole words, any
+        case); a word maps to the legal move of its kind (BET facing a bet is a CALL). Words of
+        one kind agree with each other, so "Facing a bet I will call" is a CALL; a line whose
+        declaration is led into by the other kind is not an answer.
         """
         if not isinstance(state, KuhnState):
             return None
         legal = self.legal_actions(state, seat)
         if not legal:
             return None
-        for place in last_line_then_whole(text):
-            found = find_words(place, _PARSE_WORDS)
-            kinds = {w in AGGRESSIVE_WORDS for w in found}
-            if len(kinds) == 1:
-                aggressive = kinds.pop()
-                if facing_bet(state):
-                    return CALL if aggressive else FOLD
-                return BET if aggressive else PASS
-        return None
+        kind = read_answer(text, lambda line: word_mentions(line, _KINDS))
+        if kind is None:
+            return None
+        aggressive = kind == _AGGRESSIVE
+        if facing_bet(state):
+            return CALL if aggressive else FOLD
+        return BET if aggressive else PASS

@@ -16,7 +16,15 @@ import re
 from numbers import Integral
 from typing import ClassVar
 
-from sepo.games.base import Action, Game, GameState, Round, Strategy, last_line_then_whole
+from sepo.games.base import (
+    Action,
+    Game,
+    GameState,
+    Mention,
+    Round,
+    Strategy,
+    read_answer,
+)
 
 PIE = 10
 MIN_DEMAND, MAX_DEMAND = 1, 9
@@ -174,41 +182,69 @@ STRATEGIES: dict[str, Strategy] = {
 
 
 # ------------------------------------------------------------------ parsing
-# A number as a whole token: an optional sign, ASCII digits, an optional decimal part. Word
-# characters on either side make it part of a word ("7th", "x6", "round2"); a sign glued to a
-# preceding word is a hyphen ("3-4" is 3 and 4, not 3 and -4).
-_NUMBER = re.compile(r"(?<![\w.,])([-+−]?)([0-9]+)((?:[.,][0-9]+)?)(?!\w)(?![.,][0-9])")
+_DIGITS = re.compile(r"[0-9]+")
+_SIGNS = "+-−"
 
 
-def _numbers(place: str) -> set[str]:
-    """The distinct numbers written in `place`, normalised ("06" and "6" are the same)."""
-    found = set()
-    for sign, digits, fraction in _NUMBER.findall(place):
+def _glued(ch: str) -> bool:
+    """Whether a character next to digits makes them part of a word ("7th", "x6")."""
+    return ch.isalnum() or ch == "_"
+
+
+def number_mentions(line: str) -> list[Mention]:
+    """Every number written in `line`, as a `Mention` whose value is its normalised text
+    ("06" and "6" are both "6"; "-3", "5.5").
+
+    A number is an optional sign, ASCII digits and an optional decimal part ("5.5", "5,5").
+    Word characters on either side make it part of a word ("7th", "x6", "round2": no number);
+    a sign glued to a preceding word is a hyphen ("3-4" is 3 and 4, not 3 and -4). One pass
+    over the digit runs, so linear in the line.
+    """
+    found: list[Mention] = []
+    runs = list(_DIGITS.finditer(line))
+    skip = -1  # index of a run already read as a decimal part
+    for i, run in enumerate(runs):
+        if i == skip:
+            continue
+        start, end = run.span()
+        before = line[start - 1] if start else ""
+        sign = ""
+        if before and before in _SIGNS:
+            ahead = line[start - 2] if start >= 2 else ""
+            if not (ahead and (_glued(ahead) or ahead in ".,")):
+                sign, start = before, start - 1
+        elif before and (_glued(before) or before in ".,"):
+            continue  # part of a word, or the decimal part of a number already read
+        fraction = ""
+        if (end + 1 < len(line) and line[end] in ".," and i + 1 < len(runs)
+                and runs[i + 1].start() == end + 1):
+            fraction = "." + runs[i + 1].group()
+            end = runs[i + 1].end()
+            skip = i + 1
+        after = line[end] if end < len(line) else ""
+        if after and (_glued(after) or (after in ".," and _DIGITS.match(line, end + 1))):
+            continue
         # String normalisation, not int(): a 5000-digit "number" must not raise.
-        magnitude = digits.lstrip("0") or "0"
+        magnitude = run.group().lstrip("0") or "0"
         negative = sign in ("-", "−") and magnitude != "0"
-        found.add(f"{'-' if negative else ''}{magnitude}{fraction.replace(',', '.')}")
+        found.append(Mention(start, end, f"{'-' if negative else ''}{magnitude}{fraction}"))
     return found
 
 
 def parse_demand(text: str) -> int | None:
-    """The demand a free-text answer names, or None.
+    """The demand a free-text answer names, or None, under the answer convention
+    (`Game.parse`): "6", "I demand 6.", "Demand: 6", "so I play 6.".
 
-    Search order: the last non-empty line, then the whole text. A place counts only when it
-    holds exactly one distinct number and that number is a whole number from 1 to 9. Strict by
-    design: every number counts towards ambiguity, in range or not, so "I demand 6 out of 10"
-    names no demand (6 or 10?), and reasoning that mentions the other's demand ("they asked 4,
-    so 6") is ambiguous unless the last line settles it. Out of range ("0", "10", "-3") and
-    fractional ("5.5", "5,5") numbers are not demands; ordinals and numbers glued to letters
-    ("7th", "x6") are not numbers; number words ("six") are not read, because words like "one"
-    occur in ordinary reasoning. The constrained fallback handles what this rejects.
+    Every number is a mention (see `number_mentions`), in range or not, so "I demand 6 out of
+    10" names no demand, and "after 4 rounds I demand 6" has another number in the clause
+    leading into the declaration. The demand is a whole number from 1 to 9: out of range
+    ("0", "10", "-3") and fractional ("5.5", "5,5") numbers are not demands; number words
+    ("six") are not read, because words like "one" occur in ordinary reasoning. The
+    constrained fallback handles what this rejects.
     """
-    for place in last_line_then_whole(text):
-        found = _numbers(place)
-        if len(found) == 1:
-            number = found.pop()
-            if len(number) == 1 and MIN_DEMAND <= int(number) <= MAX_DEMAND:
-                return int(number)
+    number = read_answer(text, number_mentions)
+    if isinstance(number, str) and len(number) == 1 and MIN_DEMAND <= int(number) <= MAX_DEMAND:
+        return int(number)
     return None
 
 
