@@ -156,8 +156,8 @@ def titfortat_run(args: argparse.Namespace, out: Path, config: Any, base: Any,
 
     data = out / "data-ipd-titfortat"
     generate_sft_data("ipd", data, episodes_per_opponent=args.titfortat_episodes_per_opponent,
-                      demonstrators=["TitForTat"])
-    sft = train_sft("ipd", args.model, data, out / "ckpt-ipd-titfortat", config)
+                      demonstrators=["TitForTat"], overwrite=True)
+    sft = train_sft("ipd", args.model, data, out / "ckpt-ipd-titfortat", config, overwrite=True)
     lm, tok = load_model(str(out / "ckpt-ipd-titfortat"), device="cpu", dtype="float32",
                          progress=False)
     row: dict[str, Any] = {"training": sft.model_dump(exclude={"config"})}
@@ -215,8 +215,10 @@ def bench_behaviour(args: argparse.Namespace) -> dict[str, Any]:
 
     for name in [] if args.only_titfortat else args.games:
         data = out / f"data-{name}"
-        card = generate_sft_data(name, data, episodes_per_opponent=args.episodes_per_opponent)
-        sft = train_sft(name, args.model, data, out / f"ckpt-{name}", config)
+        # A rerun of the benchmark replaces its own earlier outputs in OUT.
+        card = generate_sft_data(name, data, episodes_per_opponent=args.episodes_per_opponent,
+                                 overwrite=True)
+        sft = train_sft(name, args.model, data, out / f"ckpt-{name}", config, overwrite=True)
         agent = lm_agent(str(out / f"ckpt-{name}"), f"sft-{name}")
         row: dict[str, Any] = {"examples": card["examples"],
                                "training": sft.model_dump(exclude={"config"})}

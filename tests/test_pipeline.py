@@ -219,7 +219,8 @@ def test_run_command_turns_prefix_sharing_off_for_both_stages(
 
     seen: list[RunConfig] = []
     monkeypatch.setattr(pipeline, "run_pipeline",
-                        lambda config, quiet=False: seen.append(config) or config.out)
+                        lambda config, quiet=False, overwrite=False:
+                        seen.append(config) or config.out)
     app = typer.Typer()
     app.command()(pipeline.run)
     result = CliRunner().invoke(app, ["kuhn", "--out", str(tmp_path / "r"), *flag])

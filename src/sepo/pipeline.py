@@ -18,7 +18,10 @@ Then `results.json`, `results.csv`, `per_opponent.csv`, `report.md` and the PNGs
 marker, so a finished stage is skipped and an interrupted one restarts (a SEPO run resumes from
 its last checkpoint). Running the same command again finishes an interrupted run; adding seeds
 (`--seeds 3` after `--seeds 1`) adds only the new seeds. A different config in the same
-directory is refused (it would mix two experiments).
+directory is refused (it would mix two experiments), as is a directory holding files sepo did
+not write; `--overwrite` deletes what is there and starts the new run. The run holds a lock on
+its directory (`sepo.rundir.RunLock`), so a second `sepo run` there stops at once, and a run
+that fails before any stage saved work leaves no `run_config.json` behind.
 
 **Budget** (`sepo run kuhn` with the defaults, 2 CPU cores, ≤ 15 minutes including building
 `tiny`). The default budgets in `DEFAULT_BUDGETS` were measured on a 2-core CPU machine, on
@@ -67,6 +70,25 @@ from sepo.report import (
     load_results,
     rich_table,
     write_json_atomic,
+)
+from sepo.rundir import (
+    LOCK_FILE,
+    OUTPUT_MARKER,
+    RunLock,
+    check_output_dir,
+    empty_directory,
+    model_input_paths,
+    write_output_marker,
+)
+from sepo.train.config import (
+    MAX_BOOTSTRAP,
+    MAX_BOOTSTRAP_DRAWS,
+    MAX_EPISODES,
+    MAX_EVAL_SEEDS,
+    MAX_GROUP_SIZE,
+    MAX_NEW_TOKENS,
+    MAX_SEED,
+    MAX_STEPS,
 )
 
 #: First part of the final evaluation's seed indices and of the evaluated agents' sampling
@@ -158,33 +180,41 @@ class RunConfig(BaseModel):
     games: list[str] = Field(description="games to run ('all' expands to every game)")
     out: Path = Field(description="run directory")
     model: str = Field("tiny", description="base model: 'tiny', 'smollm2-135m', an HF id/path")
-    seeds: int = Field(1, ge=1, description="training seeds first_seed .. first_seed+seeds-1")
-    first_seed: int = Field(0, ge=0, description="first training seed")
+    seeds: int = Field(1, ge=1, le=MAX_EVAL_SEEDS,
+                       description="training seeds first_seed .. first_seed+seeds-1")
+    first_seed: int = Field(0, ge=0, le=MAX_SEED, description="first training seed")
 
     # --- budgets (None: the game's default)
-    sft_episodes: int | None = Field(None, ge=1)
-    sft_epochs: float | None = Field(None, gt=0)
-    steps: int | None = Field(None, ge=1, description="SEPO and reward-only steps")
-    checkpoint_every: int | None = Field(None, ge=1)
-    eval_episodes: int | None = Field(None, ge=1)
+    sft_episodes: int | None = Field(None, ge=1, le=MAX_EPISODES)
+    # 1,000 epochs over the data is already pure memorisation.
+    sft_epochs: float | None = Field(None, gt=0, le=1000, allow_inf_nan=False)
+    steps: int | None = Field(None, ge=1, le=MAX_STEPS, description="SEPO and reward-only steps")
+    checkpoint_every: int | None = Field(None, ge=1, le=MAX_STEPS)
+    eval_episodes: int | None = Field(None, ge=1, le=MAX_EPISODES)
     reasoning: bool | None = Field(None, description="None: per game (Kuhn off, others on)")
-    max_new_tokens: int | None = Field(None, ge=1, description="generation budget per decision "
+    max_new_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS,
+                                       description="generation budget per decision "
                                                                "in training and evaluation; "
                                                                "None: sized by SFT to its "
                                                                "longest completion")
 
     # --- training and evaluation settings shared by every condition
-    group_size: int = Field(4, ge=2, description="SEPO rollouts per group (paper: 4)")
-    temperature: float = Field(0.8, gt=0.0, description="sampling temperature in training and "
-                                                        "evaluation (paper: 0.8)")
-    train_eval_episodes: int = Field(4, ge=1, description="episodes per opponent of the "
-                                                          "in-training checkpoint evaluation")
-    eval_seeds: int = Field(1, ge=1, description="evaluation seed indices per training seed")
-    n_boot: int = Field(1000, ge=1, description="bootstrap resamples of the final evaluation")
+    group_size: int = Field(4, ge=2, le=MAX_GROUP_SIZE,
+                            description="SEPO rollouts per group (paper: 4)")
+    temperature: float = Field(0.8, gt=0.0, allow_inf_nan=False,
+                               description="sampling temperature in training and evaluation "
+                                           "(paper: 0.8)")
+    train_eval_episodes: int = Field(4, ge=1, le=MAX_EPISODES,
+                                     description="episodes per opponent of the in-training "
+                                                 "checkpoint evaluation")
+    eval_seeds: int = Field(1, ge=1, le=MAX_EVAL_SEEDS,
+                            description="evaluation seed indices per training seed")
+    n_boot: int = Field(1000, ge=1, le=MAX_BOOTSTRAP,
+                        description="bootstrap resamples of the final evaluation")
     select: Selection = Field("best", description="trained checkpoint to evaluate: 'best' (by "
                                                   "in-training Safety, both conditions) or "
                                                   "'final'")
-    device: str | None = Field(None, description="cpu, cuda, ...; default: automatic")
+    device: str | None = Field(None, description="cpu or cuda; default: automatic")
     sepo: dict[str, Any] = Field(default_factory=dict, description="extra SEPOConfig fields")
     sft: dict[str, Any] = Field(default_factory=dict, description="extra SFTRunConfig fields")
 
@@ -216,6 +246,29 @@ class RunConfig(BaseModel):
             raise UnknownNameError("checkpoint selection", value, ("best", "final"))
         return value
 
+    @field_validator("device", mode="before")
+    @classmethod
+    def _device(cls, value: Any) -> Any:
+        # What every stage accepts: the trainer takes cpu or cuda (GPUs by CUDA_VISIBLE_DEVICES).
+        if isinstance(value, str) and value not in ("cpu", "cuda"):
+            raise UnknownNameError("device", value, ("cpu", "cuda"))
+        return value
+
+    @model_validator(mode="after")
+    def _sizes(self) -> RunConfig:
+        # Bounds that involve two fields: found now, not after hours of training.
+        if self.first_seed + self.seeds - 1 > MAX_SEED:
+            raise SepoError(f"--first-seed + --seeds - 1 must be at most {MAX_SEED} (seeds are "
+                            f"32-bit); got {self.first_seed} + {self.seeds} - 1")
+        for game in self.games:
+            episodes = self.budget(game).eval_episodes * self.eval_seeds
+            if episodes > MAX_EPISODES or episodes * self.n_boot > MAX_BOOTSTRAP_DRAWS:
+                raise SepoError(f"{game}: final evaluation of {episodes:,} episodes per "
+                                f"opponent with {self.n_boot:,} bootstrap resamples is too "
+                                f"large (at most {MAX_EPISODES:,} episodes and "
+                                f"{MAX_BOOTSTRAP_DRAWS:,} episodes × resamples)")
+        return self
+
     @model_validator(mode="after")
     def _passthrough(self) -> RunConfig:
         # Catch a misspelt or forbidden pass-through field now, not an hour into the run.
@@ -235,6 +288,12 @@ class RunConfig(BaseModel):
                 raise SepoError(f"sft.{key} is set by the pipeline; use the run option instead")
             if key not in SFTRunConfig.model_fields:
                 raise UnknownNameError("SFT config field", key, list(SFTRunConfig.model_fields))
+        # Their values too (`--sepo lr=-1`, `--sepo credit=aux` on a game without the pools
+        # it needs): the configs each stage will build, built once now.
+        for game in self.games:
+            self.sepo_config(game, self.first_seed, Path(self.model), self.out,
+                             reward_only=False)
+            SFTRunConfig(epochs=self.budget(game).sft_epochs, seed=self.first_seed, **self.sft)
         return self
 
     # ------------------------------------------------------------------ derived
@@ -510,36 +569,89 @@ def _relative_or_name(model: str | Path, out: Path) -> str:
 
 
 # ====================================================================== the pipeline
-def _check_run_dir(config: RunConfig) -> None:
-    """Refuse to mix two different experiments in one directory; remember this one."""
+#: What a run directory holds before any stage has saved work.
+_BOOKKEEPING = frozenset({CONFIG_FILE, OUTPUT_MARKER, LOCK_FILE, TIMINGS_FILE})
+
+
+def _check_run_dir(config: RunConfig, *, overwrite: bool) -> tuple[RunConfig, bool]:
+    """Refuse to mix two different experiments in one directory (or to write into files sepo
+    did not write). Returns the config to record (this one, with the union of the seeds ever
+    run here) and whether the directory must be emptied first: `overwrite` over another
+    config or foreign files. Writes nothing; `_record_run` does once the run has started."""
+    state = check_output_dir(config.out, inputs=model_input_paths(config.model),
+                             overwrite=overwrite, made_by="run")
     path = config.out / CONFIG_FILE
-    if path.exists():
+    if state == "replace":
+        return config, True
+    if state != "earlier" or not path.exists():
+        return config, False
+    try:
         saved = RunConfig.model_validate_json(path.read_text())
+    except (ValueError, SepoError, OSError) as err:
+        problem = f"a run config this version cannot read ({' '.join(str(err).split())[:200]})"
+    else:
         mine, theirs = config.comparable(), saved.comparable()
         diff = sorted(k for k in mine if mine[k] != theirs.get(k))
-        if diff:
-            changes = ", ".join(f"{k}: {theirs.get(k)!r} → {mine[k]!r}" for k in diff)
-            raise SepoError(f"{config.out} holds a run with another config ({changes}); "
-                            "choose another --out (only --seeds/--first-seed may change)")
-        # Keep the union of the seeds ever run here.
-        lo = min(saved.first_seed, config.first_seed)
-        hi = max(saved.first_seed + saved.seeds, config.first_seed + config.seeds)
-        record = config.model_copy(update={"first_seed": lo, "seeds": hi - lo})
-    else:
-        record = config
-    config.out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, record.model_dump(mode="json"))
+        if not diff:
+            # Keep the union of the seeds ever run here.
+            lo = min(saved.first_seed, config.first_seed)
+            hi = max(saved.first_seed + saved.seeds, config.first_seed + config.seeds)
+            return config.model_copy(update={"first_seed": lo, "seeds": hi - lo}), False
+        changes = ", ".join(f"{k}: {theirs.get(k)!r} → {mine[k]!r}" for k in diff)
+        problem = f"a run with another config ({changes})"
+    if overwrite:
+        return config, True
+    raise SepoError(f"{config.out} holds {problem}; choose another --out, or add --overwrite "
+                    "to delete that run and start this one (only --seeds/--first-seed may "
+                    "change to continue it)")
 
 
-def run_pipeline(config: RunConfig, *, quiet: bool = False) -> Path:
+def _record_run(config: RunConfig, record: RunConfig) -> None:
+    """Mark the directory as this run's. Done once the base model is there, so that a run
+    that fails before it starts (an unknown model) leaves no config refusing the corrected
+    command."""
+    write_output_marker(config.out, "run")
+    write_json_atomic(config.out / CONFIG_FILE, record.model_dump(mode="json"))
+
+
+def _forget_unstarted_run(out: Path) -> None:
+    """After a failure of an invocation that recorded the run itself: if no stage saved
+    anything, remove the record (the RunLock then removes the directory if it made it), for
+    the same reason as `_record_run`'s timing."""
+    if not out.is_dir() or any(p.name not in _BOOKKEEPING for p in out.iterdir()):
+        return
+    for name in (CONFIG_FILE, OUTPUT_MARKER):
+        (out / name).unlink(missing_ok=True)
+
+
+def run_pipeline(config: RunConfig, *, quiet: bool = False, overwrite: bool = False) -> Path:
     """Run every stage of every game and seed (skipping finished ones) and build the report.
 
     Returns the run directory. `results.json` holds every evaluation found in the directory
-    (also seeds from earlier invocations), so the report covers all of them.
+    (also seeds from earlier invocations), so the report covers all of them. The run holds
+    `RunLock(out, "run")` throughout: a second run in the same directory stops at once.
+    `overwrite` deletes a run with another config (or files sepo did not write) in `out`
+    before starting, once the base model is there; a run with this config is continued.
     """
+    # Refused here before anything is created; checked again under the lock.
+    check_output_dir(config.out, inputs=model_input_paths(config.model), overwrite=overwrite,
+                     made_by="run")
+    with RunLock(config.out, "run"):
+        record, start_over = _check_run_dir(config, overwrite=overwrite)
+        recorded = (config.out / CONFIG_FILE).exists() and not start_over
+        try:
+            return _run_stages(config, record, start_over=start_over, quiet=quiet)
+        except BaseException:
+            if not recorded:
+                _forget_unstarted_run(config.out)
+            raise
+
+
+def _run_stages(config: RunConfig, record: RunConfig, *, start_over: bool,
+                quiet: bool) -> Path:
+    """`run_pipeline` once the directory is checked and locked."""
     log = _Log(quiet)
     started = time.perf_counter()
-    _check_run_dir(config)
     log.console.print(f"[bold]sepo run[/] {', '.join(config.games)} · model {config.model} · "
                       f"seeds {', '.join(map(str, config.seed_list))} · {config.out}")
     from sepo.models.loading import transformers_progress
@@ -547,6 +659,9 @@ def run_pipeline(config: RunConfig, *, quiet: bool = False) -> Path:
     # The stage lines say what is loading; transformers' per-load bars would only be noise.
     with transformers_progress(False):
         base = _stage_base(config, log)
+        if start_over:
+            empty_directory(config.out)
+        _record_run(config, record)
         for game in config.games:
             for seed in config.seed_list:
                 data = _stage_sft_data(config, game, seed, log)
@@ -709,6 +824,10 @@ def run(
              "as the runs in docs/RESULTS.md did.")] = True,
     json_out: Annotated[bool, typer.Option("--json", help="Print the aggregates as JSON at "
                                                           "the end.")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Delete a run with another config (or files sepo did not write) "
+                            "in --out and start this one. A run with this config is "
+                            "continued either way.")] = False,
 ) -> None:
     """The whole pipeline: base → SFT → SEPO and reward-only → evaluation → report."""
     sepo_extra = _key_values(sepo_option or [], "--sepo")
@@ -723,7 +842,7 @@ def run(
         train_eval_episodes=train_eval_episodes, max_new_tokens=max_new_tokens, select=select,
         device=device, sepo=sepo_extra, sft=sft_extra,
     )
-    run_dir = run_pipeline(config, quiet=json_out)
+    run_dir = run_pipeline(config, quiet=json_out, overwrite=overwrite)
     if json_out:
         typer.echo(json.dumps(load_results(run_dir)["aggregates"], indent=2))
 

@@ -33,15 +33,24 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sepo import plots
-from sepo.errors import SepoError
+from sepo.errors import SepoError, describe_validation_error
 from sepo.metrics import across_seeds
+from sepo.rundir import (
+    check_output_dir,
+    cleanup_on_failure,
+    describing_os_errors,
+    write_output_marker,
+)
 
 RESULTS_FILE = "results.json"
 RESULTS_SCHEMA = "sepo.results/1"
@@ -122,28 +131,109 @@ def condition_sort_key(condition: str) -> tuple[int, str]:
     return (order.get(condition, len(order)), condition)
 
 
+# What the report reads of a results.json, checked when it is loaded: a file of another shape
+# (edited by hand, cut short, another tool's) is then one error naming the field, not a
+# KeyError deep in the aggregation. Keys not named here pass through unchecked. Strict types:
+# JSON gives every value its own, so a seed "3" is a mistake, not a number to convert.
+_Interval = Annotated[list[float | None], Field(min_length=2, max_length=2)]
+
+
+class _Shape(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _an_object(cls, data: Any) -> Any:
+        # pydantic's own message would name this private class
+        if not isinstance(data, dict):
+            raise ValueError("expected a JSON object")
+        return data
+
+
+class _OpponentShape(_Shape):
+    pools: list[str] = []
+    ci95: dict[str, _Interval] = {}
+
+
+class _ReportShape(_Shape):
+    ci95: dict[str, _Interval] = {}
+    per_opponent: dict[str, _OpponentShape] = {}
+
+
+class _EntryShape(_Shape):
+    """An evaluation or a training entry: the paths are relative to the run directory."""
+
+    game: str
+    seed: int
+    condition: str
+    checkpoint: str | None = None
+    run_dir: str | None = None
+    metrics_csv: str | None = None
+
+
+class _EvaluationShape(_EntryShape):
+    report: _ReportShape
+    kuhn_policy: dict[str, float] | None = None
+
+
+class _TrainingShape(_EntryShape):
+    metrics_csv: str
+
+
+class _RunConfigShape(_Shape):
+    games: list[str] = []
+
+
+class _TimingsShape(_Shape):
+    total_s: float | None = None
+
+
+class _ResultsShape(_Shape):
+    config: _RunConfigShape = _RunConfigShape()
+    timings: _TimingsShape = _TimingsShape()
+    evaluations: list[_EvaluationShape]
+    training: list[_TrainingShape] = []
+
+
 def load_results(run_dir: str | Path) -> dict[str, Any]:
-    """The `results.json` of a run directory, with a clear error when it is not one."""
+    """The `results.json` of a run directory, with a clear error naming the file when it is
+    not one: missing, not JSON, another schema, or a field of the wrong type."""
     run_dir = Path(run_dir)
     path = run_dir / RESULTS_FILE if run_dir.is_dir() else run_dir
     if not path.exists():
         raise SepoError(f"no {RESULTS_FILE} in {run_dir}: not a finished `sepo run` directory "
                         "(an interrupted run is finished by running the same command again)")
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise SepoError(f"{path} is not valid JSON: not UTF-8 text ({err.reason} at byte "
+                        f"{err.start})") from None
+    except (json.JSONDecodeError, RecursionError) as err:  # RecursionError: nested too deep
         raise SepoError(f"{path} is not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise SepoError(f"{path} is not a valid {RESULTS_FILE}: expected a JSON object, got "
+                        f"{type(data).__name__}")
     if data.get("schema") != RESULTS_SCHEMA:
         raise SepoError(f"{path} has schema {data.get('schema')!r}; expected {RESULTS_SCHEMA!r}")
+    try:
+        _ResultsShape.model_validate(data)
+    except ValidationError as err:
+        raise SepoError(f"{path} is not a valid {RESULTS_FILE}: "
+                        f"{describe_validation_error(err)}") from None
     return data
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON through a temporary file and a rename: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
-    tmp.replace(path)
+    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
+    with describing_os_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            tmp.write_text(text)
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)  # after a failed write (a full disk): no half file
 
 
 def read_metrics_csv(path: Path) -> list[dict[str, float]]:
@@ -530,6 +620,11 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path | None = None, 
     One run directory: the report is written into it. Several: into `out`, which is then
     required; their evaluations are merged (a game × seed × condition may appear only once).
     `figures=False` skips the PNGs (tables only, in a fraction of the time).
+
+    Every run directory is read before anything is written, so a missing or mistyped one is
+    an error that creates nothing. A separate `out` must be new, empty or an earlier combined
+    report, and must not be, lie inside or contain a run directory
+    (`sepo.rundir.check_output_dir`); a failed build removes an `out` it created.
     """
     run_paths = [Path(r) for r in run_dirs]
     if not run_paths:
@@ -538,10 +633,24 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path | None = None, 
         if len(run_paths) > 1:
             raise SepoError("several run directories: say where the combined report goes "
                             "(--out DIR)")
-        out = run_paths[0]
+        out = run_paths[0] if run_paths[0].is_dir() else run_paths[0].parent
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     evaluations, training, headers = _merge(run_paths)
+    in_place = len(run_paths) == 1 and out.resolve() == (
+        run_paths[0] if run_paths[0].is_dir() else run_paths[0].parent).resolve()
+    if not in_place:
+        check_output_dir(out, inputs=run_paths, made_by="report")
+    with cleanup_on_failure(out), describing_os_errors(out):
+        out.mkdir(parents=True, exist_ok=True)
+        if not in_place:
+            write_output_marker(out, "report")
+        return _write_report(out, run_paths, evaluations, training, headers, figures=figures)
+
+
+def _write_report(out: Path, run_paths: Sequence[Path], evaluations: list[dict],
+                  training: list[dict], headers: list[dict[str, Any]], *,
+                  figures: bool) -> Path:
+    """The report's files in `out` (which exists), from the merged runs."""
     aggregates = aggregate(evaluations)
     drawn = make_plots(out, evaluations, aggregates, training) if figures else {}
 

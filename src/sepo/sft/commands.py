@@ -11,25 +11,32 @@ from typing import Annotated, Any
 
 import typer
 
+# Bounds only: `sepo.train.config` imports pydantic and the games, not torch.
+from sepo.train.config import MAX_EPISODES, MAX_SEED
+
 _Json = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
+_Overwrite = Annotated[bool, typer.Option(
+    "--overwrite", help="Replace a non-empty --out (an earlier output, or files sepo did not "
+                        "write). Never an input.")]
 
 
 def sft_data(
     game: Annotated[str, typer.Argument(help="Game name, or 'all' (see `sepo games`).")],
-    out: Annotated[Path, typer.Option("--out", help="Dataset directory to write (replaced "
-                                                    "if it holds an earlier dataset).")],
+    out: Annotated[Path, typer.Option("--out", help="Dataset directory to write (new or "
+                                                    "empty, or with --overwrite).")],
     episodes_per_opponent: Annotated[int, typer.Option(
-        "--episodes-per-opponent", min=1,
+        "--episodes-per-opponent", min=1, max=MAX_EPISODES,
         help="Episodes against each non-held-out strategy; each draws one demonstrator.")] = 50,
     reasoning: Annotated[bool, typer.Option(
         "--reasoning/--no-reasoning",
         help="Completions with a reason sentence before the action, or the bare action.")]
     = True,
-    seed: Annotated[int, typer.Option(help="Generation seed (episodes, mixture draws, split).")]
-    = 0,
+    seed: Annotated[int, typer.Option(
+        min=0, max=MAX_SEED, help="Generation seed (episodes, mixture draws, split).")] = 0,
     demonstrator: Annotated[list[str] | None, typer.Option(
         "--demonstrator", help="Only this demonstrator (repeatable; drawn uniformly). "
                                "Default: the game's SFT mixture.")] = None,
+    overwrite: _Overwrite = False,
     json_out: _Json = False,
 ) -> None:
     """Write demonstrator chat examples (train/validation JSONL and a card) for SFT."""
@@ -48,7 +55,7 @@ def sft_data(
 
         card = generate_sft_data(games, out, episodes_per_opponent=episodes_per_opponent,
                                  reasoning=reasoning, seed=seed, demonstrators=demonstrator,
-                                 on_game=on_game)
+                                 on_game=on_game, overwrite=overwrite)
     if json_out:
         print_json({"out": str(out), **card})
         return
@@ -68,7 +75,8 @@ def sft(
     model: Annotated[str, typer.Option(
         "--model", help="Base model: 'tiny', 'smollm2-135m', an HF id or a path.")],
     data: Annotated[Path, typer.Option("--data", help="Directory made by `sepo sft-data`.")],
-    out: Annotated[Path, typer.Option("--out", help="Checkpoint directory to write.")],
+    out: Annotated[Path, typer.Option("--out", help="Checkpoint directory to write (new or "
+                                                    "empty, or with --overwrite).")],
     lora: Annotated[bool | None, typer.Option(
         "--lora/--full", help="LoRA adapters (r 32, α 64) or full fine-tuning (default: full "
                               "up to 200M parameters, LoRA above).")] = None,
@@ -92,6 +100,7 @@ def sft(
         "--share-prompt-prefix/--no-share-prompt-prefix",
         help="Run the system prompt a batch shares once (the default; same loss up to "
              "rounding, fewer FLOPs).")] = None,
+    overwrite: _Overwrite = False,
     json_out: _Json = False,
 ) -> None:
     """Supervised fine-tuning on demonstrator data (TRL SFTTrainer, loss on the completion)."""
@@ -109,7 +118,7 @@ def sft(
         "progress": not json_out,
     }
     config = SFTRunConfig.from_dict({k: v for k, v in options.items() if v is not None})
-    result = train_sft(game, model, data, out, config)
+    result = train_sft(game, model, data, out, config, overwrite=overwrite)
     if json_out:
         print_json(result.model_dump())
         return

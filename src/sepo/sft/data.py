@@ -12,18 +12,15 @@ format:
 
 A data directory holds `train.jsonl`, `validation.jsonl` (split 80/20 by episode, so the rounds
 of one episode never straddle the split), `card.json` (what was generated and the counts per
-game, strategy and action) and a human-readable `README.md`. Same arguments -> byte-identical
-files.
+game, strategy and action) and a human-readable `README.md`, plus sepo's output marker
+(`sepo.rundir.OUTPUT_MARKER`). Same arguments -> byte-identical files.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import shutil
-import tempfile
 import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -36,6 +33,14 @@ from sepo.errors import SepoError
 from sepo.games import Game, GameState, Strategy, game_names, get_game
 from sepo.games.base import Action, derive_seed
 from sepo.prompts import chat_messages
+from sepo.rundir import (
+    RunLock,
+    check_output_dir,
+    describing_os_errors,
+    replace_dir_atomically,
+    staging_dir,
+    write_output_marker,
+)
 
 FORMAT = "sepo-sft-data"
 FORMAT_VERSION = 1
@@ -303,40 +308,25 @@ def _jsonl(rows: Sequence[dict[str, Any]]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
 
 
-def _replace_dir(staging: Path, out: Path) -> None:
-    """Move the finished `staging` directory to `out`, replacing an earlier dataset there."""
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        out.rename(old)
-        staging.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        staging.rename(out)
-
-
-def _check_out_dir(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or (
-            any(out.iterdir()) and not (out / CARD_FILE).is_file())):
-        raise SepoError(f"{out} exists and is not an SFT dataset directory (no {CARD_FILE}); "
-                        "choose a new --out or an earlier dataset directory to replace")
-
-
 def generate_sft_data(game: str | Sequence[str], out: str | Path, *,
                       episodes_per_opponent: int = 50, reasoning: bool = True, seed: int = 0,
                       validation_fraction: float = VALIDATION_FRACTION,
                       demonstrators: Sequence[str] | None = None,
-                      on_game: Callable[[str, int], None] | None = None) -> dict[str, Any]:
+                      on_game: Callable[[str, int], None] | None = None,
+                      overwrite: bool = False) -> dict[str, Any]:
     """Generate the demonstrator dataset of `game` (a name, names, or "all") into `out`.
 
     `demonstrators` (default: each game's SPEC §2 mixture) restricts the demonstrators to
     those strategies, drawn uniformly.
     Writes train/validation JSONL, `card.json` and `README.md` atomically (a finished directory
     replaces `out`) and returns the card. `on_game(name, examples)` is called after each game,
-    for progress display.
+    for progress display. An existing non-empty `out`, an earlier dataset included, is
+    replaced only with `overwrite` (`sepo.rundir.check_output_dir`); a failed run leaves `out`
+    as it was and nothing beside it.
     """
     games = resolve_games(game)
     out = Path(out)
-    _check_out_dir(out)
+    check_output_dir(out, overwrite=overwrite, made_by="sft-data")
     splits: dict[str, list[dict[str, Any]]] = {"train": [], "validation": []}
     counts: dict[str, Any] = {}
     for name in games:
@@ -368,17 +358,20 @@ def generate_sft_data(game: str | Sequence[str], out: str | Path, *,
         "examples": {split: len(rows) for split, rows in splits.items()},
         "counts": counts,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        for split, filename in SPLITS.items():
-            (staging / filename).write_text(_jsonl(splits[split]), encoding="utf-8")
-        (staging / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-        (staging / README_FILE).write_text(_readme(card), encoding="utf-8")
-        _replace_dir(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    # Generation above takes no lock (it writes nothing); the write does, and checks `out`
+    # again: another process may have written it meanwhile. The lock lives beside `out`, which
+    # is replaced whole.
+    with RunLock.for_output(out, "sft-data"):
+        check_output_dir(out, overwrite=overwrite, made_by="sft-data")
+        with staging_dir(out, clear_stale=True) as staging:
+            with describing_os_errors(out):
+                for split, filename in SPLITS.items():
+                    (staging / filename).write_text(_jsonl(splits[split]), encoding="utf-8")
+                (staging / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n",
+                                                 encoding="utf-8")
+                (staging / README_FILE).write_text(_readme(card), encoding="utf-8")
+            write_output_marker(staging, "sft-data")
+            replace_dir_atomically(staging, out)
     return card
 
 

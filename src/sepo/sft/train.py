@@ -13,9 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -25,6 +23,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sepo.errors import SepoError, UnknownNameError
+from sepo.rundir import (
+    RunLock,
+    check_output_dir,
+    describing_os_errors,
+    make_staging_dir,
+    model_input_paths,
+    replace_dir_atomically,
+    write_output_marker,
+)
 from sepo.sft.data import load_sft_data, resolve_games
 
 #: Models up to this many parameters are fully fine-tuned by default; larger ones get LoRA.
@@ -54,20 +61,25 @@ class SFTRunConfig(BaseModel):
     finetune: Literal["auto", "full", "lora"] = Field(
         "auto", description=f"'auto': full fine-tuning up to {FULL_FINETUNE_MAX_PARAMS:,} "
         "parameters (tiny, smollm2-135m), LoRA above")
+    # Bounds (as in `sepo.train.config`): NaN/inf refused; a rate of 1 already destroys a model,
+    # 1,000 epochs or a million steps is a typo; numpy's legacy seeding takes 32-bit seeds.
     learning_rate: float | None = Field(
-        None, gt=0, description=f"None: {LORA_LR:g} with LoRA; full fine-tuning {SMALL_FULL_LR:g} "
+        None, gt=0, le=1, allow_inf_nan=False,
+        description=f"None: {LORA_LR:g} with LoRA; full fine-tuning {SMALL_FULL_LR:g} "
         f"under {SMALL_MODEL_PARAMS:,} parameters, {LARGE_FULL_LR:g} above")
-    epochs: float = Field(3.0, gt=0)
+    epochs: float = Field(3.0, gt=0, le=1000, allow_inf_nan=False)
     lr_scheduler: str = "cosine"
     warmup: float = Field(0.03, ge=0, lt=1, description="warm-up, as a share of the steps")
-    weight_decay: float = Field(0.0, ge=0)
-    batch_size: int = Field(16, ge=1, description="examples per optimizer step and device")
-    grad_accum: int = Field(1, ge=1)
+    weight_decay: float = Field(0.0, ge=0, allow_inf_nan=False)
+    batch_size: int = Field(16, ge=1, le=4096, description="examples per optimizer step and "
+                                                           "device")
+    grad_accum: int = Field(1, ge=1, le=4096)
     max_length: int | None = Field(
-        None, ge=8, description="token limit of prompt + completion; None: the model's "
+        None, ge=8, le=131_072, description="token limit of prompt + completion; None: the model's "
         "context length, at most 2048")
-    max_steps: int | None = Field(None, ge=1, description="stop after this many steps")
-    lora_r: int = Field(32, ge=1)
+    max_steps: int | None = Field(None, ge=1, le=1_000_000,
+                                  description="stop after this many steps")
+    lora_r: int = Field(32, ge=1, le=8192)
     lora_alpha: int = Field(64, ge=1)
     lora_dropout: float = Field(0.05, ge=0, lt=1)
     lora_target_modules: list[str] | None = Field(
@@ -80,8 +92,8 @@ class SFTRunConfig(BaseModel):
         "once and reuse its keys and values: the same loss and gradients up to rounding, for "
         "a fraction of the FLOPs (off with gradient checkpointing)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    logging_steps: int = Field(10, ge=1)
-    seed: int = 0
+    logging_steps: int = Field(10, ge=1, le=1_000_000)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
     progress: bool = True
     report_to: str = "none"
 
@@ -209,20 +221,9 @@ def _longest_completion(dataset: Any) -> int:
     return max((sum(1 for t in labels if t != -100) for labels in dataset["labels"]), default=0)
 
 
-def _atomic_save(staging: Path, out: Path) -> None:
-    """Move a finished checkpoint directory into place, replacing an earlier one."""
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        out.rename(old)
-        staging.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        staging.rename(out)
-
-
 def train_sft(game: str | Sequence[str], model: str | Path | tuple[Any, Any],
               data: str | Path, out: str | Path, config: SFTRunConfig | None = None, *,
-              callbacks: Sequence[Any] = ()) -> SFTResult:
+              callbacks: Sequence[Any] = (), overwrite: bool = False) -> SFTResult:
     """Fine-tune `model` on the SFT data of `game` (a name, names or "all") in `data`, and
     save the checkpoint to `out`.
 
@@ -231,7 +232,27 @@ def train_sft(game: str | Sequence[str], model: str | Path | tuple[Any, Any],
     `GameMismatchError`); with several games in the data, only those asked for are used.
     Raises `NonFiniteLossError` (and saves nothing) if the loss stops being finite.
     `callbacks` are extra `transformers.TrainerCallback`s (progress, timing).
+
+    `out` must not be, lie inside or contain `data` or the model's directory, and an existing
+    non-empty `out` (an earlier checkpoint included) is replaced only with `overwrite`
+    (`sepo.rundir.check_output_dir`). The checkpoint is swapped into place whole; a failed
+    run leaves `out` as it was and nothing beside it.
     """
+    out = Path(out)
+    inputs = [Path(data), *([] if isinstance(model, tuple) else model_input_paths(model))]
+    check_output_dir(out, inputs=inputs, overwrite=overwrite, made_by="sft")
+    # The lock lives beside `out` (`.<name>.sepo.lock`): `out` itself is replaced whole at the
+    # end, and a lock file inside it would go with the old directory.
+    with RunLock.for_output(out, "sft"):
+        # Again under the lock: another process may have written `out` while we waited.
+        check_output_dir(out, inputs=inputs, overwrite=overwrite, made_by="sft")
+        return _train_sft(game, model, data, out, config, callbacks=callbacks)
+
+
+def _train_sft(game: str | Sequence[str], model: str | Path | tuple[Any, Any],
+               data: str | Path, out: Path, config: SFTRunConfig | None, *,
+               callbacks: Sequence[Any]) -> SFTResult:
+    """`train_sft` once `out` is checked and locked."""
     import torch
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -269,9 +290,8 @@ def train_sft(game: str | Sequence[str], model: str | Path | tuple[Any, Any],
 
     train_ds, eval_ds = to_dataset("train"), to_dataset("validation")
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    # Leftovers of a killed run beside `out` are ours to clear: we hold `out`'s lock.
+    staging = make_staging_dir(out, clear_stale=True)
     try:
         args = SFTConfig(
             output_dir=str(staging / "trainer"),
@@ -353,8 +373,9 @@ def train_sft(game: str | Sequence[str], model: str | Path | tuple[Any, Any],
             final = final.merge_and_unload()
             merged = True
         checkpoint = staging / "checkpoint"
-        final.save_pretrained(checkpoint)
-        tokenizer.save_pretrained(checkpoint)
+        with describing_os_errors(out):
+            final.save_pretrained(checkpoint)
+            tokenizer.save_pretrained(checkpoint)
         result = SFTResult(
             checkpoint=str(out), games=games, base_model=base_name, data=str(data),
             reasoning=bool(card.get("reasoning", True)), finetune=finetune, merged=merged,
@@ -367,8 +388,9 @@ def train_sft(game: str | Sequence[str], model: str | Path | tuple[Any, Any],
             tokens_per_second=tokens / train_seconds if train_seconds > 0 else 0.0,
             device=device, config=config.model_dump(),
         )
-        (checkpoint / SFT_INFO_FILE).write_text(result.model_dump_json(indent=2) + "\n",
-                                                encoding="utf-8")
+        with describing_os_errors(out):
+            (checkpoint / SFT_INFO_FILE).write_text(result.model_dump_json(indent=2) + "\n",
+                                                    encoding="utf-8")
         from sepo.agents.lm import (
             MAX_NEW_TOKENS_ACTION_ONLY,
             MAX_NEW_TOKENS_REASONING,
@@ -378,9 +400,11 @@ def train_sft(game: str | Sequence[str], model: str | Path | tuple[Any, Any],
         # How the agent should answer: as trained, with room for the longest completion.
         default_tokens = (MAX_NEW_TOKENS_REASONING if result.reasoning
                           else MAX_NEW_TOKENS_ACTION_ONLY)
-        write_agent_settings(checkpoint, reasoning=result.reasoning,
-                             max_new_tokens=max(default_tokens, completion_max + 8))
-        _atomic_save(checkpoint, out)
+        with describing_os_errors(out):
+            write_agent_settings(checkpoint, reasoning=result.reasoning,
+                                 max_new_tokens=max(default_tokens, completion_max + 8))
+        write_output_marker(checkpoint, "sft")
+        replace_dir_atomically(checkpoint, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return result
