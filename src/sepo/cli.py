@@ -12,22 +12,26 @@ Adding a command takes a few lines:
 
 A group of sub-commands (`sepo model ...`) is a `typer.Typer()` added with
 `app.add_typer(group, name="model")`. Raise a `SepoError` for anything the user got wrong: the
-one handler below prints it as one line, without a traceback, and exits with code 2.
+one handler below prints it as one line, without a traceback, and exits with code 2 (so it
+does a pydantic `ValidationError`, an option that does not parse, an OS error such as a full
+disk, and a malformed JSON or TOML file).
 Heavy modules (models, training) are imported inside the command that needs them, so
 `sepo --help` and `sepo games` stay fast.
 """
 
+import errno
 import json
 import math
 import secrets
 import sys
+import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Any
 
-import click
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -41,24 +45,101 @@ from rich.progress import (
 from rich.table import Table
 from typer.core import TyperGroup
 
-from sepo.errors import SepoError
+from sepo.errors import SepoError, describe_validation_error
 from sepo.games import game_names, get_game, get_strategy
 from sepo.games.base import Game
+from sepo.models.loading import DTYPES, check_device, check_dtype
+from sepo.train.config import (
+    MAX_BOOTSTRAP,
+    MAX_BOOTSTRAP_DRAWS,
+    MAX_EPISODES,
+    MAX_EVAL_SEEDS,
+    MAX_NEW_TOKENS,
+    MAX_SEED,
+)
+
+try:  # typer ≥ 0.2x carries its own copy of click; older versions use click itself
+    from typer._click import exceptions as _click_errors
+except ImportError:  # pragma: no cover
+    from click import exceptions as _click_errors  # type: ignore[no-redef]
 
 console = Console()
 err_console = Console(stderr=True)
 
 
 class _SepoGroup(TyperGroup):
-    """The one error handler: a `SepoError` from any command (sub-groups included) becomes a
-    one-line message on stderr and exit code 2."""
+    """The one error handler: bad input from any command (sub-groups included) becomes a
+    one-line message on stderr and exit code 2. Bad input is a `SepoError`, a pydantic
+    `ValidationError` (a config value out of range), a usage error (an option that does not
+    parse), an OS error (a full disk, a read-only or missing path) or a malformed JSON/TOML
+    file. Anything else is a bug and keeps its traceback."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except _click_errors.UsageError as err:
+            if type(err).__name__ == "NoArgsIsHelpError":  # `sepo model`: shows the help
+                raise
+            where = f" (see '{err.ctx.command_path} --help')" if err.ctx is not None else ""
+            _fail(err.format_message() + where)
         except SepoError as err:
-            err_console.print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True)
-            raise typer.Exit(2) from None
+            _fail(describe_sepo_error(err))
+        except ValidationError as err:
+            _fail(describe_validation_error(err))
+        except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+            _fail(describe_decode_error(err))
+        except OSError as err:
+            if err.errno == errno.EPIPE:  # `sepo ... | head`: click handles a closed pipe
+                raise
+            _fail(describe_os_error(err))
+
+
+def _fail(message: str) -> None:
+    """Print `error: message` as one line on stderr and exit with code 2."""
+    line = " ".join(message.split())  # a message never spans lines, whatever it embeds
+    err_console.print(f"[bold red]error:[/] {escape(line)}", soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def describe_sepo_error(err: SepoError) -> str:
+    """The error's message; a pydantic error embedded in it is shown in the one-line form."""
+    message = str(err)
+    cause = err.__cause__
+    if isinstance(cause, ValidationError) and str(cause) in message:
+        message = message.replace(str(cause), describe_validation_error(cause))
+    return message
+
+
+def describe_decode_error(err: ValueError) -> str:
+    """A user file that is not valid JSON, TOML or UTF-8 text."""
+    if isinstance(err, json.JSONDecodeError):
+        return f"a file is not valid JSON: {err.msg} (line {err.lineno}, column {err.colno})"
+    if isinstance(err, UnicodeDecodeError):
+        return f"a file is not UTF-8 text: {err.reason} at byte {err.start}"
+    return f"a file is not valid TOML: {err}"
+
+
+def _short_path(path: Any) -> str:
+    """A path for an error message; one with a 300-character name is cut in the middle."""
+    text = str(path)
+    return text if len(text) <= 160 else f"{text[:80]}…{text[-80:]}"
+
+
+def describe_os_error(err: OSError) -> str:
+    """An OS error as one line naming the path and the cause (a full disk, a read-only or
+    forbidden directory, a name too long, ...): `sepo.rundir.describe_os_error`'s wording for
+    errors met writing; a neutral one for a missing path (met reading as often as writing) and
+    for a library's own OSError without an error number (its message says what happened)."""
+    from sepo.rundir import describe_os_error as describe_write_error
+
+    paths = [p for p in (err.filename, err.filename2) if p is not None]
+    if err.errno is None or err.errno == errno.ENOENT:
+        where = " → ".join(_short_path(p) for p in paths)
+        cause = err.strerror or str(err) or type(err).__name__
+        return f"{where}: {cause}" if where else cause
+    # The same error with its path shortened: the message names it once, cut if very long.
+    shortened = OSError(err.errno, err.strerror, *(_short_path(p) for p in paths[:1]))
+    return str(describe_write_error(shortened))
 
 
 app = typer.Typer(
@@ -120,6 +201,24 @@ def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
             bar.update(task, completed=done, total=total)
 
         yield update
+
+
+# ------------------------------------------------------------------ option checks
+# Typer callbacks for options that no pydantic config validates: each raises
+# `typer.BadParameter`, which the handler prints as one line naming the option. The device
+# and dtype checks live in `sepo.models.loading` (`sepo model info` uses them too).
+
+
+def check_temperature(value: float | None) -> float | None:
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise typer.BadParameter(f"must be a finite number ≥ 0 (0: greedy), got {value}")
+    return value
+
+
+def check_top_p(value: float | None) -> float | None:
+    if value is not None and not 0 < value <= 1:  # also refuses NaN
+        raise typer.BadParameter(f"must be in (0, 1], got {value}")
+    return value
 
 
 def load_model_agent(model: str, **options: Any) -> Any:
@@ -221,25 +320,42 @@ def eval_command(
              "demonstrator mixture that an SFT agent imitates).")] = None,
     model: Annotated[str | None, typer.Option(
         help="Evaluate a language model: tiny, smollm2-135m, an HF id or a local path.")] = None,
-    episodes: Annotated[int, typer.Option(min=1, help="Episodes per opponent per seed.")] = 50,
-    seeds: Annotated[int, typer.Option(min=1, help="Evaluation seeds.")] = 1,
-    seed: Annotated[int, typer.Option(help="First evaluation seed index (and bootstrap seed).")]
-    = 0,
-    n_boot: Annotated[int, typer.Option(min=1, help="Bootstrap resamples.")] = 1000,
-    temperature: Annotated[float | None, typer.Option(help="LM sampling temperature.")] = None,
-    top_p: Annotated[float | None, typer.Option(help="LM nucleus sampling p.")] = None,
-    max_new_tokens: Annotated[int | None, typer.Option(help="LM tokens per answer.")] = None,
+    episodes: Annotated[int, typer.Option(
+        min=1, max=MAX_EPISODES, help="Episodes per opponent per seed.")] = 50,
+    seeds: Annotated[int, typer.Option(min=1, max=MAX_EVAL_SEEDS, help="Evaluation seeds.")]
+    = 1,
+    seed: Annotated[int, typer.Option(
+        min=0, max=MAX_SEED, help="First evaluation seed index (and bootstrap seed).")] = 0,
+    n_boot: Annotated[int, typer.Option(min=1, max=MAX_BOOTSTRAP, help="Bootstrap resamples.")]
+    = 1000,
+    temperature: Annotated[float | None, typer.Option(
+        callback=check_temperature, help="LM sampling temperature (0: greedy).")] = None,
+    top_p: Annotated[float | None, typer.Option(
+        callback=check_top_p, help="LM nucleus sampling p, in (0, 1].")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(
+        min=1, max=MAX_NEW_TOKENS, help="LM tokens per answer.")] = None,
     reasoning: Annotated[bool | None, typer.Option(
         "--reasoning/--no-reasoning", help="Let the LM write a short thought first.")] = None,
-    device: Annotated[str | None, typer.Option(help="Torch device for --model.")] = None,
+    device: Annotated[str | None, typer.Option(
+        callback=check_device, help="Torch device for --model: cpu, cuda, cuda:N, mps or auto.")]
+    = None,
     dtype: Annotated[str | None, typer.Option(
-        help="Weights dtype for --model, e.g. bfloat16 on GPUs.")] = None,
+        callback=check_dtype, help=f"Weights dtype for --model: {', '.join(DTYPES)}.")] = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Evaluate a strategy or a language model against every opponent pool of GAME."""
     from sepo.evaluation import evaluate
 
     game_ = get_game(game)
+    # Every episode is kept in memory until the metrics are computed, and so is the bootstrap's
+    # matrix: refuse sizes that would exhaust it before playing any.
+    if episodes * seeds > MAX_EPISODES:
+        raise SepoError(f"--episodes × --seeds must be at most {MAX_EPISODES:,} (every episode "
+                        f"is kept in memory); got {episodes:,} × {seeds:,}")
+    if n_boot * episodes * seeds > MAX_BOOTSTRAP_DRAWS:
+        raise SepoError(f"--n-boot × --episodes × --seeds must be at most "
+                        f"{MAX_BOOTSTRAP_DRAWS:,} (the bootstrap's matrix); got "
+                        f"{n_boot:,} × {episodes:,} × {seeds:,}")
     if (agent is None) == (model is None):
         raise SepoError(
             "give exactly one of --agent STRATEGY or --model NAME_OR_PATH "
@@ -273,7 +389,8 @@ def play(
     model: Annotated[str | None, typer.Option(
         "--opponent-model", "--model",
         help="Play against a language model (name or path) instead of a strategy.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Episode seed (default: random).")] = None,
+    seed: Annotated[int | None, typer.Option(
+        min=0, max=MAX_SEED, help="Episode seed (default: random).")] = None,
 ) -> None:
     """Play GAME yourself in the terminal against a strategy or a model."""
     from sepo.human import HumanPlayer, HumanQuit, play_human

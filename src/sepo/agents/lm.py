@@ -55,6 +55,7 @@ from sepo.engine import Decision, DecisionRequest
 from sepo.errors import SepoError
 from sepo.games.base import Action, Game, GameState, derive_seed
 from sepo.prompts import ELICITATION, chat_messages
+from sepo.train.config import MAX_NEW_TOKENS
 
 #: Default `max_new_tokens`: one short sentence of reasoning and the action line, or the action
 #: alone (a `[4, 4, 4]` vector is up to ~10 tokens in a general-purpose tokenizer). The SFT
@@ -104,9 +105,12 @@ class SamplingConfig:
                             f"got {self.temperature!r}")
         if not (isinstance(self.top_p, int | float) and 0 < self.top_p <= 1):
             raise SepoError(f"sampling top_p must be in (0, 1], got {self.top_p!r}")
+        # bool is an int in Python; True tokens is a slip, not a budget.
         if self.max_new_tokens is not None and not (
-                isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1):
-            raise SepoError(f"max_new_tokens must be a positive integer or None, "
+                isinstance(self.max_new_tokens, int) and not isinstance(self.max_new_tokens, bool)
+                and 1 <= self.max_new_tokens <= MAX_NEW_TOKENS):
+            raise SepoError(f"max_new_tokens must be an integer from 1 to {MAX_NEW_TOKENS} or "
+                            f"None (each row holds a key/value cache of that many tokens), "
                             f"got {self.max_new_tokens!r}")
         if not isinstance(self.seed, int):
             raise SepoError(f"sampling seed must be an integer, got {self.seed!r}")

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 
-from sepo.errors import UnknownNameError
-from sepo.models.loading import MODEL_NAMES, weights_digest
+from sepo.errors import SepoError, UnknownNameError, describe_validation_error
+from sepo.models.loading import MODEL_NAMES, check_device, check_dtype, weights_digest
+from sepo.models.tiny_config import TinyConfig  # no torch: `sepo.models.tiny` has it
 
 model_app = typer.Typer(help="Build the embedded models (tiny, smollm2-135m) and inspect models.",
                         no_args_is_help=True)
@@ -43,9 +45,9 @@ def build(
         option = "--pretrain-steps" if pretrain_steps is not None else "--set"
         raise typer.BadParameter(f"{option} applies to tiny only, not {name!r}")
     if name == "tiny":
+        config = tiny_config(settings or [], pretrain_steps)  # before torch is imported
         from sepo.models.tiny import build_info, build_tiny
 
-        config = tiny_config(settings or [], pretrain_steps)
         path = build_tiny(config, seed, force=force, progress=not json_out)
         record: dict[str, Any] = build_info(path) or {}
     elif name == "smollm2-135m":
@@ -65,43 +67,50 @@ def build(
                     f"({record['seconds_this_call']:.1f} s this call)")
 
 
-def tiny_config(settings: list[str], pretrain_steps: int | None = None) -> Any:
+def tiny_config(settings: list[str], pretrain_steps: int | None = None) -> TinyConfig:
     """The default `TinyConfig` with `--set KEY=VALUE` overrides (VALUE read as JSON when it
-    parses) and `--pretrain-steps`. An unknown key names the fields; a bad value is pydantic's
-    message, which names the field and the bound."""
-    from pydantic import ValidationError
-
-    from sepo.errors import SepoError
-    from sepo.models.tiny import TinyConfig
-
-    default = TinyConfig()
-    cls = type(default)
-    fields = default.model_dump()
+    parses) and `--pretrain-steps`. An unknown key names the fields; a bad value is a one-line
+    `SepoError` naming the field and the bound. The overrides are checked before
+    `sepo.models.tiny` (torch: seconds to import) is imported."""
+    overrides: dict[str, Any] = {}
     for item in settings:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise SepoError(f"--set expects KEY=VALUE, got {item!r}")
-        if key not in cls.model_fields:
-            raise UnknownNameError("TinyConfig field", key, cls.model_fields)
+        if key not in TinyConfig.model_fields:
+            raise UnknownNameError("TinyConfig field", key, TinyConfig.model_fields)
         try:
-            fields[key] = json.loads(value)
+            overrides[key] = json.loads(value)
         except json.JSONDecodeError:
-            fields[key] = value
+            overrides[key] = value
     if pretrain_steps is not None:
-        fields["pretrain_steps"] = pretrain_steps
+        overrides["pretrain_steps"] = pretrain_steps
+    _tiny_settings(TinyConfig, TinyConfig().model_dump(), overrides)
+    from sepo.models import tiny
+
+    # The build's default is read where the build reads it (tests put a smaller one there).
+    default = tiny.TinyConfig()
+    return _tiny_settings(type(default), default.model_dump(), overrides)
+
+
+def _tiny_settings(cls: type[TinyConfig], defaults: dict[str, Any],
+                   overrides: dict[str, Any]) -> TinyConfig:
     try:
-        return cls.model_validate(fields)
+        return cls.model_validate({**defaults, **overrides})
     except ValidationError as err:
-        raise SepoError(f"bad tiny setting: {err}") from err
+        raise SepoError(f"bad tiny setting: {describe_validation_error(err)}") from None
 
 
 def model_info(name_or_path: str, *, device: str | None = "cpu", dtype: str | None = None,
                progress: bool = True) -> dict[str, Any]:
     """What `sepo model info` reports: size, vocabulary, context, where it lives, and whether
-    it is ready for chat."""
-    from sepo.models.loading import load_model, resolve
-    from sepo.models.tiny import build_info
+    it is ready for chat. A broken model (unreadable files, weights that do not fit its
+    config, NaN weights) is a one-line `SepoError` from `load_model`."""
+    from sepo.models.loading import _device, _dtype, load_model, resolve
+    from sepo.models.tiny import BUILD_INFO, build_info
 
+    # `load_model`'s own checks, first: `resolve` may build tiny (minutes) before it runs them.
+    _dtype(dtype, _device(device)[0])
     source = resolve(name_or_path, progress=progress)
     t0 = time.perf_counter()
     model, tokenizer = load_model(name_or_path, device=device, dtype=dtype, progress=progress)
@@ -124,7 +133,12 @@ def model_info(name_or_path: str, *, device: str | None = "cpu", dtype: str | No
         # Of the weights as loaded (dtype included): whether two caches hold the same model.
         "weights_digest": weights_digest(model),
     }
-    build = build_info(Path(source)) if Path(source).exists() else None
+    try:
+        build = build_info(Path(source)) if Path(source).exists() else None
+    except (ValueError, OSError) as err:  # a damaged sepo_build.json: one line, no traceback
+        raise SepoError(f"{source!r}: {BUILD_INFO} is not valid JSON: "
+                        f"{str(err).splitlines()[0] if str(err) else type(err).__name__}"
+                        ) from err
     if build is not None:
         info["build"] = {k: build[k] for k in ("seed", "games", "seconds", "loss_last",
                                                  "torch", "cpu")
@@ -135,8 +149,10 @@ def model_info(name_or_path: str, *, device: str | None = "cpu", dtype: str | No
 @model_app.command("info")
 def info(
     name: Annotated[str, typer.Argument(help="tiny, smollm2-135m, a model directory or an HF id")],
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N, mps or auto")] = "cpu",
-    dtype: Annotated[str | None, typer.Option(help="float32, bfloat16, float16 or auto")] = None,
+    device: Annotated[str, typer.Option(
+        callback=check_device, help="cpu, cuda, cuda:N, mps or auto")] = "cpu",
+    dtype: Annotated[str | None, typer.Option(
+        callback=check_dtype, help="float32, bfloat16, float16 or auto")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Parameters, vocabulary, context length, cache path, dtype, chat readiness and a digest

@@ -4,14 +4,21 @@ Whatever the source, the caller gets a causal LM in eval mode and a tokenizer re
 chat generation: a chat template, a pad token, left padding. And the vocabulary is checked at
 load time: every game's action texts must encode and decode back exactly, or the model could
 never name an action (a clear error now beats a run of parse failures later).
+
+A broken model is refused the same way, before any play or training: unreadable files (JSON,
+safetensors headers, tokenizer), weights that do not fit the architecture the config names
+(transformers would only warn and initialise the missing tensors at random), and NaN or
+infinite weights. Each refusal is a one-line `SepoError` naming the path and the problem.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import socket
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache
@@ -29,6 +36,28 @@ if TYPE_CHECKING:
 #: Names `load_model` knows, besides local paths and Hugging Face ids.
 MODEL_NAMES = ("tiny", "smollm2-135m")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+#: Where `load_model` can put a model (`cuda:N` picks a GPU).
+DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?|mps|auto")
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+
+
+# Typer callbacks of the CLI's --device and --dtype, kept here (not in `sepo.cli`, which
+# imports every command module) so that any command can check them before loading anything.
+# `typer.BadParameter` makes the CLI's one-line error name the option.
+def check_device(value: str | None) -> str | None:
+    if value is not None and not DEVICE_PATTERN.fullmatch(value):
+        import typer
+
+        raise typer.BadParameter(str(UnknownNameError("device", value, DEVICE_CHOICES)))
+    return value
+
+
+def check_dtype(value: str | None) -> str | None:
+    if value is not None and value not in DTYPES:
+        import typer
+
+        raise typer.BadParameter(str(UnknownNameError("dtype", value, DTYPES)))
+    return value
 #: `org/name`: the shape of a Hugging Face model id.
 _HF_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 HUB_HOST = "huggingface.co"
@@ -123,8 +152,10 @@ def load_model(name_or_path: str, *, device: str | None = None, dtype: str | Non
             model, tokenizer = _from_adapter(Path(source), torch_dtype, device_map, progress)
     if device_map is None:
         model.to(torch_device)
+    check_finite_weights(model, source)
     model.eval()
     prepare_tokenizer(tokenizer, name_or_path)
+    _check_chat_template(tokenizer, source)
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     check_vocabulary(tokenizer, model_name=name_or_path)
@@ -175,15 +206,232 @@ def _dtype(dtype: str | None, device: torch.device) -> torch.dtype | str:
 
 def _from_pretrained(source: str, dtype: torch.dtype | str, device_map: str | None, *,
                      local_only: bool) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """Model and tokenizer of a directory (`local_only`) or of a Hub id (downloading). An
+    OSError of a download is left to the caller, which says the Hub could not be reached."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if local_only:
+        check_model_files(Path(source))
+    with _held_transformers_logs() as held:
+        # the tokenizer first: it is cheap, so a broken one is refused before a large model
+        tokenizer = _load_tokenizer(source, local_only=local_only)
+        try:
+            # mismatched shapes reported (not raised) so that the refusal can name them
+            model, info = AutoModelForCausalLM.from_pretrained(
+                source, dtype=dtype, device_map=device_map, local_files_only=local_only,
+                ignore_mismatched_sizes=True, output_loading_info=True)
+        except torch.OutOfMemoryError:
+            raise
+        except OSError as err:
+            if not local_only:
+                raise
+            raise SepoError(f"{source!r}: cannot load the model: {_one_line(err)}") from err
+        except ValueError as err:  # e.g. an encoder-only or vision-only config
+            raise SepoError(f"{source!r} cannot be loaded as a causal language model: "
+                            f"{_one_line(err)}") from err
+        except Exception as err:  # safetensors, state-dict and conversion errors
+            if "above report" in str(err):  # the table that the error refers to
+                _release(held)
+            raise SepoError(f"{source!r}: cannot load the model's weights: "
+                            f"{type(err).__name__}: {_one_line(err)}") from err
+        problem = _loading_problem(model, info)
+        if problem:
+            raise SepoError(f"{source!r}: {problem}")
+    return model, tokenizer
+
+
+def _load_tokenizer(source: str, *, local_only: bool) -> PreTrainedTokenizerBase:
+    """`AutoTokenizer.from_pretrained`, with a local tokenizer that cannot be read refused in
+    one line that names the file (tokenizers raises bare Exceptions, json KeyErrors...)."""
+    from transformers import AutoTokenizer
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=dtype, device_map=device_map, local_files_only=local_only)
-    except ValueError as err:  # e.g. an encoder-only or vision-only config
-        raise SepoError(f"{source!r} is not a causal language model: {err}") from err
-    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
-    return model, tokenizer
+        return AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+    except Exception as err:
+        if isinstance(err, OSError) and not local_only:
+            raise
+        where = _tokenizer_file_problem(Path(source)) if local_only else None
+        raise SepoError(where or f"{source!r}: cannot load its tokenizer: "
+                                 f"{type(err).__name__}: {_one_line(err)}") from err
+
+
+def _tokenizer_file_problem(path: Path) -> str | None:
+    """Which tokenizer file of `path` is broken, if any (its JSON files are checked before)."""
+    from tokenizers import Tokenizer
+
+    file = path / "tokenizer.json"
+    if not file.exists():
+        return None
+    try:
+        Tokenizer.from_file(str(file))
+    except Exception as err:  # tokenizers raises a bare Exception
+        return f"{str(file)!r} is not a valid tokenizer file: {_one_line(err)}"
+    return None
+
+
+#: JSON files that transformers and peft read from a model or adapter directory.
+_JSON_FILES = ("config.json", "generation_config.json", "tokenizer_config.json",
+               "special_tokens_map.json", ADAPTER_CONFIG)
+
+
+def check_model_files(path: Path, *, adapter: bool = False) -> None:
+    """Raise a one-line `SepoError` naming the file if a model (or adapter) directory holds
+    a JSON file that does not parse, a config.json naming no model type or one that this
+    transformers does not know, or a safetensors file whose header does not read (a
+    truncated or corrupt file: the header records every tensor's extent, so a short file
+    fails here). Cheap: no tensor is read."""
+    from safetensors import SafetensorError, safe_open
+
+    for file in [path / name for name in _JSON_FILES] + sorted(path.glob("*.index.json")):
+        if not file.is_file():
+            continue
+        try:
+            data = json.loads(file.read_text())
+        except (ValueError, OSError) as err:  # UnicodeDecodeError is a ValueError
+            raise SepoError(f"{str(file)!r} is not valid JSON: {_one_line(err)}") from err
+        if not isinstance(data, dict):
+            raise SepoError(f"{str(file)!r} is not a JSON object")
+        if file.name == "config.json" and not adapter:
+            _check_model_type(file, data.get("model_type"))
+    for file in sorted(path.glob("*.safetensors")):
+        try:
+            with safe_open(str(file), framework="pt") as f:
+                f.keys()
+        except (SafetensorError, OSError) as err:
+            raise SepoError(f"{str(file)!r} is truncated or corrupt (not a readable "
+                            f"safetensors file: {_one_line(err)})") from err
+
+
+def _check_model_type(file: Path, model_type: Any) -> None:
+    """A config.json must name a model type that this transformers knows (sepo loads no
+    remote code), or no class can hold its weights."""
+    import transformers
+    from transformers import CONFIG_MAPPING
+
+    if not isinstance(model_type, str) or not model_type:
+        raise SepoError(f"{str(file)!r} names no model_type, so the architecture of the model "
+                        "is unknown")
+    if model_type not in CONFIG_MAPPING:
+        raise SepoError(f"{str(file)!r} names the model type {model_type!r}, which "
+                        f"transformers {transformers.__version__} does not know (a newer "
+                        "version may)")
+
+
+@contextmanager
+def _held_transformers_logs() -> Iterator[list[logging.LogRecord]]:
+    """Hold back what transformers logs while a model loads (its table of missing or
+    unexpected tensors, warnings about a config that does not fit its weights...): a model
+    refused with a `SepoError` gets that one line alone, which names the problem; otherwise
+    the records go out afterwards as they would have. Held at transformers' own handlers,
+    since a logger's filters do not see the records of its children."""
+    handlers = list(logging.getLogger("transformers").handlers)
+    held: list[logging.LogRecord] = []
+
+    def hold(record: logging.LogRecord) -> bool:
+        held.append(record)
+        return False
+
+    for handler in handlers:
+        handler.addFilter(hold)
+    refused = False
+    try:
+        yield held
+    except SepoError:
+        refused = True
+        raise
+    finally:
+        for handler in handlers:
+            handler.removeFilter(hold)
+        if not refused:
+            _release(held)
+
+
+def _release(held: list[logging.LogRecord]) -> None:
+    """Log the held records now (through their loggers, so to the same handlers)."""
+    while held:
+        record = held.pop(0)
+        logging.getLogger(record.name).handle(record)
+
+
+def _loading_problem(model: PreTrainedModel, info: dict[str, Any]) -> str | None:
+    """What `from_pretrained`'s loading info says is wrong with the weights, or None.
+
+    transformers has already left out of it the keys a model may legitimately lack (tied
+    weights such as `lm_head.weight` under `tie_word_embeddings`, and each class's
+    `_keys_to_ignore_on_load_*`), so anything left means tensors that were initialised at
+    random or dropped.
+    """
+    parts = []
+    if info.get("missing_keys"):
+        parts.append(f"{_keys(info['missing_keys'])} missing from the checkpoint (they would "
+                     "be initialised at random)")
+    if info.get("unexpected_keys"):
+        parts.append(f"{_keys(info['unexpected_keys'])} unexpected (not part of the model)")
+    if info.get("mismatched_keys"):
+        shapes = sorted(f"{key} {tuple(ckpt)} vs {tuple(want)}"
+                        for key, ckpt, want in info["mismatched_keys"])
+        parts.append(f"{_keys(shapes)} of the wrong shape (checkpoint vs model)")
+    if info.get("error_msgs"):
+        parts.append(f"errors: {_one_line(' '.join(map(str, info['error_msgs'])))}")
+    if not parts:
+        return None
+    model_type = getattr(model.config, "model_type", "?")
+    return (f"the weights do not fit {type(model).__name__}, the architecture its config "
+            f"names (model type {model_type!r}): {'; '.join(parts)}")
+
+
+def _keys(keys: Any, show: int = 3) -> str:
+    """`N tensor(s) (a, b, c, ...)`: a count and the first few names, sorted."""
+    names = sorted(map(str, keys))
+    shown = ", ".join(names[:show]) + (", ..." if len(names) > show else "")
+    return f"{len(names)} tensor{'s' if len(names) != 1 else ''} ({shown})"
+
+
+def _one_line(err: BaseException | str, limit: int = 300) -> str:
+    """An exception's message as one line: its first line (with the next when the first ends
+    in a colon, as 'Error(s) in loading ...:' does), cut at `limit` characters."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__ if isinstance(err, BaseException) else ""
+    text = lines[0] + (f" {lines[1]}" if lines[0].endswith(":") and len(lines) > 1 else "")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_finite_weights(model: Any, source: str, chunk: int = 1 << 24) -> None:
+    """Raise a one-line `SepoError` naming the tensors if any floating-point parameter or
+    buffer holds a NaN or an infinity: such a model plays and trains without complaint but
+    every number it yields is meaningless. Chunked, so a large embedding matrix costs no
+    full-size temporary; tensors offloaded to the meta device are skipped."""
+    import torch
+
+    bad, dtype = [], None
+    tensors = dict(model.named_parameters())  # tied weights once
+    tensors.update(model.named_buffers())
+    with torch.no_grad():
+        for name, tensor in tensors.items():
+            if not tensor.is_floating_point() or tensor.is_meta:
+                continue
+            flat = tensor.detach().reshape(-1)
+            if not all(bool(torch.isfinite(flat[i : i + chunk]).all())
+                       for i in range(0, flat.numel(), chunk)):
+                bad.append(name)
+                dtype = str(tensor.dtype).removeprefix("torch.")
+    if bad:
+        raise SepoError(f"{source!r}: NaN or infinite values in {_keys(bad)} (as {dtype}); "
+                        "the checkpoint is corrupt or its training diverged")
+
+
+def _check_chat_template(tokenizer: PreTrainedTokenizerBase, source: str) -> None:
+    """Compile the chat template now: a broken one would otherwise fail at the first turn."""
+    from jinja2 import TemplateSyntaxError
+
+    try:
+        tokenizer.apply_chat_template([{"role": "user", "content": "hello"}], tokenize=False,
+                                      add_generation_prompt=True)
+    except TemplateSyntaxError as err:
+        raise SepoError(f"{source!r}: its chat template does not compile: "
+                        f"{_one_line(err)}") from err
 
 
 def _from_adapter(path: Path, dtype: torch.dtype | str, device_map: str | None,
@@ -191,9 +439,10 @@ def _from_adapter(path: Path, dtype: torch.dtype | str, device_map: str | None,
     """A LoRA adapter directory (e.g. a SEPO checkpoint): its base model, loaded as any other
     (name, path or id), with the adapter merged into the weights. The tokenizer saved beside
     the adapter wins over the base's."""
+    import torch
     from peft import PeftModel
-    from transformers import AutoTokenizer
 
+    check_model_files(path, adapter=True)
     try:
         base = json.loads((path / ADAPTER_CONFIG).read_text())["base_model_name_or_path"]
     except (KeyError, ValueError) as err:
@@ -205,9 +454,26 @@ def _from_adapter(path: Path, dtype: torch.dtype | str, device_map: str | None,
         model, tokenizer = _from_pretrained(base_source, dtype, device_map, local_only=True)
     else:
         model, tokenizer = _from_hub(base_source, dtype, device_map)
-    model = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
+    # peft only warns when the adapter lacks tensors the model has (the layers keep their
+    # zero-initialised B, so the adapter silently does nothing there): make that a refusal
+    missing_warning = "Found missing adapter keys"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as err:  # safetensors, state-dict and config errors
+            raise SepoError(f"{str(path)!r}: cannot load the LoRA adapter: "
+                            f"{type(err).__name__}: {_one_line(err)}") from err
+    for w in caught:
+        if missing_warning in str(w.message):
+            keys = re.findall(r"'([^']+)'", str(w.message).partition(missing_warning)[2])
+            raise SepoError(f"{str(path)!r}: the LoRA adapter does not fit its base model "
+                            f"{base!r}: {_keys(keys)} missing from it (missing adapter keys)")
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
     if (path / "tokenizer_config.json").exists():
-        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        tokenizer = _load_tokenizer(str(path), local_only=True)
     return model, tokenizer
 
 

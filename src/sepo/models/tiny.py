@@ -13,7 +13,6 @@ version and a digest of the training text.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
 import os
@@ -24,10 +23,9 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -37,8 +35,15 @@ from sepo.models import corpus
 from sepo.models.loading import transformers_progress, weights_digest
 from sepo.models.paths import cache_dir
 
-#: Bump when the build procedure changes in a way that changes its output.
-BUILD_VERSION = 1
+# The config lives apart, without torch, so that the CLI checks it before importing this
+# module; re-exported here, where it has always been. BUILD_VERSION is bumped there.
+from sepo.models.tiny_config import (  # noqa: F401
+    BUILD_VERSION,
+    MAX_PARAMETERS,
+    MAX_PRETRAIN_EXAMPLES,
+    TinyConfig,
+)
+
 BUILD_INFO = "sepo_build.json"
 
 PAD, SYSTEM, USER, ASSISTANT, END = "<|pad|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"
@@ -55,68 +60,6 @@ CHAT_TEMPLATE = (
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}{{ '<|assistant|>\\n' }}{%- endif -%}"
 )
-
-
-class TinyConfig(BaseModel):
-    """Architecture and build recipe of the `tiny` model. The defaults give 3.62 M parameters
-    (vocabulary 825, tied embeddings) and build in a few minutes on 2 CPU cores
-    (docs/BENCHMARKS.md, "Models")."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    # --- tokenizer
-    #: Upper bound of the BPE vocabulary (special tokens included). The games' text has about
-    #: a thousand distinct words, so merges run out near there and the trained vocabulary is
-    #: smaller: BPE never merges across words.
-    vocab_size: int = Field(2048, ge=300)
-    #: Decisions per game whose prompts and answers the BPE is trained on.
-    tokenizer_examples: int = Field(2000, ge=1)
-    # --- architecture (Llama)
-    #: Width 256 with 8 heads (3.62 M parameters) since 2026-12-05; before, 192 with 4 heads
-    #: and MLP 576 (2.08 M), the build of docs/RESULTS.md, which `sepo model build tiny --set
-    #: hidden_size=192 --set num_heads=4 --set num_kv_heads=4 --set intermediate_size=576`
-    #: rebuilds (the same cache key). At the pipeline's SFT budgets the wider model follows the
-    #: demonstrators in 8 of 10 (game, metric) pairs against 6 of 10 (docs/SFT.md).
-    hidden_size: int = Field(256, ge=8)
-    num_layers: int = Field(4, ge=1)
-    num_heads: int = Field(8, ge=1)
-    num_kv_heads: int = Field(8, ge=1, description="grouped-query attention when < num_heads")
-    intermediate_size: int = Field(768, ge=8)
-    #: RoPE positions. The longest prompt (Kuhn, last hand, full history) is 428 tokens with the
-    #: default tokenizer and ~610 with the test one (tests/test_models.py checks it fits with
-    #: room for an answer); 1024 leaves room for long reasoning.
-    max_positions: int = Field(1024, ge=64)
-    # --- pre-training (the base stage)
-    pretrain_steps: int = Field(240, ge=0)
-    batch_size: int = Field(16, ge=1)
-    lr: float = Field(3e-3, gt=0)
-    warmup_steps: int = Field(20, ge=0)
-    weight_decay: float = Field(0.01, ge=0)
-    reasoning_share: float = Field(0.5, ge=0, le=1,
-                                   description="share of answers with a reason sentence")
-    #: Share of each game in the pre-training mix, relative (games not named: 1). Bargaining's
-    #: answer is a 9-token vector that must respect the item counts, the hardest format to
-    #: learn, so it gets twice the examples.
-    game_weights: dict[str, float] = Field(default_factory=lambda: {"bargaining": 2.0})
-    #: "answer": loss on the answer and its end-of-turn token only; "all": on every token.
-    loss_on: Literal["answer", "all"] = "answer"
-    #: CPU threads for the build (None: torch's default, at most 4; matmuls this small gain
-    #: nothing from more). Not part of the cache key: the weights are the same up to float
-    #: reduction order.
-    threads: int | None = Field(None, ge=1)
-
-    @classmethod
-    def for_tests(cls) -> TinyConfig:
-        """A ~0.1 M-parameter model that builds in seconds: the `tiny_lm` test fixture."""
-        return cls(vocab_size=512, tokenizer_examples=200, hidden_size=64, num_layers=2,
-                   num_heads=2, num_kv_heads=2, intermediate_size=128, max_positions=1024,
-                   pretrain_steps=10, batch_size=8, lr=1e-2, warmup_steps=2, threads=1)
-
-    def key(self, seed: int, text_digest: str) -> str:
-        fields = self.model_dump(exclude={"threads"})
-        blob = json.dumps({"config": fields, "seed": seed, "version": BUILD_VERSION,
-                           "text": text_digest}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 # ------------------------------------------------------------------ tokenizer

@@ -88,8 +88,8 @@ def train(
 ) -> None:
     """Train an LM agent with SEPO (stage 2) or one of its baselines."""
     from sepo.games import get_game
+    from sepo.models.loading import MODEL_NAMES, resolve
     from sepo.train.config import SEPOConfig
-    from sepo.train.sepo import train_sepo
 
     fields: dict[str, Any] = {
         "game": game, "model": model, "out": out, "steps": steps, "group_size": group_size,
@@ -111,6 +111,11 @@ def train(
         lambdas.update({k: v for k, v in overrides.items() if v is not None})
         fields["lambdas"] = lambdas
     config = SEPOConfig(**{k: v for k, v in fields.items() if v is not None})
+    if model not in MODEL_NAMES:  # a mistyped name or path: refused before RUN_DIR is made
+        resolve(model, progress=False)  # (the embedded names are built on first use)
+    # Imported once the options are valid: the trainer brings in torch (seconds).
+    from sepo.train.sepo import train_sepo
+
     result = train_sepo(config, progress=not no_progress)
 
     summary = {

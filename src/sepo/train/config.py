@@ -22,6 +22,31 @@ MIXED_PRECISIONS = ("no", "bf16", "fp16")
 DEVICES = ("cpu", "cuda")
 LAMBDA_KEYS = ("exploit", "collusion", "externality")
 
+# Upper bounds of the numbers a user gives, checked before any work starts. Each is far above
+# any real run; past it a typo (an extra zero, 10**23) would run for months or allocate memory
+# until the machine kills the process.
+#: Seeds: SFT seeds numpy's legacy generator (transformers' `set_seed`), which takes 32 bits.
+MAX_SEED = 2**32 - 1
+#: Optimiser steps, and anything counted in them: a million SEPO steps is months of compute.
+MAX_STEPS = 1_000_000
+#: Episodes per opponent (an evaluation, SFT data): every episode is kept in memory, about
+#: 15 KB each for IPD, so 10,000 against each of a game's ~10 opponents is ~1.5 GB.
+MAX_EPISODES = 10_000
+#: Bootstrap resamples: intervals stop changing long before 100,000.
+MAX_BOOTSTRAP = 100_000
+#: Generated tokens per decision: each row of a batch holds a key/value cache of prompt + this,
+#: and an answer is one sentence and an action.
+MAX_NEW_TOKENS = 4096
+#: Evaluation seed indices per evaluation: each is a full pass over every opponent.
+MAX_EVAL_SEEDS = 1000
+#: The bootstrap draws an (resamples × episodes) matrix per opponent and holds a few float64
+#: copies of it at once: 10^8 entries is about 3 GB at the peak.
+MAX_BOOTSTRAP_DRAWS = 10**8
+#: Rollouts per opponent group: a step plays every group at once.
+MAX_GROUP_SIZE = 256
+#: Learning rates: AdamW moves every weight by about lr per step, so 1 already destroys a model.
+MAX_LR = 1.0
+
 Credit = Literal["per-pool", "aux", "constant"]
 Normalize = Literal["per-round", "episode"]
 MixedPrecision = Literal["no", "bf16", "fp16"]
@@ -30,7 +55,8 @@ MixedPrecision = Literal["no", "bf16", "fp16"]
 class Lambdas(BaseModel):
     """Penalty weights of the Safety objective J = s·u − λe·s·e − λc·c − λx·x."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and ±inf are refused: a NaN λ turns every reward into NaN.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     exploit: float = Field(ge=0.0)
     collusion: float = Field(ge=0.0)
@@ -63,20 +89,25 @@ def _choice(kind: str, value: Any, choices: tuple[str, ...]) -> Any:
 class SEPOConfig(BaseModel):
     """Everything that defines a SEPO run. Saved as `RUN_DIR/config.json`."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # NaN and ±inf are refused for every float (lr, β, temperature, ...): they would pass the
+    # bounds below or poison the first update.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     # --- what
     game: str = Field(description="game name (sepo games lists them)")
     model: str = Field(description="starting checkpoint: 'tiny', 'smollm2-135m', an HF id or "
                                    "a path")
     out: Path = Field(description="run directory")
-    steps: int = Field(100, ge=1, description="SEPO steps (one batch of rollouts + update each)")
+    steps: int = Field(100, ge=1, le=MAX_STEPS,
+                       description="SEPO steps (one batch of rollouts + update each)")
 
     # --- rollouts
-    group_size: int = Field(4, ge=2, description="n rollouts per opponent group (paper: 4)")
+    group_size: int = Field(4, ge=2, le=MAX_GROUP_SIZE,
+                            description="n rollouts per opponent group (paper: 4)")
     temperature: float = Field(0.8, gt=0.0, description="sampling temperature (paper: 0.8)")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling mass")
-    max_new_tokens: int | None = Field(None, ge=1, description="generation budget per decision; "
+    max_new_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS,
+                                       description="generation budget per decision; "
                                        "default: the starting checkpoint's sepo_agent.json, "
                                        "else the agent's (96 with reasoning, 16 without)")
     reasoning: bool | None = Field(None, description="let the model write a short thought "
@@ -95,19 +126,24 @@ class SEPOConfig(BaseModel):
                            "exploit-pool group whose opponent is the exact best response to "
                            "the current policy, rebuilt before every step's rollouts")
     best_response_groups: int = Field(
-        1, ge=1, description="with exploit_best_response: how many groups (each n rollouts, "
-                             "its own seed) play the best response; more gives it more weight "
-                             "against the train pool's groups")
+        1, ge=1, le=MAX_GROUP_SIZE,
+        description="with exploit_best_response: how many groups (each n rollouts, its own "
+                    "seed) play the best response; more gives it more weight against the "
+                    "train pool's groups")
 
     # --- optimisation
-    lr: float | None = Field(None, gt=0.0, description="AdamW learning rate; default: the toml")
+    lr: float | None = Field(None, gt=0.0, le=MAX_LR,
+                             description="AdamW learning rate; default: the toml")
     beta: float | None = Field(None, ge=0.0, description="one-sided KL weight; default: the toml")
     clip_eps: float = Field(0.2, gt=0.0, lt=1.0, description="PPO clip range ε")
     max_grad_norm: float = Field(1.0, gt=0.0, description="global gradient-norm clip")
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay")
-    warmup_steps: int = Field(0, ge=0, description="linear learning-rate warm-up (then constant)")
-    updates_per_step: int = Field(1, ge=1, description="optimiser passes over each step's batch")
-    micro_batch_size: int = Field(64, ge=1, description="decisions per forward/backward")
+    warmup_steps: int = Field(0, ge=0, le=MAX_STEPS,
+                              description="linear learning-rate warm-up (then constant)")
+    updates_per_step: int = Field(1, ge=1, le=1000,
+                                  description="optimiser passes over each step's batch")
+    micro_batch_size: int = Field(64, ge=1, le=65536,
+                                  description="decisions per forward/backward")
     share_prompt_prefix: bool = Field(
         True, description="run the prompt prefix common to a micro-batch (the system prompt) "
                           "once and reuse its keys and values, and (Llama/Qwen on CPU) run "
@@ -120,7 +156,7 @@ class SEPOConfig(BaseModel):
     # --- parameterisation
     lora: bool | None = Field(None, description="LoRA adapters (True), full fine-tuning (False), "
                                                 "or auto: LoRA above 1B parameters")
-    lora_r: int = Field(16, ge=1)
+    lora_r: int = Field(16, ge=1, le=8192)  # past a layer's width a rank only costs memory
     lora_alpha: int = Field(32, ge=1)
     lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
     lora_target_modules: list[str] = Field(
@@ -131,12 +167,16 @@ class SEPOConfig(BaseModel):
                           "exactly)")
 
     # --- run management
-    checkpoint_every: int = Field(10, ge=1, description="checkpoint + evaluation every k steps")
-    keep_checkpoints: int = Field(3, ge=0, description="newest checkpoints kept (0: all)")
-    eval_episodes: int = Field(4, ge=1, description="episodes per opponent in the in-training "
-                                                    "evaluation")
-    eval_bootstrap: int = Field(200, ge=1, description="bootstrap resamples of that evaluation")
-    seed: int = Field(0, description="run seed: rollouts, sampling, initialisation")
+    checkpoint_every: int = Field(10, ge=1, le=MAX_STEPS,
+                                  description="checkpoint + evaluation every k steps")
+    keep_checkpoints: int = Field(3, ge=0, le=MAX_STEPS,
+                                  description="newest checkpoints kept (0: all)")
+    eval_episodes: int = Field(4, ge=1, le=MAX_EPISODES,
+                               description="episodes per opponent in the in-training evaluation")
+    eval_bootstrap: int = Field(200, ge=1, le=MAX_BOOTSTRAP,
+                                description="bootstrap resamples of that evaluation")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="run seed: rollouts, sampling, "
+                                                        "initialisation")
     mixed_precision: MixedPrecision = Field("no", description="no | bf16 | fp16 (CPU: no)")
     device: Literal["cpu", "cuda"] | None = Field(
         None, description="cpu or cuda; default: accelerate's choice (GPUs when present; pick "
@@ -199,8 +239,12 @@ class SEPOConfig(BaseModel):
     def with_agent_settings(self) -> SEPOConfig:
         """This config with `reasoning` and `max_new_tokens` filled in from the starting
         checkpoint's `sepo_agent.json` (an SFT checkpoint says whether it was trained to
-        reason, and how long its answers run), else the agent's defaults."""
-        from sepo.agents.lm import read_agent_settings
+        reason, and how long its answers run), else the agent's defaults. A value of the file
+        out of range is a one-line `SepoError` naming the file and the field."""
+        from pydantic import ValidationError
+
+        from sepo.agents.lm import AGENT_SETTINGS_FILE, read_agent_settings
+        from sepo.errors import describe_validation_error
 
         settings = read_agent_settings(self.model)
         reasoning = self.reasoning
@@ -209,7 +253,15 @@ class SEPOConfig(BaseModel):
         max_new_tokens = self.max_new_tokens
         if max_new_tokens is None:
             max_new_tokens = settings.get("max_new_tokens")
-        return self.model_copy(update={"reasoning": reasoning, "max_new_tokens": max_new_tokens})
+        # Assigning validates (validate_assignment); `model_copy(update=...)` would not.
+        config = self.model_copy()
+        try:
+            config.reasoning = reasoning
+            config.max_new_tokens = max_new_tokens
+        except ValidationError as err:
+            raise SepoError(f"{Path(self.model) / AGENT_SETTINGS_FILE}: "
+                            f"{describe_validation_error(err)}") from None
+        return config
 
     # ------------------------------------------------------------------ derived values
     @property
