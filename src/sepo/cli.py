@@ -46,7 +46,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from sepo.errors import SepoError, describe_validation_error
-from sepo.games import game_names, get_game, get_strategy
+from sepo.games import GameUnavailableError, game_names, get_game, get_strategy
 from sepo.games.base import Game
 from sepo.models.loading import DTYPES, check_device, check_dtype
 from sepo.train.config import (
@@ -253,10 +253,10 @@ def _game_info(game: Game) -> dict[str, Any]:
 def games(json_out: JsonFlag = False) -> None:
     """The games: rounds, actions, max payoff and opponent pools."""
     infos = []
-    for name in game_names():
+    for name in game_names(plugins=True):
         try:
             infos.append(_game_info(get_game(name)))
-        except ModuleNotFoundError as err:  # a game whose module is not installed
+        except (ModuleNotFoundError, GameUnavailableError) as err:  # missing or broken module
             err_console.print(f"warning: game {name!r} unavailable ({err})", soft_wrap=True)
     if json_out:
         print_json(infos)

@@ -144,6 +144,11 @@ DEFAULT_BUDGETS: dict[str, GameBudget] = {
     "bargaining": GameBudget(sft_episodes=120, sft_epochs=5.0, sepo_steps=20,
                              checkpoint_every=5, eval_episodes=30, reasoning=True),
 }
+#: The budget of a game with no `DEFAULT_BUDGETS` entry (a plugin game): the settings auction
+#: and negotiation share, a middle ground never timed on that game; override with the run
+#: options (`--steps`, `--sft-episodes`, ...) once it is.
+GENERIC_BUDGET = GameBudget(sft_episodes=40, sft_epochs=2.0, sepo_steps=10, checkpoint_every=5,
+                            eval_episodes=30, reasoning=True)
 
 #: Stage-2 learning rate when the base model is `tiny` (full fine-tuning of 2-4 M parameters;
 #: the rates below were chosen on the 2.08 M build, the default until 2026-12-05),
@@ -303,7 +308,7 @@ class RunConfig(BaseModel):
 
     def budget(self, game: str) -> GameBudget:
         """The game's default budget with this run's overrides applied."""
-        base = DEFAULT_BUDGETS.get(game, DEFAULT_BUDGETS["ipd"])
+        base = DEFAULT_BUDGETS.get(game, GENERIC_BUDGET)
         overrides = {
             "sft_episodes": self.sft_episodes, "sft_epochs": self.sft_epochs,
             "sepo_steps": self.steps, "checkpoint_every": self.checkpoint_every,
@@ -887,6 +892,7 @@ def _key_values(items: Sequence[str], option: str) -> dict[str, Any]:
 __all__ = [
     "DEFAULT_BUDGETS",
     "FINAL_EVAL_INDEX",
+    "GENERIC_BUDGET",
     "TINY_SEPO_LR",
     "TINY_SEPO_LR_BY_GAME",
     "GameBudget",
