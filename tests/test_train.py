@@ -788,9 +788,11 @@ def test_resume_reproduces_an_uninterrupted_ipd_run(tiny_lm_path: Path, tmp_path
     assert (run / "config.json").exists() and list((run / "tb").glob("events.out.tfevents*"))
     step2 = run / "checkpoints" / "step-000002"
     assert result.last_checkpoint == step2
-    for name in ("model.safetensors", "config.json", "tokenizer.json", "training.pt",
+    for name in ("model.safetensors", "config.json", "tokenizer.json",
+                 "training/tensors.safetensors", "training/state.json", "training/metrics.csv",
                  "trainer_state.json"):
         assert (step2 / name).exists(), name
+    assert not (step2 / "training.pt").exists() and not (run / "best" / "training").exists()
     assert (run / "best" / "eval.json").exists() and (run / "best" / "model.safetensors").exists()
     rows = ckpt.read_metrics(run)
     assert [r["step"] for r in rows] == ["1", "2"]
@@ -880,7 +882,7 @@ def test_two_step_kuhn_run_from_the_command_line(tiny_lm_path: Path, tmp_path: P
     saved = SEPOConfig.model_validate_json((out / "config.json").read_text())
     assert saved.credit == "constant" and saved.beta == 0.2 and saved.exploit_best_response
     assert saved.share_prompt_prefix is False
-    assert (out / "checkpoints" / "step-000002" / "training.pt").exists()
+    assert (out / "checkpoints" / "step-000002" / "training" / "state.json").exists()
     # The checkpoint tells `load_lm_agent` how it was trained to answer.
     for where in (out / "checkpoints" / "step-000002", out / "best"):
         settings = json.loads((where / "sepo_agent.json").read_text())

@@ -714,7 +714,11 @@ def _load_weights(policy: Policy, checkpoint: Path) -> None:
         raise SepoError(f"{checkpoint} holds no safetensors weights")
     state: dict[str, torch.Tensor] = {}
     for f in files:
-        state.update(load_file(f))
+        try:
+            state.update(load_file(f))
+        except Exception as err:  # safetensors raises its own error types on a corrupt file
+            raise SepoError(f"{f} is not a valid safetensors file "
+                            f"({' '.join(str(err).split())[:200]})") from None
     if policy.lora:
         from peft import set_peft_model_state_dict
 
@@ -743,6 +747,8 @@ def _check_run_dir(config: SEPOConfig) -> Path | None:
         if last is None:
             raise SepoError(f"--resume: no checkpoint in {run_dir / ckpt.CHECKPOINTS}")
         config.check_resumable_from(load_config(run_dir))
+        # Refuses an old-format (pickle) or incomplete checkpoint before anything is written.
+        ckpt.check_checkpoint(last)
         return last
     if ckpt.list_checkpoints(run_dir) or (run_dir / ckpt.METRICS).exists():
         raise SepoError(f"{run_dir} already holds a SEPO run; pass --resume to continue it "
@@ -792,7 +798,6 @@ def train_sepo(config: SEPOConfig, progress: bool = True) -> RunResult:
     """Train with SEPO (or a baseline, per the config) and manage the run directory."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
-    from accelerate.utils import set_seed
 
     config = config.with_agent_settings()
     game = get_game(config.game)
@@ -804,12 +809,65 @@ def train_sepo(config: SEPOConfig, progress: bool = True) -> RunResult:
     # at the SEPO stage with "AcceleratorState has already been initialized".)
     AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(cpu=config.device == "cpu", mixed_precision=config.mixed_precision)
+    # One process per run directory for the whole run: a second `sepo train` on the same --out
+    # would interleave its checkpoints and metrics rows with this one's. Taken before the
+    # directory is checked, so that the check and every write after it see the same run.
+    with _run_lock(run_dir, accelerator):
+        return _train_locked(config, game, run_dir, accelerator, progress)
+
+
+@contextmanager
+def _run_lock(run_dir: Path, accelerator: Any) -> Iterator[None]:
+    """Hold `RunLock(run_dir, "train")` in the main process; under `accelerate launch` every
+    process learns whether it was taken, so none waits forever for a main that gave up."""
+    from sepo.rundir import RunLock
+
+    lock = RunLock(run_dir, command="train") if accelerator.is_main_process else None
+    refused: SepoError | None = None
+    if lock is not None:
+        try:
+            lock.acquire()
+        except SepoError as err:
+            refused = err
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        message = broadcast_object_list([str(refused) if refused is not None else None])[0]
+        if message is not None and refused is None:
+            raise SepoError(message)
+    if refused is not None:
+        raise refused
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_locked(config: SEPOConfig, game: Game, run_dir: Path, accelerator: Any,
+                  progress: bool) -> RunResult:
+    """`train_sepo` once the run directory is locked."""
+    from accelerate.utils import set_seed
+
     main = accelerator.is_main_process
     resume_from = _check_run_dir(config)
+    # The checkpoint's training state and metrics rows are read (and a corrupt or planted
+    # file refused) before anything is written.
+    state = ckpt.TrainerState()
+    training: dict[str, Any] = {}
+    log = ckpt.MetricsLog(run_dir / ckpt.METRICS, COLUMNS)
+    if resume_from is not None:
+        training, state = ckpt.load_training_state(resume_from)
+        # Rebuilt from the checkpoint's own copy: rows past it are dropped (recomputed
+        # identically below), rows up to it are restored even if metrics.csv lost them.
+        log.load(state.step, committed=resume_from / ckpt.TRAINING_DIR / ckpt.METRICS_COPY)
     accelerator.wait_for_everyone()
-    if main:  # a resumed run records its extended step count (the one field that may change)
+    if main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / ckpt.CONFIG).write_text(config.model_dump_json(indent=2))
+        log.rewrite()
+        # A resumed run records its extended step count (the one field that may change);
+        # atomically: a kill mid-write must not leave a truncated config.json for --resume.
+        ckpt.write_text_atomically(run_dir / ckpt.CONFIG, config.model_dump_json(indent=2))
 
     # --- seeds, model, optimiser
     set_seed(derive_seed(TRAIN_TAG, config.seed, _INIT_STREAM) % 2**32)
@@ -828,20 +886,25 @@ def train_sepo(config: SEPOConfig, progress: bool = True) -> RunResult:
     policy.model.eval()
 
     # --- resume: weights, optimiser, scheduler, random states, the loop's own state
-    state = ckpt.TrainerState()
     if resume_from is not None:
         _load_weights(policy, resume_from)
-        training, state = ckpt.load_training_state(resume_from)
-        optimizer.load_state_dict(training["optimizer"])
-        scheduler.load_state_dict(training["scheduler"])
-        ckpt.set_rng_state(training["rng"])
-        agent.calls = int(training["agent_calls"])
-        _restore_best(run_dir, state)
+        try:
+            optimizer.load_state_dict(training["optimizer"])
+            scheduler.load_state_dict(training["scheduler"])
+            ckpt.set_rng_state(training["rng"])
+            agent.calls = int(training["agent_calls"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
+            where = resume_from / ckpt.TRAINING_DIR
+            raise SepoError(f"{where}: the training state does not fit this run "
+                            f"({' '.join(str(err).split())[:200]})") from None
+        training.clear()  # the optimizer holds its own copy (on the GPU, a second one)
+        if main:
+            # A kill after the checkpoint's rename leaves best/ and pruning undone: finish them.
+            _restore_best(run_dir, state)
+            ckpt.prune_checkpoints(run_dir, config.keep_checkpoints)
 
-    log = ckpt.MetricsLog(run_dir / ckpt.METRICS, COLUMNS)
     writer = None
     if main:
-        log.start(state.step if resume_from is not None else None)
         writer = SummaryWriter(str(run_dir / "tb"), purge_step=state.step + 1)
     groups = rollout_groups(game, config.credit, config.best_response_groups
                             if config.exploit_best_response else 0)
@@ -879,11 +942,17 @@ def train_sepo(config: SEPOConfig, progress: bool = True) -> RunResult:
             state.step = step
 
             # Every k steps (and at the end): evaluate, checkpoint, keep the best.
+            # Write order, so that a kill at any point loses no checkpointed step and leaves
+            # no metrics row without its state: the checkpoint (holding the rows up to this
+            # one, this one included) is committed by one rename; only then is the row
+            # appended to metrics.csv. Before the rename, resume starts from the previous
+            # checkpoint and drops later rows; after it, resume restores the rows from the
+            # checkpoint's copy, this step's row included, whether or not it was appended.
             if step % config.checkpoint_every == 0 or step == config.steps:
                 accelerator.wait_for_everyone()
                 if main:
                     last_checkpoint = _checkpoint(run_dir, game, policy, config, state, row,
-                                                  optimizer, scheduler, agent)
+                                                  optimizer, scheduler, agent, log)
                 accelerator.wait_for_everyone()
             if main:
                 log.append(row)
@@ -914,8 +983,9 @@ def train_sepo(config: SEPOConfig, progress: bool = True) -> RunResult:
 
 def _checkpoint(run_dir: Path, game: Game, policy: Policy, config: SEPOConfig,
                 state: ckpt.TrainerState, row: dict[str, Any], optimizer: Any, scheduler: Any,
-                agent: LMAgent) -> Path:
-    """Evaluate, write the step's checkpoint atomically, update best/, prune old ones."""
+                agent: LMAgent, log: ckpt.MetricsLog) -> Path:
+    """Evaluate, write the step's checkpoint (with the metrics rows up to and including `row`)
+    atomically, update best/, prune old ones."""
     t0 = time.perf_counter()
     evaluation = evaluate_checkpoint(game, policy, config)
     row.update(evaluation, time_eval=time.perf_counter() - t0)
@@ -928,7 +998,7 @@ def _checkpoint(run_dir: Path, game: Game, policy: Policy, config: SEPOConfig,
                 "rng": ckpt.rng_state(), "agent_calls": agent.calls}
     path = ckpt.save_checkpoint(run_dir, state.step, model=policy.model,
                                 tokenizer=policy.tokenizer, training_state=training,
-                                trainer_state=state,
+                                trainer_state=state, metrics=log.text(row),
                                 agent_settings={"reasoning": agent.config.reasoning,
                                                 "max_new_tokens": agent.config.new_tokens})
     if improved:
