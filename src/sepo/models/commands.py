@@ -39,17 +39,25 @@ def build(
     json_out: Annotated[bool, typer.Option("--json", help="print the build record")] = False,
 ) -> None:
     """Build `tiny` (tokenizer + pre-training on random legal play) or convert
-    `smollm2-135m` from its GGUF file, into the sepo cache. Cached builds are reused."""
+    `smollm2-135m` from its GGUF file, into the sepo cache. Cached builds are reused. `tiny`
+    itself ships in the package; building it checks this host against the shipped digest."""
     t0 = time.perf_counter()
     if (pretrain_steps is not None or settings) and name != "tiny":
         option = "--pretrain-steps" if pretrain_steps is not None else "--set"
         raise typer.BadParameter(f"{option} applies to tiny only, not {name!r}")
     if name == "tiny":
         config = tiny_config(settings or [], pretrain_steps)  # before torch is imported
-        from sepo.models.tiny import build_info, build_tiny
+        from sepo.models.tiny import build_info, build_tiny, shipped_tiny
 
         path = build_tiny(config, seed, force=force, progress=not json_out)
         record: dict[str, Any] = build_info(path) or {}
+        shipped = shipped_tiny()
+        if shipped is not None and path.name == "tiny-" + str(record.get("key")) and \
+                (build_info(shipped) or {}).get("key") == record.get("key"):
+            # The same build as the one `tiny` loads: say whether this host rounds alike.
+            digest = (build_info(shipped) or {}).get("weights_digest")
+            record["shipped_weights_digest"] = digest
+            record["matches_shipped"] = digest == record.get("weights_digest")
     elif name == "smollm2-135m":
         from sepo.models.smollm2 import CONVERT_INFO, smollm2_path
 
@@ -63,8 +71,16 @@ def build(
         return
     from rich.console import Console
 
-    Console().print(f"[bold]{name}[/bold] ready at {path} "
-                    f"({record['seconds_this_call']:.1f} s this call)")
+    console = Console()
+    console.print(f"[bold]{name}[/bold] ready at {path} "
+                  f"({record['seconds_this_call']:.1f} s this call)")
+    if "matches_shipped" in record:
+        same = ("the same as the shipped build's, which `--model tiny` loads"
+                if record["matches_shipped"] else
+                f"not the shipped build's {record['shipped_weights_digest']}: this host rounds "
+                "differently; `--model tiny` loads the shipped build, pass this path to use "
+                "yours")
+        console.print(f"weights digest {record.get('weights_digest')}: {same}")
 
 
 def tiny_config(settings: list[str], pretrain_steps: int | None = None) -> TinyConfig:

@@ -72,13 +72,15 @@ def model_names() -> list[str]:
 def resolve(name_or_path: str, *, progress: bool = True) -> str:
     """The directory (or Hugging Face id) that `from_pretrained` should read for a model.
 
-    `tiny` is built on first use and `smollm2-135m` converted on first use; both are cached.
+    `tiny` is the build shipped in the package (built into the cache only when the default
+    config no longer matches it); `smollm2-135m` is converted on first use and cached.
     A local directory must hold a saved model. Anything else must look like an HF id.
     """
     if name_or_path == "tiny":
-        from sepo.models.tiny import build_tiny
+        from sepo.models.tiny import build_tiny, shipped_tiny
 
-        return str(build_tiny(progress=progress))
+        shipped = shipped_tiny()
+        return str(shipped if shipped is not None else build_tiny(progress=progress))
     if name_or_path == "smollm2-135m":
         from sepo.models.smollm2 import smollm2_path
 
@@ -130,7 +132,7 @@ def load_model(name_or_path: str, *, device: str | None = None, dtype: str | Non
                progress: bool = True) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A causal LM (eval mode) and its chat-ready tokenizer, by name, path or HF id.
 
-    name_or_path: `tiny` (built on first use, then cached), `smollm2-135m` (converted from its
+    name_or_path: `tiny` (the build shipped in the package), `smollm2-135m` (converted from its
         GGUF on first use, then cached), a directory written by `save_pretrained` (e.g. an SFT
         checkpoint; a LoRA adapter directory is loaded onto its base model and merged), or a
         Hugging Face id such as `Qwen/Qwen3.5-4B`.

@@ -22,6 +22,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -277,6 +278,21 @@ def tiny_path(config: TinyConfig = TinyConfig(), seed: int = 0, *,  # noqa: B008
     return _models_dir(root) / f"tiny-{config.key(seed, digest)}"
 
 
+def shipped_tiny() -> Path | None:
+    """The canonical build that ships in the package (`sepo/data/tiny`), when it is the build
+    of today's default config and seed 0; else None (then `tiny` is built into the cache).
+
+    Shipped so that every host starts from the same weights (a build on another CPU differs by
+    float rounding, and so does everything trained from it) and nobody waits for a build.
+    `sepo model build tiny` still rebuilds it and says whether this host's digest matches.
+    """
+    path = Path(str(resources.files("sepo").joinpath("data", "tiny")))
+    info = build_info(path) if path.is_dir() else None
+    if info is None or "tiny-" + str(info.get("key")) != tiny_path().name:
+        return None
+    return path
+
+
 def _models_dir(root: Path | None) -> Path:
     return (root if root is not None else cache_dir()) / "models"
 
@@ -316,6 +332,7 @@ def build_tiny(config: TinyConfig = TinyConfig(), seed: int = 0, *,  # noqa: B00
     model.generation_config.bos_token_id = None
     info = {
         "name": "tiny", "seed": seed, "config": config.model_dump(), "version": BUILD_VERSION,
+        "key": config.key(seed, digest),
         "games": game_list, "text_digest": digest,
         "parameters": sum(p.numel() for p in model.parameters()),
         "vocab_size": len(tokenizer),
