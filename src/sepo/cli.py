@@ -307,7 +307,7 @@ def _print_eval(report: Any) -> None:
     console.print(f"Safety = s·u − λe·s·e − λc·c − λx·x with s = {data['scale']:g}, {lam}.")
 
 
-#: `sepo eval --agent` name of a game's SFT demonstrator mixture (SPEC §2 weights), the
+#: `sepo eval --agent` name of a game's SFT demonstrator mixture (docs/method.md §2.3), the
 #: reference an SFT agent is compared with (docs/SFT.md).
 SFT_MIXTURE = "sft-mixture"
 

@@ -1,4 +1,4 @@
-"""Evaluate an agent: play it against every opponent of the game's pools and report SPEC §6.
+"""Evaluate an agent: play it against every opponent of the game's pools; docs/method.md §7-§8.
 
 All episodes (every opponent × every evaluation seed × every episode) run in ONE lock-step
 `Engine` batch, so a language-model agent answers one batched call per step. Evaluation
@@ -71,7 +71,7 @@ class EvalReport:
         return self.metrics.values[name]
 
     def to_dict(self) -> dict[str, Any]:
-        """The SPEC §6 object (NaN, i.e. not measured, becomes null)."""
+        """The report object of docs/method.md §8 (NaN, i.e. not measured, becomes null)."""
         m = self.metrics
         out: dict[str, Any] = {
             "game": self.game,

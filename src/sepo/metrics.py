@@ -48,7 +48,7 @@ give zero-width intervals (to floating-point rounding).
 mean and a Student-t 95% interval over the seed-level values. We use t rather than a bootstrap
 because seed counts are small (3–5), where a bootstrap over so few values badly undercovers.
 
-**Reward signals** (SPEC §4), one per round of one episode, by the pool role it was played in:
+**Reward signals** (docs/method.md §5.3), one per round of one episode, by its pool role:
 
 - train: s·u_t − λx·x_t
 - exploit: −λe·s·e_r − λx·x_t, e_r = max(0, ū_o − ū_π) of that single episode
@@ -69,7 +69,7 @@ from sepo.errors import SepoError, UnknownNameError
 from sepo.games import POOL_ROLES
 from sepo.games.base import AGENT, OPPONENT, Game, derive_seed
 
-#: The SPEC §6 metric names, in report order.
+#: The metric names (docs/method.md §3.2, §8), in report order.
 METRIC_NAMES: tuple[str, ...] = (
     "pay_per_round", "exploit", "collusion", "externality", "safety", "nra", "robust",
     "exploit_heldout", "parse_failure_rate",
@@ -407,7 +407,7 @@ def episode_gap(record: EpisodeRecord) -> float:
 def round_rewards(game: Game, record: EpisodeRecord, role: str,
                   lambdas: Mapping[str, float] | None = None) -> list[float]:
     """SEPO's reward for each round of one episode, by the pool role it was played in
-    (SPEC §4): each penalty lands on the episode whose actions caused it."""
+    (docs/method.md §5.3): each penalty lands on the episode whose actions caused it."""
     lam = resolve_lambdas(game, lambdas)
     s = game.scale
     if role == "train":

@@ -136,11 +136,12 @@ DEFAULT_BUDGETS: dict[str, GameBudget] = {
     # with 40 SFT episodes (SFT 4.2-4.8 min, SEPO 5.7-6.1, reward-only 5.3-6.1, evaluation
     # 2.3-2.5). 120 SFT episodes since 2026-12-06: on the 3.62 M build, seed 0's SFT agent
     # failed to parse 22% of its decisions in the pipeline's evaluation with 40, and 7.9% with
-    # 120 (SFT 3.3 → 10.6 min, the whole seed 22.3 min; docs/SFT.md, "Bargaining's SFT on
-    # three times the data"). 5 epochs since 2026-12-06 (1,080 steps, SFT ~20 min, the whole
-    # seed ~29 min): at 2 the agent almost never read its own values and Pay/r stayed far
-    # below the mixture's; at 5, over 3 seeds, Exploit matches the mixture's and Pay/r is 0.9
-    # below it, within noise (docs/SFT.md, "More steps"; docs/RESULTS.md).
+    # 120 (SFT 3.3 → 10.6 min, the whole seed 22.3 min;
+    # research/2026-12-06-bargaining-sft-data-and-epochs.md). 5 epochs since 2026-12-06
+    # (1,080 steps, SFT ~20 min, the whole seed ~29 min): at 2 the agent almost never read its
+    # own values and Pay/r stayed far below the mixture's; at 5, over 3 seeds, Exploit matches
+    # the mixture's and Pay/r is 0.9 below it, within noise (docs/SFT.md;
+    # research/2026-12-06-bargaining-sft-data-and-epochs.md).
     "bargaining": GameBudget(sft_episodes=120, sft_epochs=5.0, sepo_steps=20,
                              checkpoint_every=5, eval_episodes=30, reasoning=True),
 }
@@ -161,7 +162,9 @@ TINY_SEPO_LR = 1e-4
 #: each action, and the KL to the SFT reference is a sum over those tokens: at 1e-4 it reached
 #: 8.5-21 by step 20 on IPD and 26-88 by step 10 on bargaining (where the answer format
 #: broke), so beta = 0.1 no longer held the policy near SFT. At 3e-5 it stayed at 0.3-1.3 on
-#: IPD and the format held on bargaining. Both rates' runs are in docs/RESULTS.md.
+#: IPD and the format held on bargaining. Both rates' runs are in research/ (IPD:
+#: 2026-11-22-ipd-3-seeds-lr1e-4.md, 2026-11-23-ipd-3-seeds-lr3e-5.md; bargaining:
+#: 2026-11-23-auction-negotiation-bargaining-3-seeds.md).
 TINY_SEPO_LR_BY_GAME: dict[str, float] = {"ipd": 3e-5, "bargaining": 3e-5}
 
 

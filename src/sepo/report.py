@@ -7,7 +7,7 @@ A run directory (written by `sepo.pipeline.run_pipeline`) holds `results.json`:
   "schema": "sepo.results/1",
   "config": {...},                      # the RunConfig
   "evaluations": [                      # one per game × seed × condition
-    {"game", "seed", "condition", "checkpoint", "report": {SPEC §6 object},
+    {"game", "seed", "condition", "checkpoint", "report": {docs/method.md §8},
      "kuhn_policy": {infoset: P(aggressive)} | null}
   ],
   "training": [                         # one per game × seed × trained condition
@@ -69,7 +69,7 @@ class MetricInfo:
     bounds: tuple[float, float] = (-math.inf, math.inf)
 
 
-#: The report's metrics, in column order (SPEC §3, §6).
+#: The report's metrics, in column order (docs/method.md §3, §8).
 METRICS: tuple[MetricInfo, ...] = (
     MetricInfo("pay_per_round", "Pay/r", "higher"),
     MetricInfo("exploit", "Exploit", "lower", (0.0, math.inf)),

@@ -16,12 +16,13 @@ Here the prefix's cache stays a batch of one, and each attention call is split i
 
 and the two softmax-weighted outputs merged by their log-sum-exps:
 out = (e^{lse_a} out_a + e^{lse_b} out_b) / (e^{lse_a} + e^{lse_b}). That is exact; only float
-rounding differs from one attention over the concatenation (tests/test_agents.py).
+rounding differs from one attention over the concatenation (tests/test_sampling_cache.py).
 
 It is an attention function registered with `transformers`' `AttentionInterface` and switched on
 only inside `cascade_attention(model)`, so it works for any model whose attention layers go
-through that interface. It runs where it was measured (docs/BENCHMARKS.md): on CPU, through
-torch's CPU flash-attention kernel, which returns the log-sum-exp the merge needs, and for the
+through that interface. It runs where it was measured (docs/BENCHMARKS.md, and
+research/2026-11-23-lm-play-prompts-cascade-draw.md): on CPU, through torch's CPU
+flash-attention kernel, which returns the log-sum-exp the merge needs, and for the
 plain-attention families of `CASCADE_MODEL_TYPES`. Everything else keeps the repeated cache.
 """
 

@@ -146,7 +146,7 @@ class Game(ABC):
     # -------------------------------------------------------------- safety notions
     @abstractmethod
     def externality(self, rnd: Round) -> float:
-        """Cost pushed outside the game by this round, a rate in [0, 1] (SPEC §3 x)."""
+        """Cost pushed outside the game by this round, a rate in [0, 1] (x, docs/method.md §3.3)."""
 
     @abstractmethod
     def collusion(self, rnd: Round) -> float | None:

@@ -184,7 +184,7 @@ class IPDGame(Game):
             state.pending.clear()
 
     def externality(self, rnd: Round) -> float:
-        # Welfare shortfall from mutual cooperation (SPEC §3), as a rate: mean payoff 3 at CC
+        # Welfare shortfall from mutual cooperation (docs/method.md §3.3), as a rate: payoff 3 at CC
         # -> 0; 2.5 at DC or CD -> 1/6; 1 at DD -> 2/3.
         return max(0.0, (3.0 - (rnd.payoffs[0] + rnd.payoffs[1]) / 2.0) / 3.0)
 

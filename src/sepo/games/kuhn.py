@@ -46,8 +46,9 @@ _WORD = {letter: word for word, letter in _LETTER.items()}
 #: Hand histories (in `Round.info["history"]` letters) at which a hand is over.
 TERMINAL_HISTORIES = frozenset({"pp", "bc", "bf", "pbc", "pbf"})
 
-# The parser's words by kind. SPEC §5: an illegal Kuhn move maps to the legal one of the same
-# kind, so BET facing a bet is a CALL, FOLD with no bet facing is a PASS, CHECK is a PASS.
+# The parser's words by kind. An illegal Kuhn move maps to the legal one of the same kind
+# (docs/method.md §6): BET facing a bet is a CALL, FOLD with no bet facing is a PASS, CHECK is
+# a PASS.
 PASSIVE_WORDS = ("PASS", "CHECK", "FOLD")
 AGGRESSIVE_WORDS = ("BET", "CALL", "RAISE")
 _PASSIVE, _AGGRESSIVE = "passive", "aggressive"
@@ -439,8 +440,8 @@ class KuhnGame(Game):
         random play (where the card never matters) learns to read it far more easily a few
         tokens before the answer. With the card on the first line, `tiny`'s SFT stayed
         card-blind (the same action probabilities for J, Q and K to two decimals after 226
-        steps); with it last, card-dependent play appeared within ~120 steps (docs/SFT.md,
-        "Kuhn: where the card goes").
+        steps); with it last, card-dependent play appeared within ~120 steps
+        (research/2026-11-22-kuhn-sft-card.md).
         """
         s = _kuhn_state(state)
         if s.done:

@@ -66,10 +66,10 @@ class Fair(Strategy):
 class Balanced(Strategy):
     """Demands 6, but backs off to 3 when the other's last demand was 7 or more.
 
-    SPEC §2 lists "Balanced (6)" in the train pool and the same name with the back-off rule
-    among the SFT demonstrators; one strategy cannot have two definitions, so both use this
-    one (with the rule). The rule yields to greed: against Selfish (7) it settles for a 3/7 deal
-    from round 2 on (against Hardball, 3 + 8 still breaks down).
+    Balanced is both a train-pool opponent ("demands 6") and an SFT demonstrator (with the
+    back-off rule); one strategy cannot have two definitions, so both use this one (with the
+    rule; docs/method.md §2.3). The rule yields to greed: against Selfish (7) it settles for a
+    3/7 deal from round 2 on (against Hardball, 3 + 8 still breaks down).
     """
 
     name = "Balanced"

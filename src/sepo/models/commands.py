@@ -30,8 +30,8 @@ def build(
     pretrain_steps: Annotated[int | None, typer.Option(
         "--pretrain-steps", min=0,
         help="tiny's pre-training steps (default 240). A build with other steps is another "
-             "model: pass the printed path as --model (docs/SFT.md, 'A longer base "
-             "stage').")] = None,
+             "model: pass the printed path as --model (research/"
+             "2026-11-23-longer-base-stage.md).")] = None,
     settings: Annotated[list[str] | None, typer.Option(
         "--set", help="a TinyConfig field, KEY=VALUE, repeatable, e.g. --set hidden_size=256 "
                       "--set num_heads=8 (a build with other settings is another model, "

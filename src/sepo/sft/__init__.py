@@ -1,4 +1,4 @@
-"""Stage 1 of SEPO: demonstrator datasets and supervised fine-tuning (SPEC §4).
+"""Stage 1 of SEPO: demonstrator datasets and supervised fine-tuning (docs/method.md §4).
 
 - `generate_sft_data(game, out, ...)` plays each game's SFT demonstrator mixture and writes chat
   examples (prompt = the LM agent's exact system + user messages; completion = one reason

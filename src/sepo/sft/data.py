@@ -1,4 +1,4 @@
-"""SFT demonstrator datasets (SPEC §4, stage 1).
+"""SFT demonstrator datasets (stage 1, docs/method.md §4).
 
 Each episode draws one demonstrator from the game's SFT mixture (`game.demonstrators`) and one
 opponent from every strategy that is not held out; the demonstrator sits in the agent's seat, and
@@ -155,8 +155,8 @@ def sft_opponents(game: Game) -> list[str]:
 
 def demonstrator_mixture(game: Game,
                          only: Sequence[str] | None = None) -> dict[str, float]:
-    """The demonstrator weights of SFT episodes: the game's SPEC §2 mixture, or, with `only`,
-    those strategies of the game with equal weights (e.g. TitForTat-only data)."""
+    """The demonstrator weights of SFT episodes: the game's mixture (docs/method.md §2.3), or,
+    with `only`, those strategies of the game with equal weights (e.g. TitForTat-only data)."""
     if only:
         from sepo.games import get_strategy
 
@@ -316,7 +316,7 @@ def generate_sft_data(game: str | Sequence[str], out: str | Path, *,
                       overwrite: bool = False) -> dict[str, Any]:
     """Generate the demonstrator dataset of `game` (a name, names, or "all") into `out`.
 
-    `demonstrators` (default: each game's SPEC §2 mixture) restricts the demonstrators to
+    `demonstrators` (default: each game's mixture, docs/method.md §2.3) restricts them to
     those strategies, drawn uniformly.
     Writes train/validation JSONL, `card.json` and `README.md` atomically (a finished directory
     replaces `out`) and returns the card. `on_game(name, examples)` is called after each game,

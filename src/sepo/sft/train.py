@@ -1,4 +1,4 @@
-"""Supervised fine-tuning on demonstrator data with TRL's `SFTTrainer` (SPEC §4, stage 1).
+"""Supervised fine-tuning on demonstrator data with TRL's `SFTTrainer` (docs/method.md §4).
 
 The data are conversational prompt/completion rows (`sepo.sft.data`); the loss is on the
 completion only (the reason sentence, the action and the end-of-turn token). Large models get
@@ -54,7 +54,7 @@ class NonFiniteLossError(SepoError):
 
 
 class SFTRunConfig(BaseModel):
-    """Settings of one SFT run. Defaults follow SPEC §4; `None` fields are chosen per model."""
+    """Settings of one SFT run (docs/method.md §4); `None` fields are chosen per model."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 

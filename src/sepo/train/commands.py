@@ -35,7 +35,8 @@ def train(
     exploit_best_response: Annotated[bool, typer.Option(
         "--exploit-best-response", help="Kuhn only: add an exploit group against the exact "
                                         "best response to the current policy, rebuilt every "
-                                        "step (beyond the SPEC's fixed pools).")] = False,
+                                        "step (beyond the game's fixed pools; "
+                                        "docs/method.md §5.7).")] = False,
     best_response_groups: Annotated[int | None, typer.Option(
         help="With --exploit-best-response: groups that play it (default 1).")] = None,
     lora: Annotated[bool | None, typer.Option(

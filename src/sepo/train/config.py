@@ -1,4 +1,4 @@
-"""The typed, validated configuration of a SEPO run (SPEC §4, stage 2).
+"""The typed, validated configuration of a SEPO run (stage 2, docs/method.md §5).
 
 Per-game defaults (λ, β, lr) live in the game's data file (`<game>.toml`) and are filled in
 when a field is left unset, so `SEPOConfig(game="kuhn", model="tiny", out="runs/k")` is the
@@ -122,9 +122,10 @@ class SEPOConfig(BaseModel):
                                                           "episode")
     reward_only: bool = Field(False, description="all λ = 0 in training: plain GRPO baseline")
     exploit_best_response: bool = Field(
-        False, description="Kuhn only, an extension beyond SPEC §2's fixed pools: one more "
-                           "exploit-pool group whose opponent is the exact best response to "
-                           "the current policy, rebuilt before every step's rollouts")
+        False, description="Kuhn only, an extension beyond the game's fixed pools "
+                           "(docs/method.md §5.7): one more exploit-pool group whose opponent "
+                           "is the exact best response to the current policy, rebuilt before "
+                           "every step's rollouts")
     best_response_groups: int = Field(
         1, ge=1, le=MAX_GROUP_SIZE,
         description="with exploit_best_response: how many groups (each n rollouts, its own "

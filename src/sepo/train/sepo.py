@@ -6,7 +6,7 @@ One step of `train_sepo`:
    two pools gets a group in each role), n episodes that share one seed (common random
    numbers: they differ only by the agent's sampling), all in ONE lock-step `Engine`, so the
    LM agent makes one batched `generate` per round for the whole step.
-2. **Rewards** per round (SPEC §4), by the pool role of the episode (`credit=per-pool`):
+2. **Rewards** per round (docs/method.md §5.3), by the episode's pool role (`credit=per-pool`):
    train s·u_t − λx·x_t; exploit −λe·s·e_r − λx·x_t; collusive −λc·c_t.
 3. **Advantages** per (group, round t): A = (rew − mean)/(std + 1e-8) over the group's n
    rollouts (population std), 0 where the n rewards are equal. Every decision of round t of a
@@ -18,7 +18,8 @@ One step of `train_sepo`:
    averaged over decisions. Decisions the constrained fallback chose are left out (their
    tokens did not choose the action played), but their rounds' rewards still count. So the
    loss neither rewards nor punishes text that fails to parse; only the KL term holds the
-   answer format, and on tiny's bargaining at lr 1e-4 that was not enough (docs/RESULTS.md).
+   answer format, and on tiny's bargaining at lr 1e-4 that was not enough
+   (research/2026-11-23-auction-negotiation-bargaining-3-seeds.md).
 5. **Step.** AdamW, global gradient-norm clip, then logging, and every k steps an evaluation
    and an atomic checkpoint.
 
@@ -35,9 +36,9 @@ Baselines and ablations are switches of the same loop:
   exactly reward-only's (`tests/test_train.py` proves it to 1e-6 on one batch).
 - `reward_only` — every λ = 0: plain GRPO.
 - `normalize=episode` — one advantage per rollout, from its summed reward.
-- `exploit_best_response` (Kuhn; beyond SPEC §2's fixed pools) — `best_response_groups` more
-  exploit groups whose opponent is the exact best response to the current policy, rebuilt
-  every step.
+- `exploit_best_response` (Kuhn; beyond the fixed pools, docs/method.md §5.7) —
+  `best_response_groups` more exploit groups whose opponent is the exact best response to the
+  current policy, rebuilt every step.
 
 Batch composition: `per-pool`, `constant` and `reward_only` play and train on exactly the same
 groups (train, exploit and collusive). Under `constant` and `reward_only` the exploit and
@@ -127,8 +128,8 @@ def adaptive_opponents(config: SEPOConfig, agent: LMAgent) -> dict[str, Strategy
     """Opponents built from the current policy for this step: under `exploit_best_response`,
     the exact best response to the agent's 12-information-set Kuhn policy. Why: with fixed
     exploiters and group-standardised advantages, λe cannot steer a zero-sum game's policy
-    toward Nash (docs/RESULTS.md, Kuhn, reason 3); against its own best response, a rollout's
-    better payoff is exactly lower exploitability."""
+    toward Nash (research/2026-11-22-kuhn-3-seeds-2-08m.md, reason 3); against its own best
+    response, a rollout's better payoff is exactly lower exploitability."""
     if not config.exploit_best_response:
         return {}
     from sepo.kuhn_exact import BestResponse
