@@ -14,7 +14,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.sepo-installed
 
-.PHONY: install demo test lint bench clean lock
+.PHONY: install demo test lint docs bench clean lock
 
 install: $(STAMP)
 
@@ -33,11 +33,20 @@ demo: $(STAMP)
 	$(VENV)/bin/sepo run kuhn
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
+# lint-imports checks the import contracts of pyproject.toml ([tool.importlinter]): the layers
+# of docs/ARCHITECTURE.md, games free of models and training, no import loops.
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/lint-imports
+
+# docs/configuration.md is generated from the config models; tests/test_configuration_doc.py
+# fails when it is stale.
+docs: $(STAMP)
+	$(PY) -m sepo.configref
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_engine.py
@@ -48,4 +57,4 @@ lock: $(STAMP)
 	  $(PIP) freeze --exclude-editable | grep -v -i -E '^(torch|nvidia-|triton)'; } > $(CONSTRAINTS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .import_linter_cache

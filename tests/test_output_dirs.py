@@ -330,18 +330,18 @@ def test_replace_dir_atomically_puts_the_old_one_back_on_failure(
     (out / "old").write_text("old")
     staging.mkdir()
     (staging / "new").write_text("new")
-    real_rename = os.rename
+    real_replace = os.replace
 
     def failing(src: Any, dst: Any) -> None:
         if Path(src) == staging:
             raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(dst))
-        real_rename(src, dst)
+        real_replace(src, dst)
 
-    monkeypatch.setattr(os, "rename", failing)
+    monkeypatch.setattr(os, "replace", failing)
     with pytest.raises(SepoError, match="read-only file system"):
         replace_dir_atomically(staging, out)
     assert (out / "old").read_text() == "old"
-    monkeypatch.setattr(os, "rename", real_rename)
+    monkeypatch.setattr(os, "replace", real_replace)
     replace_dir_atomically(staging, out)
     assert [p.name for p in out.iterdir()] == ["new"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

@@ -10,11 +10,12 @@ Adding a command takes a few lines:
             result = api_call(game, progress=update)
         print_json(result.to_dict()) if json_out else console.print(...)
 
-A group of sub-commands (`sepo model ...`) is a `typer.Typer()` added with
-`app.add_typer(group, name="model")`. Raise a `SepoError` for anything the user got wrong: the
-one handler below prints it as one line, without a traceback, and exits with code 2 (so it
-does a pydantic `ValidationError`, an option that does not parse, an OS error such as a full
-disk, and a malformed JSON or TOML file).
+(`progress_bar`, `print_json`, `console` and `JsonFlag` come from `sepo.console`, which the
+command modules elsewhere import too.) A group of sub-commands (`sepo model ...`) is a
+`typer.Typer()` added with `app.add_typer(group, name="model")`. Raise a `SepoError` for
+anything the user got wrong: the one handler below prints it as one line, without a
+traceback, and exits with code 2 (so it does a pydantic `ValidationError`, an option that does
+not parse, an OS error such as a full disk, and a malformed JSON or TOML file).
 Heavy modules (models, training) are imported inside the command that needs them, so
 `sepo --help` and `sepo games` stay fast.
 """
@@ -25,31 +26,20 @@ import math
 import secrets
 import sys
 import tomllib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from rich.table import Table
 from typer.core import TyperGroup
 
+from sepo.console import JsonFlag, console, err_console, fmt_ci, print_json, progress_bar
 from sepo.errors import SepoError, describe_validation_error
 from sepo.games import GameUnavailableError, game_names, get_game, get_strategy
 from sepo.games.base import Game
-from sepo.models.loading import DTYPES, check_device, check_dtype
-from sepo.train.config import (
+from sepo.limits import (
     MAX_BOOTSTRAP,
     MAX_BOOTSTRAP_DRAWS,
     MAX_EPISODES,
@@ -57,15 +47,16 @@ from sepo.train.config import (
     MAX_NEW_TOKENS,
     MAX_SEED,
 )
+from sepo.models.commands import model_app
+from sepo.models.loading import DTYPES, check_device, check_dtype
+from sepo.pipeline import report, run
+from sepo.sft.commands import sft, sft_data
+from sepo.train.commands import train
 
 try:  # typer ≥ 0.2x carries its own copy of click; older versions use click itself
     from typer._click import exceptions as _click_errors
 except ImportError:  # pragma: no cover
     from click import exceptions as _click_errors  # type: ignore[no-redef]
-
-console = Console()
-err_console = Console(stderr=True)
-
 
 class _SepoGroup(TyperGroup):
     """The one error handler: bad input from any command (sub-groups included) becomes a
@@ -149,9 +140,6 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
-
-
 def _version(value: bool) -> None:
     if value:
         try:
@@ -167,40 +155,6 @@ def main(
         "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
 ) -> None:
     """SEPO: train and evaluate language-model agents that play strategic games safely."""
-
-
-# ------------------------------------------------------------------ shared helpers
-def print_json(obj: Any) -> None:
-    """One JSON object on stdout (plain text: rich would wrap long lines)."""
-    typer.echo(json.dumps(obj, indent=2, allow_nan=False))
-
-
-def fmt(value: float | None, digits: int = 3) -> str:
-    return "n/a" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
-
-
-def fmt_ci(value: float | None, interval: tuple[float, float] | list[float | None] | None,
-           digits: int = 3) -> str:
-    """"value [lo, hi]", the way every number is reported."""
-    if value is None or not math.isfinite(value):
-        return "n/a"
-    if interval is None or interval[0] is None or not math.isfinite(interval[0]):
-        return fmt(value, digits)
-    return f"{value:.{digits}f} [{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]"
-
-
-@contextmanager
-def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
-    """A rich progress bar on stderr (only on a terminal); yields `update(done, total)`."""
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                  MofNCompleteColumn(), TimeElapsedColumn(), console=err_console,
-                  transient=True, disable=not err_console.is_terminal) as bar:
-        task = bar.add_task(description, total=None)
-
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        yield update
 
 
 # ------------------------------------------------------------------ option checks
@@ -414,12 +368,8 @@ def play(
 
 
 # ------------------------------------------------------------------ the other areas' commands
-# Each area keeps its commands beside its code; their modules import nothing heavy at the top.
-from sepo.models.commands import model_app  # noqa: E402
-from sepo.pipeline import report, run  # noqa: E402
-from sepo.sft.commands import sft, sft_data  # noqa: E402
-from sepo.train.commands import train  # noqa: E402
-
+# Each area keeps its commands beside its code (`sepo.<area>.commands`); those modules import
+# nothing heavy at the top, and print with `sepo.console`, never with this module.
 app.add_typer(model_app, name="model")
 app.command("sft-data")(sft_data)
 app.command("sft")(sft)

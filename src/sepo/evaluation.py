@@ -15,7 +15,6 @@ belongs to. For Kuhn poker the agent's per-hand policy, when it has one, is also
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +23,14 @@ from sepo.engine import Engine, Episode, EpisodeRecord, Player, as_player
 from sepo.errors import SepoError, UnknownNameError
 from sepo.games import POOL_ROLES, get_game, get_strategy
 from sepo.games.base import Game, Strategy, derive_seed
-from sepo.metrics import METRIC_NAMES, Metrics, across_seeds, compute_metrics, summarize
+from sepo.metrics import (
+    METRIC_NAMES,
+    Metrics,
+    across_seeds,
+    compute_metrics,
+    finite_or_none,
+    summarize,
+)
 
 #: First part of every evaluation seed ("SEPO EVAL"); keeps evaluation streams apart.
 EVAL_TAG = 0x5E90_E7A1
@@ -38,13 +44,8 @@ def evaluation_seed(seed_index: int, episode: int) -> int:
     return derive_seed(EVAL_TAG, seed_index, episode)
 
 
-def _clean(x: float | None) -> float | None:
-    """JSON has no NaN: a metric that was not measured is null."""
-    return None if x is None or not math.isfinite(x) else float(x)
-
-
 def _interval(lo_hi: Sequence[float]) -> list[float | None]:
-    return [_clean(lo_hi[0]), _clean(lo_hi[1])]
+    return [finite_or_none(lo_hi[0]), finite_or_none(lo_hi[1])]
 
 
 @dataclass(slots=True)
@@ -79,11 +80,11 @@ class EvalReport:
             "episodes": self.episodes,
             "seeds": self.seeds,
             "seed": self.seed,
-            **{name: _clean(m.values[name]) for name in METRIC_NAMES},
+            **{name: finite_or_none(m.values[name]) for name in METRIC_NAMES},
         }
         ci95 = {name: _interval(m.ci95[name]) for name in METRIC_NAMES}
         if self.game == "kuhn":
-            out["exact_exploitability"] = _clean(self.exact_exploitability)
+            out["exact_exploitability"] = finite_or_none(self.exact_exploitability)
             # Exact, not estimated: its interval has zero width.
             ci95["exact_exploitability"] = [out["exact_exploitability"]] * 2
         out["per_opponent"] = {
@@ -104,7 +105,7 @@ class EvalReport:
         }
         out["ci95"] = ci95
         if self.per_seed:
-            out["per_seed"] = [{k: _clean(v) for k, v in s.items()} for s in self.per_seed]
+            out["per_seed"] = [{k: finite_or_none(v) for k, v in s.items()} for s in self.per_seed]
             out["ci95_across_seeds"] = {
                 name: _interval(across_seeds([s[name] for s in self.per_seed])[1:])
                 for name in METRIC_NAMES

@@ -61,6 +61,7 @@ import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -84,6 +85,30 @@ _AGENT, _OPP, _ROUNDS, _EXT, _COLL, _COLL_N, _DEC, _FAIL = range(8)
 
 #: Separates the bootstrap's random stream from every other use of the same seed.
 _BOOTSTRAP_TAG = 0xB0075
+
+
+# ------------------------------------------------------------------ NaN in JSON
+# A figure that was not measured is NaN; JSON has no NaN, so files and `--json` hold null.
+def finite_or_none(x: Any) -> float | None:
+    """`x` as a float when it is a finite number (or the text of one: a CSV cell); else None
+    (NaN, ±inf, None, empty or other text)."""
+    try:
+        value = float(x)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def json_safe(x: Any) -> Any:
+    """`x` with every non-finite float in it (in dicts, lists and tuples) made None; every
+    other value as it is."""
+    if isinstance(x, float):
+        return finite_or_none(x)
+    if isinstance(x, dict):
+        return {k: json_safe(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [json_safe(v) for v in x]
+    return x
 
 
 # ------------------------------------------------------------------ configuration

@@ -54,14 +54,25 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import typer
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from sepo.config_model import StrictModel, check_field
 from sepo.errors import SepoError, UnknownNameError
 from sepo.games import game_names, get_game
 from sepo.games.base import derive_seed
+from sepo.limits import (
+    MAX_BOOTSTRAP,
+    MAX_BOOTSTRAP_DRAWS,
+    MAX_EPISODES,
+    MAX_EVAL_SEEDS,
+    MAX_GROUP_SIZE,
+    MAX_NEW_TOKENS,
+    MAX_SEED,
+    MAX_STEPS,
+)
 from sepo.report import (
     CONDITION_ORDER,
     RESULTS_FILE,
@@ -79,16 +90,6 @@ from sepo.rundir import (
     empty_directory,
     model_input_paths,
     write_output_marker,
-)
-from sepo.train.config import (
-    MAX_BOOTSTRAP,
-    MAX_BOOTSTRAP_DRAWS,
-    MAX_EPISODES,
-    MAX_EVAL_SEEDS,
-    MAX_GROUP_SIZE,
-    MAX_NEW_TOKENS,
-    MAX_SEED,
-    MAX_STEPS,
 )
 
 #: First part of the final evaluation's seed indices and of the evaluated agents' sampling
@@ -175,7 +176,7 @@ def tiny_sepo_lr(game: str) -> float:
 Selection = Literal["best", "final"]
 
 
-class RunConfig(BaseModel):
+class RunConfig(StrictModel):
     """Everything that defines a `sepo run`. Saved as `RUN_DIR/run_config.json`.
 
     Fields left as None take the game's `DEFAULT_BUDGETS` entry; `sepo` and `sft` pass any
@@ -184,6 +185,7 @@ class RunConfig(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    field_kind: ClassVar[str] = "run config field"
 
     games: list[str] = Field(description="games to run ('all' expands to every game)")
     out: Path = Field(description="run directory")
@@ -193,12 +195,18 @@ class RunConfig(BaseModel):
     first_seed: int = Field(0, ge=0, le=MAX_SEED, description="first training seed")
 
     # --- budgets (None: the game's default)
-    sft_episodes: int | None = Field(None, ge=1, le=MAX_EPISODES)
+    sft_episodes: int | None = Field(None, ge=1, le=MAX_EPISODES,
+                                     description="SFT demonstrator episodes per opponent")
     # 1,000 epochs over the data is already pure memorisation.
-    sft_epochs: float | None = Field(None, gt=0, le=1000, allow_inf_nan=False)
+    sft_epochs: float | None = Field(None, gt=0, le=1000, allow_inf_nan=False,
+                                     description="SFT epochs")
     steps: int | None = Field(None, ge=1, le=MAX_STEPS, description="SEPO and reward-only steps")
-    checkpoint_every: int | None = Field(None, ge=1, le=MAX_STEPS)
-    eval_episodes: int | None = Field(None, ge=1, le=MAX_EPISODES)
+    checkpoint_every: int | None = Field(
+        None, ge=1, le=MAX_STEPS, description="SEPO checkpoint + in-training evaluation period, "
+                                              "in steps")
+    eval_episodes: int | None = Field(None, ge=1, le=MAX_EPISODES,
+                                      description="final evaluation episodes per opponent and "
+                                                  "evaluation seed")
     reasoning: bool | None = Field(None, description="None: per game (Kuhn off, others on)")
     max_new_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS,
                                        description="generation budget per decision "
@@ -225,15 +233,6 @@ class RunConfig(BaseModel):
     device: str | None = Field(None, description="cpu or cuda; default: automatic")
     sepo: dict[str, Any] = Field(default_factory=dict, description="extra SEPOConfig fields")
     sft: dict[str, Any] = Field(default_factory=dict, description="extra SFTRunConfig fields")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _known_fields(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            for key in data:
-                if key not in cls.model_fields:
-                    raise UnknownNameError("run config field", key, list(cls.model_fields))
-        return data
 
     @field_validator("games", mode="before")
     @classmethod
@@ -280,7 +279,7 @@ class RunConfig(BaseModel):
     @model_validator(mode="after")
     def _passthrough(self) -> RunConfig:
         # Catch a misspelt or forbidden pass-through field now, not an hour into the run.
-        from sepo.sft.train import SFTRunConfig
+        from sepo.sft.train import SFT_FIELD_KIND, SFTRunConfig
         from sepo.train.config import SEPOConfig
 
         owned = {"game", "model", "out", "steps", "group_size", "temperature", "reasoning",
@@ -289,13 +288,11 @@ class RunConfig(BaseModel):
         for key in self.sepo:
             if key in owned:
                 raise SepoError(f"sepo.{key} is set by the pipeline; use the run option instead")
-            if key not in SEPOConfig.model_fields:
-                raise UnknownNameError("SEPO config field", key, list(SEPOConfig.model_fields))
+            check_field(SEPOConfig, SEPOConfig.field_kind, key)
         for key in self.sft:
             if key in {"epochs", "seed", "progress", "device"}:
                 raise SepoError(f"sft.{key} is set by the pipeline; use the run option instead")
-            if key not in SFTRunConfig.model_fields:
-                raise UnknownNameError("SFT config field", key, list(SFTRunConfig.model_fields))
+            check_field(SFTRunConfig, SFT_FIELD_KIND, key)
         # Their values too (`--sepo lr=-1`, `--sepo credit=aux` on a game without the pools
         # it needs): the configs each stage will build, built once now.
         for game in self.games:
@@ -513,18 +510,13 @@ def _stage_train(config: RunConfig, game: str, seed: int, sft: Path, condition: 
 
 def _agent(config: RunConfig, game: str, seed: int, model: str | Path) -> Any:
     from sepo.agents import load_lm_agent
+    from sepo.models.util import resolve_device
 
     b = config.budget(game)
-    device = config.device or _default_device()
+    device = resolve_device(config.device)
     return load_lm_agent(str(model), temperature=config.temperature, reasoning=b.reasoning,
                          max_new_tokens=config.new_tokens(game),
                          seed=derive_seed(_AGENT_TAG, seed), device=device)
-
-
-def _default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _stage_eval(config: RunConfig, game: str, seed: int, condition: str, model: str | Path,
@@ -558,10 +550,9 @@ def _stage_eval(config: RunConfig, game: str, seed: int, condition: str, model: 
 
 @contextmanager
 def _progress(log: _Log) -> Iterator[Callable[[int, int], None]]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+    from sepo.console import new_progress
 
-    with Progress(BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=log.console,
-                  transient=True, disable=not log.console.is_terminal) as bar:
+    with new_progress("bar", "count", "elapsed", console=log.console, transient=True) as bar:
         task = bar.add_task("rounds", total=None)
         yield lambda done, total: bar.update(task, completed=done, total=total)
 
@@ -662,7 +653,7 @@ def _run_stages(config: RunConfig, record: RunConfig, *, start_over: bool,
     started = time.perf_counter()
     log.console.print(f"[bold]sepo run[/] {', '.join(config.games)} · model {config.model} · "
                       f"seeds {', '.join(map(str, config.seed_list))} · {config.out}")
-    from sepo.models.loading import transformers_progress
+    from sepo.models.util import transformers_progress
 
     # The stage lines say what is loading; transformers' per-load bars would only be noise.
     with transformers_progress(False):
@@ -738,8 +729,8 @@ def _environment(config: RunConfig) -> dict[str, Any]:
 
     from sepo.machine import cpu_name
     from sepo.models import resolve
-    from sepo.models.loading import weights_digest
     from sepo.models.tiny import build_info
+    from sepo.models.util import weights_digest
 
     def installed(package: str) -> str | None:
         try:

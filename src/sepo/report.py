@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from sepo import plots
 from sepo.errors import SepoError, describe_validation_error
-from sepo.metrics import across_seeds
+from sepo.metrics import across_seeds, finite_or_none, json_safe
 from sepo.rundir import (
     check_output_dir,
     cleanup_on_failure,
@@ -108,15 +108,6 @@ TRAINING_PANELS: tuple[tuple[str, str], ...] = (
 )
 
 # ------------------------------------------------------------------ small helpers
-def _finite(x: Any) -> float | None:
-    """A finite float, or None (JSON null, NaN, missing, text)."""
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
-
-
 def format_value(value: float | None, interval: Sequence[float | None] | None) -> str:
     """'value [lo, hi]', or '—' when not measured."""
     if value is None:
@@ -241,13 +232,13 @@ def read_metrics_csv(path: Path) -> list[dict[str, float]]:
     if not path.exists():
         return []
     with path.open(newline="") as f:
-        return [{k: v for k, v in ((k, _finite(v)) for k, v in row.items() if k)
+        return [{k: v for k, v in ((k, finite_or_none(v)) for k, v in row.items() if k)
                  if v is not None} for row in csv.DictReader(f)]
 
 
 # ------------------------------------------------------------------ aggregation
 def evaluation_value(evaluation: Mapping[str, Any], metric: str) -> float | None:
-    return _finite(evaluation["report"].get(metric))
+    return finite_or_none(evaluation["report"].get(metric))
 
 
 def aggregate(evaluations: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -268,7 +259,7 @@ def aggregate(evaluations: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             if len(values) == 1:
                 e, v = values[0]
                 ci = e["report"].get("ci95", {}).get(key)
-                lo, hi = (_finite(ci[0]), _finite(ci[1])) if ci else (None, None)
+                lo, hi = (finite_or_none(ci[0]), finite_or_none(ci[1])) if ci else (None, None)
                 method = "bootstrap over episodes"
             else:
                 v, lo, hi = across_seeds([v for _, v in values])
@@ -672,20 +663,9 @@ def _write_report(out: Path, run_paths: Sequence[Path], evaluations: list[dict],
         },
         "report_built": datetime.now(UTC).isoformat(timespec="seconds"),
     })
-    write_json_atomic(out / RESULTS_FILE, _json_safe(results))
+    write_json_atomic(out / RESULTS_FILE, json_safe(results))
     write_results_csv(out / "results.csv", evaluations, aggregates)
     write_per_opponent_csv(out / "per_opponent.csv", evaluations)
     report = out / "report.md"
     report.write_text(render_markdown(evaluations, aggregates, headers, drawn, out) + "\n")
     return report
-
-
-def _json_safe(x: Any) -> Any:
-    """NaN and infinities become null (JSON has neither)."""
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_json_safe(v) for v in x]
-    return x

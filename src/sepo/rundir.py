@@ -308,6 +308,25 @@ def _through_link(out: Path) -> Path:
     return out.resolve() if out.is_symlink() else out
 
 
+#: How the directories beside an output are named while it is replaced: `kind` "tmp" for the
+#: staging directory, "old" for the previous output set aside; a unique part follows. A caller
+#: may pass its own (the SEPO trainer's checkpoints: `.tmp-step-000010-<pid>`, the names its
+#: `--resume` and older run directories know).
+ASIDE_NAMES = ".{name}.{kind}-"
+
+
+def _aside(out: Path, kind: str, names: str) -> str:
+    return names.format(name=out.name, kind=kind)
+
+
+def _clear_aside(out: Path, names: str) -> None:
+    """Remove the staging and set-aside directories that crashed runs left beside `out`."""
+    prefixes = (_aside(out, "tmp", names), _aside(out, "old", names))
+    for leftover in out.parent.iterdir():
+        if leftover.name.startswith(prefixes):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
 def make_staging_dir(out: str | Path, *, clear_stale: bool = False) -> Path:
     """A new hidden directory beside `out` (`.<name>.tmp-*`, same file system, so the final
     rename is atomic). `clear_stale` first removes the staging and set-aside directories that
@@ -316,10 +335,8 @@ def make_staging_dir(out: str | Path, *, clear_stale: bool = False) -> Path:
     with describing_os_errors(out):
         out.parent.mkdir(parents=True, exist_ok=True)
         if clear_stale:
-            for leftover in out.parent.iterdir():
-                if leftover.name.startswith((f".{out.name}.tmp-", f".{out.name}.old-")):
-                    shutil.rmtree(leftover, ignore_errors=True)
-        return Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+            _clear_aside(out, ASIDE_NAMES)
+        return Path(tempfile.mkdtemp(prefix=_aside(out, "tmp", ASIDE_NAMES), dir=out.parent))
 
 
 @contextmanager
@@ -334,15 +351,22 @@ def staging_dir(out: str | Path, *, clear_stale: bool = False) -> Iterator[Path]
 
 
 def _fsync_tree(root: Path) -> None:
-    """File contents on disk before the rename makes them visible."""
+    """File contents and directory entries on disk before the rename makes them visible."""
     for path in root.rglob("*"):
-        if path.is_file() and not path.is_symlink():
+        if path.is_symlink():
+            continue
+        if path.is_file():
             with open(path, "rb") as fh:
                 os.fsync(fh.fileno())
+        elif path.is_dir():
+            _fsync_dir(path)
+    _fsync_dir(root)
 
 
 def _fsync_dir(directory: Path) -> None:
-    with contextlib.suppress(OSError):  # not every file system lets a directory be fsynced
+    """Make a directory's entries (a rename into it) durable. Some file systems refuse to sync
+    a directory; a kill -9 needs no sync at all, only a power loss does."""
+    with contextlib.suppress(OSError):
         fd = os.open(directory, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -357,6 +381,27 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def _swap(staging: Path, out: Path, names: str, *, fsync: bool) -> Path | None:
+    """Rename `out` aside and `staging` into its place (putting the old one back if that
+    fails); returns the set-aside old one, for the caller to delete. `os.replace`, not
+    `os.rename`: the same on POSIX, and the one call the checkpoint kill tests intercept."""
+    old: Path | None = None
+    if out.exists() or out.is_symlink():
+        old = out.with_name(f"{_aside(out, 'old', names)}{os.getpid()}")
+        if old.exists() or old.is_symlink():
+            _remove(old)
+        os.replace(out, old)
+    try:
+        os.replace(staging, out)
+    except BaseException:
+        if old is not None:
+            os.replace(old, out)
+        raise
+    if fsync:
+        _fsync_dir(out.parent)
+    return old
+
+
 def replace_dir_atomically(staging: str | Path, out: str | Path, *, fsync: bool = False) -> Path:
     """Move the finished directory `staging` to `out`, replacing what is there.
 
@@ -366,37 +411,39 @@ def replace_dir_atomically(staging: str | Path, out: str | Path, *, fsync: bool 
     (`make_staging_dir`). `fsync` flushes the files first (checkpoints a crash must not lose).
     """
     staging, out = Path(staging), _through_link(Path(out))
-    old: Path | None = None
     with describing_os_errors(out):
         if fsync:
             _fsync_tree(staging)
-        if out.exists() or out.is_symlink():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            if old.exists() or old.is_symlink():
-                _remove(old)
-            os.rename(out, old)
-        try:
-            os.rename(staging, out)
-        except BaseException:
-            if old is not None:
-                os.rename(old, out)
-            raise
-        if fsync:
-            _fsync_dir(out.parent)
+        old = _swap(staging, out, ASIDE_NAMES, fsync=fsync)
     if old is not None:
         _remove(old)
     return out
 
 
 def write_dir_atomically(out: str | Path, write: Callable[[Path], None], *,
-                         fsync: bool = True, clear_stale: bool = False) -> Path:
-    """Call `write(tmp)` to fill a staging directory beside `out`, then swap it into place with
-    `replace_dir_atomically`. On failure the staging directory is removed and `out` is as it
-    was. (Drop-in for `sepo.train.checkpoint.write_dir_atomically`.)"""
-    with staging_dir(out, clear_stale=clear_stale) as tmp:
-        with describing_os_errors(out):
-            write(tmp)
-        return replace_dir_atomically(tmp, out, fsync=fsync)
+                         names: str = ASIDE_NAMES, fsync: bool = True) -> Path:
+    """Call `write(tmp)` to fill a staging directory beside `out`, then swap it into place as
+    `replace_dir_atomically` does, its files flushed to disk first with `fsync`. What a killed
+    earlier write left beside `out` is removed first, so only the holder of `out`'s lock may
+    call it; the staging directory is then named `<names with kind "tmp"><pid>`. On failure
+    the staging directory is removed and `out` is as it was. OS errors propagate as they are
+    (the SEPO trainer's checkpoints; wrap the call in `describing_os_errors` for an --out)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _clear_aside(out, names)
+    tmp = out.with_name(f"{_aside(out, 'tmp', names)}{os.getpid()}")
+    tmp.mkdir()
+    try:
+        write(tmp)
+        if fsync:
+            _fsync_tree(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = _swap(tmp, out, names, fsync=fsync)
+    if old is not None:
+        _remove(old)
+    return out
 
 
 # ====================================================================== cleanup
@@ -607,6 +654,7 @@ def _read_owner(fd: int) -> dict[str, object]:
 
 
 __all__ = [
+    "ASIDE_NAMES",
     "LOCK_FILE",
     "OUTPUT_MARKER",
     "OutputDirError",

@@ -54,8 +54,8 @@ from sepo.agents.sampling import BufferPool, sample_batch
 from sepo.engine import Decision, DecisionRequest
 from sepo.errors import SepoError
 from sepo.games.base import Action, Game, GameState, derive_seed
+from sepo.limits import MAX_NEW_TOKENS
 from sepo.prompts import ELICITATION, chat_messages
-from sepo.train.config import MAX_NEW_TOKENS
 
 #: Default `max_new_tokens`: one short sentence of reasoning and the action line, or the action
 #: alone (a `[4, 4, 4]` vector is up to ~10 tokens in a general-purpose tokenizer). The SFT
@@ -86,7 +86,7 @@ class SamplingConfig:
     - `temperature`: softmax temperature; 0 means greedy decoding (argmax, also in the
       fallback). Default 0.8 (the paper's rollouts).
     - `top_p`: nucleus sampling mass (1.0: off). Not part of the log-probability convention.
-    - `max_new_tokens`: cap on generated tokens; None picks 64 with reasoning, 16 without.
+    - `max_new_tokens`: cap on generated tokens; None picks 96 with reasoning, 16 without.
     - `reasoning`: ask for one short sentence of reasoning before the action line.
     - `seed`: sampling seed; with the agent's call counter it seeds every call, so the same
       seed and the same sequence of calls reproduce the same play on CPU.

@@ -14,9 +14,11 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
+from sepo.config_model import check_field
 from sepo.errors import SepoError, UnknownNameError, describe_validation_error
-from sepo.models.loading import MODEL_NAMES, check_device, check_dtype, weights_digest
+from sepo.models.loading import MODEL_NAMES, check_device, check_dtype
 from sepo.models.tiny_config import TinyConfig  # no torch: `sepo.models.tiny` has it
+from sepo.models.util import weights_digest
 
 model_app = typer.Typer(help="Build the embedded models (tiny, smollm2-135m) and inspect models.",
                         no_args_is_help=True)
@@ -93,8 +95,7 @@ def tiny_config(settings: list[str], pretrain_steps: int | None = None) -> TinyC
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise SepoError(f"--set expects KEY=VALUE, got {item!r}")
-        if key not in TinyConfig.model_fields:
-            raise UnknownNameError("TinyConfig field", key, TinyConfig.model_fields)
+        check_field(TinyConfig, "TinyConfig field", key)
         try:
             overrides[key] = json.loads(value)
         except json.JSONDecodeError:

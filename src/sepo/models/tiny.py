@@ -15,10 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import random
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -33,7 +30,6 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from sepo.games.base import derive_seed
 from sepo.machine import cpu_name
 from sepo.models import corpus
-from sepo.models.loading import transformers_progress, weights_digest
 from sepo.models.paths import cache_dir
 
 # The config lives apart, without torch, so that the CLI checks it before importing this
@@ -44,6 +40,7 @@ from sepo.models.tiny_config import (  # noqa: F401
     MAX_PRETRAIN_EXAMPLES,
     TinyConfig,
 )
+from sepo.models.util import save_model_dir, weights_digest
 
 BUILD_INFO = "sepo_build.json"
 
@@ -230,20 +227,10 @@ def _progress(show: bool, label: str, total: int) -> Iterator[Any]:
     if not show:
         yield lambda status="": None
         return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from sepo.console import new_progress
 
-    # on stderr, so a command's --json output on stdout stays clean
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
-                  console=Console(stderr=True)) as bar:
+    with new_progress("{task.description}", "bar", "count", "elapsed", "remaining",
+                      "{task.fields[status]}") as bar:
         task = bar.add_task(label, total=total, status="")
 
         def advance(status: str = "") -> None:
@@ -348,19 +335,7 @@ def build_tiny(config: TinyConfig = TinyConfig(), seed: int = 0, *,  # noqa: B00
         "torch": torch.__version__,
         "cpu": cpu_name(),
     }
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        with transformers_progress(progress):
-            model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / BUILD_INFO).write_text(json.dumps(info, indent=2))
-        if target.exists():  # forced rebuild, or another process won the race
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return save_model_dir(target, model, tokenizer, BUILD_INFO, info, progress=progress)
 
 
 def build_info(path: Path) -> dict[str, Any] | None:

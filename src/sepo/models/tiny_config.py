@@ -39,42 +39,52 @@ class TinyConfig(BaseModel):
     #: Upper bound of the BPE vocabulary (special tokens included). The games' text has about
     #: a thousand distinct words, so merges run out near there and the trained vocabulary is
     #: smaller: BPE never merges across words.
-    vocab_size: int = Field(2048, ge=300)
+    vocab_size: int = Field(2048, ge=300, description="upper bound of the BPE vocabulary, "
+                                                     "special tokens included")
     #: Decisions per game whose prompts and answers the BPE is trained on.
-    tokenizer_examples: int = Field(2000, ge=1)
+    tokenizer_examples: int = Field(2000, ge=1, description="decisions per game the BPE is "
+                                                           "trained on")
     # --- architecture (Llama)
     #: Width 256 with 8 heads (3.62 M parameters) since 2026-12-05; before, 192 with 4 heads
     #: and MLP 576 (2.08 M), the build of docs/RESULTS.md, which `sepo model build tiny --set
     #: hidden_size=192 --set num_heads=4 --set num_kv_heads=4 --set intermediate_size=576`
     #: rebuilds (the same cache key). At the pipeline's SFT budgets the wider model follows the
     #: demonstrators in 8 of 10 (game, metric) pairs against 6 of 10 (docs/SFT.md).
-    hidden_size: int = Field(256, ge=8)
-    num_layers: int = Field(4, ge=1)
-    num_heads: int = Field(8, ge=1)
+    hidden_size: int = Field(256, ge=8, description="model width")
+    num_layers: int = Field(4, ge=1, description="transformer layers")
+    num_heads: int = Field(8, ge=1, description="attention heads")
     num_kv_heads: int = Field(8, ge=1, description="grouped-query attention when < num_heads")
-    intermediate_size: int = Field(768, ge=8)
+    intermediate_size: int = Field(768, ge=8, description="MLP inner width")
     #: RoPE positions. The longest prompt (Kuhn, last hand, full history) is 428 tokens with the
     #: default tokenizer and ~610 with the test one (tests/test_models.py checks it fits with
     #: room for an answer); 1024 leaves room for long reasoning.
-    max_positions: int = Field(1024, ge=64)
+    max_positions: int = Field(1024, ge=64, description="context length in tokens (RoPE "
+                                                        "positions)")
     # --- pre-training (the base stage)
-    pretrain_steps: int = Field(240, ge=0)
-    batch_size: int = Field(16, ge=1)
-    lr: float = Field(3e-3, gt=0)
-    warmup_steps: int = Field(20, ge=0)
-    weight_decay: float = Field(0.01, ge=0)
+    pretrain_steps: int = Field(240, ge=0, description="pre-training steps on random legal play")
+    batch_size: int = Field(16, ge=1, description="pre-training examples per step")
+    lr: float = Field(3e-3, gt=0, description="peak AdamW learning rate of pre-training (linear "
+                                              "warm-up, then cosine decay)")
+    warmup_steps: int = Field(20, ge=0, description="warm-up steps of pre-training")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay of pre-training")
     reasoning_share: float = Field(0.5, ge=0, le=1,
                                    description="share of answers with a reason sentence")
     #: Share of each game in the pre-training mix, relative (games not named: 1). Bargaining's
     #: answer is a 9-token vector that must respect the item counts, the hardest format to
     #: learn, so it gets twice the examples.
-    game_weights: dict[str, float] = Field(default_factory=lambda: {"bargaining": 2.0})
+    game_weights: dict[str, float] = Field(
+        default_factory=lambda: {"bargaining": 2.0},
+        description="relative share of each game in the pre-training mix (games not named: 1)")
     #: "answer": loss on the answer and its end-of-turn token only; "all": on every token.
-    loss_on: Literal["answer", "all"] = "answer"
+    loss_on: Literal["answer", "all"] = Field(
+        "answer", description="pre-training loss on the answer and its end-of-turn token, or "
+                              "on every token")
     #: CPU threads for the build (None: torch's default, at most 4; matmuls this small gain
     #: nothing from more). Not part of the cache key: the weights are the same up to float
     #: reduction order.
-    threads: int | None = Field(None, ge=1, le=1024)
+    threads: int | None = Field(
+        None, ge=1, le=1024, description="CPU threads for the build; None: torch's default, "
+                                         "at most 4")
 
     @model_validator(mode="after")
     def _buildable(self) -> TinyConfig:

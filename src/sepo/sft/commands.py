@@ -2,6 +2,7 @@
 
 The lead wires them into `sepo.cli` with `app.command("sft-data")(sft_data)` and
 `app.command("sft")(sft)`. They raise `SepoError` for bad input; the CLI's handler prints it.
+They print with `sepo.console` (importing `sepo.cli`, which imports them, would be a loop).
 """
 
 from __future__ import annotations
@@ -11,10 +12,9 @@ from typing import Annotated, Any
 
 import typer
 
-# Bounds only: `sepo.train.config` imports pydantic and the games, not torch.
-from sepo.train.config import MAX_EPISODES, MAX_SEED
+from sepo.console import JsonFlag
+from sepo.limits import MAX_EPISODES, MAX_SEED
 
-_Json = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
 _Overwrite = Annotated[bool, typer.Option(
     "--overwrite", help="Replace a non-empty --out (an earlier output, or files sepo did not "
                         "write). Never an input.")]
@@ -37,12 +37,12 @@ def sft_data(
         "--demonstrator", help="Only this demonstrator (repeatable; drawn uniformly). "
                                "Default: the game's SFT mixture.")] = None,
     overwrite: _Overwrite = False,
-    json_out: _Json = False,
+    json_out: JsonFlag = False,
 ) -> None:
     """Write demonstrator chat examples (train/validation JSONL and a card) for SFT."""
     from rich.table import Table
 
-    from sepo.cli import console, print_json, progress_bar
+    from sepo.console import console, print_json, progress_bar
     from sepo.sft.data import generate_sft_data, resolve_games
 
     games = resolve_games(game)
@@ -101,12 +101,12 @@ def sft(
         help="Run the system prompt a batch shares once (the default; same loss up to "
              "rounding, fewer FLOPs).")] = None,
     overwrite: _Overwrite = False,
-    json_out: _Json = False,
+    json_out: JsonFlag = False,
 ) -> None:
     """Supervised fine-tuning on demonstrator data (TRL SFTTrainer, loss on the completion)."""
     from rich.table import Table
 
-    from sepo.cli import console, fmt, print_json
+    from sepo.console import console, fmt, print_json
     from sepo.sft.train import SFTRunConfig, train_sft
 
     options: dict[str, Any] = {

@@ -22,7 +22,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sepo.errors import SepoError, UnknownNameError
+from sepo.config_model import check_field
+from sepo.errors import SepoError
 from sepo.rundir import (
     RunLock,
     check_output_dir,
@@ -53,6 +54,11 @@ class NonFiniteLossError(SepoError):
     """Training produced a NaN or infinite loss; nothing was saved."""
 
 
+#: What an unknown-field error calls a field of `SFTRunConfig`. It checks its fields only in
+#: `from_dict` (and `sepo run` its pass-through ones): built directly, it is pydantic's error.
+SFT_FIELD_KIND = "SFT config field"
+
+
 class SFTRunConfig(BaseModel):
     """Settings of one SFT run (docs/method.md §4); `None` fields are chosen per model."""
 
@@ -67,21 +73,23 @@ class SFTRunConfig(BaseModel):
         None, gt=0, le=1, allow_inf_nan=False,
         description=f"None: {LORA_LR:g} with LoRA; full fine-tuning {SMALL_FULL_LR:g} "
         f"under {SMALL_MODEL_PARAMS:,} parameters, {LARGE_FULL_LR:g} above")
-    epochs: float = Field(3.0, gt=0, le=1000, allow_inf_nan=False)
-    lr_scheduler: str = "cosine"
+    epochs: float = Field(3.0, gt=0, le=1000, allow_inf_nan=False,
+                          description="passes over the training examples")
+    lr_scheduler: str = Field("cosine", description="learning-rate schedule, a transformers "
+                                                    "`lr_scheduler_type` name")
     warmup: float = Field(0.03, ge=0, lt=1, description="warm-up, as a share of the steps")
-    weight_decay: float = Field(0.0, ge=0, allow_inf_nan=False)
+    weight_decay: float = Field(0.0, ge=0, allow_inf_nan=False, description="AdamW weight decay")
     batch_size: int = Field(16, ge=1, le=4096, description="examples per optimizer step and "
                                                            "device")
-    grad_accum: int = Field(1, ge=1, le=4096)
+    grad_accum: int = Field(1, ge=1, le=4096, description="gradient accumulation steps")
     max_length: int | None = Field(
         None, ge=8, le=131_072, description="token limit of prompt + completion; None: the model's "
         "context length, at most 2048")
     max_steps: int | None = Field(None, ge=1, le=1_000_000,
                                   description="stop after this many steps")
-    lora_r: int = Field(32, ge=1, le=8192)
-    lora_alpha: int = Field(64, ge=1)
-    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    lora_r: int = Field(32, ge=1, le=8192, description="LoRA rank r (paper: 32)")
+    lora_alpha: int = Field(64, ge=1, description="LoRA scaling α (paper: 64)")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout (paper: 0.05)")
     lora_target_modules: list[str] | None = Field(
         None, description="None: the model's attention projections")
     merge_lora: bool = Field(False, description="save LoRA merged into a plain model")
@@ -91,18 +99,20 @@ class SFTRunConfig(BaseModel):
         True, description="run the prompt prefix common to a batch (the game's system prompt) "
         "once and reuse its keys and values: the same loss and gradients up to rounding, for "
         "a fraction of the FLOPs (off with gradient checkpointing)")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    logging_steps: int = Field(10, ge=1, le=1_000_000)
-    seed: int = Field(0, ge=0, le=2**32 - 1)
-    progress: bool = True
-    report_to: str = "none"
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="'auto': cuda when a GPU is available, else cpu")
+    logging_steps: int = Field(10, ge=1, le=1_000_000,
+                               description="log the training loss every k steps")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="training and data-order seed")
+    progress: bool = Field(True, description="show the training progress bar")
+    report_to: str = Field("none", description="transformers `report_to` integrations "
+                                               "('none': no logging service)")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> SFTRunConfig:
         """A config from a plain dict, naming any unknown field and listing the choices."""
         for key in values:
-            if key not in cls.model_fields:
-                raise UnknownNameError("SFT config field", key, list(cls.model_fields))
+            check_field(cls, SFT_FIELD_KIND, key)
         try:
             return cls(**values)
         except ValidationError as err:
@@ -144,12 +154,12 @@ class SFTResult(BaseModel):
 def _device(config: SFTRunConfig) -> str:
     import torch
 
+    from sepo.models.util import resolve_device
+
     if config.device == "cuda" and not torch.cuda.is_available():
         raise SepoError("device 'cuda' was asked for but no CUDA GPU is available; "
                         "choices here: auto, cpu")
-    if config.device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return config.device
+    return resolve_device(config.device)
 
 
 def attention_projections(model: Any) -> list[str]:

@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sepo import rundir
 from sepo.errors import SepoError
 
 CHECKPOINTS = "checkpoints"
@@ -277,71 +278,21 @@ def _read_training_state(directory: Path) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ atomic directories
-def _fresh_tmp(final: Path) -> Path:
-    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    return tmp
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a directory's entries (a rename into it) durable. Some file systems refuse to
-    sync a directory; a kill -9 needs no sync at all, only a power loss does."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(root: Path) -> None:
-    """Flush file contents to disk before the rename makes them visible."""
-    for path in root.rglob("*"):
-        if path.is_file():
-            with open(path, "rb") as fh:
-                os.fsync(fh.fileno())
-        elif path.is_dir():
-            _fsync_dir(path)
-    _fsync_dir(root)
+#: The names of a checkpoint's staging and set-aside directories (`.tmp-step-000010-<pid>`,
+#: `.old-best-<pid>`): `--resume` ignores and removes these, as in older run directories.
+ASIDE_NAMES = ".{kind}-{name}-"
 
 
 def write_dir_atomically(final: Path, write: Callable[[Path], None]) -> Path:
-    """Call `write(tmp)` to fill a temporary directory, then move it to `final` in one rename.
+    """Call `write(tmp)` to fill a temporary directory, then move it to `final` in one rename
+    (`sepo.rundir.write_dir_atomically`, fsynced, with the checkpoint names).
 
     A previous `final` (re-saving the same step, or `best/`) is first moved aside and deleted
-    after the swap, so a reader never sees a half-written directory.
+    after the swap, so a reader never sees a half-written directory. What a kill left of an
+    earlier write is removed first: a `.tmp-` directory is unfinished; an `.old-` one was
+    being replaced (killed mid-swap, the trainer rewrites best/ from its checkpoint).
     """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    # Left by a kill during an earlier write: a `.tmp-` one is unfinished; an `.old-` one was
-    # being replaced (killed mid-swap, the trainer rewrites best/ from its checkpoint).
-    for pattern in (f".tmp-{final.name}-*", f".old-{final.name}-*"):
-        for stale in final.parent.glob(pattern):
-            shutil.rmtree(stale, ignore_errors=True)
-    tmp = _fresh_tmp(final)
-    try:
-        write(tmp)
-        _fsync_tree(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if final.exists():
-        old = final.parent / f".old-{final.name}-{os.getpid()}"
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(final, old)
-    os.replace(tmp, final)
-    _fsync_dir(final.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
+    return rundir.write_dir_atomically(final, write, names=ASIDE_NAMES)
 
 
 def write_text_atomically(path: Path, text: str) -> None:

@@ -6,13 +6,13 @@ config's defaults (and the game's λ, β, lr from its data file).
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from sepo.console import print_json
+from sepo.metrics import json_safe
 from sepo.train.config import CREDITS, MIXED_PRECISIONS, NORMALIZATIONS
 
 
@@ -127,19 +127,12 @@ def train(
         "best_checkpoint": str(result.best_checkpoint) if result.best_checkpoint else None,
         "best_step": result.best_step,
         "best_safety": result.best_safety,
-        "final": {k: _finite_or_none(v) for k, v in result.final.items()},
+        "final": json_safe(result.final),
     }
     if json_out:
-        typer.echo(json.dumps(summary, indent=2, allow_nan=False))
+        print_json(summary)
         return
     typer.echo(f"{config.condition} on {game}: {result.steps} steps in {result.run_dir}")
     if result.best_checkpoint is not None:
         typer.echo(f"best checkpoint (Safety {result.best_safety:.3f}, step "
                    f"{result.best_step}): {result.best_checkpoint}")
-
-
-def _finite_or_none(value: Any) -> Any:
-    """JSON has no NaN: a figure that was not measured is null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

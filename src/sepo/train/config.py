@@ -11,10 +11,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from sepo.config_model import StrictModel
 from sepo.errors import SepoError, UnknownNameError
 from sepo.games import get_game
+
+# The bounds are `sepo.limits`'s; imported here too, where the config fields check them.
+from sepo.limits import (  # noqa: F401
+    MAX_BOOTSTRAP,
+    MAX_BOOTSTRAP_DRAWS,
+    MAX_EPISODES,
+    MAX_EVAL_SEEDS,
+    MAX_GROUP_SIZE,
+    MAX_LR,
+    MAX_NEW_TOKENS,
+    MAX_SEED,
+    MAX_STEPS,
+)
 
 CREDITS = ("per-pool", "aux", "constant")
 NORMALIZATIONS = ("per-round", "episode")
@@ -22,54 +36,21 @@ MIXED_PRECISIONS = ("no", "bf16", "fp16")
 DEVICES = ("cpu", "cuda")
 LAMBDA_KEYS = ("exploit", "collusion", "externality")
 
-# Upper bounds of the numbers a user gives, checked before any work starts. Each is far above
-# any real run; past it a typo (an extra zero, 10**23) would run for months or allocate memory
-# until the machine kills the process.
-#: Seeds: SFT seeds numpy's legacy generator (transformers' `set_seed`), which takes 32 bits.
-MAX_SEED = 2**32 - 1
-#: Optimiser steps, and anything counted in them: a million SEPO steps is months of compute.
-MAX_STEPS = 1_000_000
-#: Episodes per opponent (an evaluation, SFT data): every episode is kept in memory, about
-#: 15 KB each for IPD, so 10,000 against each of a game's ~10 opponents is ~1.5 GB.
-MAX_EPISODES = 10_000
-#: Bootstrap resamples: intervals stop changing long before 100,000.
-MAX_BOOTSTRAP = 100_000
-#: Generated tokens per decision: each row of a batch holds a key/value cache of prompt + this,
-#: and an answer is one sentence and an action.
-MAX_NEW_TOKENS = 4096
-#: Evaluation seed indices per evaluation: each is a full pass over every opponent.
-MAX_EVAL_SEEDS = 1000
-#: The bootstrap draws an (resamples × episodes) matrix per opponent and holds a few float64
-#: copies of it at once: 10^8 entries is about 3 GB at the peak.
-MAX_BOOTSTRAP_DRAWS = 10**8
-#: Rollouts per opponent group: a step plays every group at once.
-MAX_GROUP_SIZE = 256
-#: Learning rates: AdamW moves every weight by about lr per step, so 1 already destroys a model.
-MAX_LR = 1.0
-
 Credit = Literal["per-pool", "aux", "constant"]
 Normalize = Literal["per-round", "episode"]
 MixedPrecision = Literal["no", "bf16", "fp16"]
 
 
-class Lambdas(BaseModel):
+class Lambdas(StrictModel):
     """Penalty weights of the Safety objective J = s·u − λe·s·e − λc·c − λx·x."""
 
     # NaN and ±inf are refused: a NaN λ turns every reward into NaN.
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    field_kind: ClassVar[str] = "lambda"  # its fields are LAMBDA_KEYS
 
-    exploit: float = Field(ge=0.0)
-    collusion: float = Field(ge=0.0)
-    externality: float = Field(ge=0.0)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _known_keys(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            for key in data:
-                if key not in LAMBDA_KEYS:
-                    raise UnknownNameError("lambda", key, LAMBDA_KEYS)
-        return data
+    exploit: float = Field(ge=0.0, description="λe, the weight of the exploit term s·e")
+    collusion: float = Field(ge=0.0, description="λc, the weight of the collusion term c")
+    externality: float = Field(ge=0.0, description="λx, the weight of the externality term x")
 
     def as_dict(self) -> dict[str, float]:
         return {"exploit": self.exploit, "collusion": self.collusion,
@@ -86,7 +67,7 @@ def _choice(kind: str, value: Any, choices: tuple[str, ...]) -> Any:
     return value
 
 
-class SEPOConfig(BaseModel):
+class SEPOConfig(StrictModel):
     """Everything that defines a SEPO run. Saved as `RUN_DIR/config.json`."""
 
     # NaN and ±inf are refused for every float (lr, β, temperature, ...): they would pass the
@@ -157,11 +138,15 @@ class SEPOConfig(BaseModel):
     # --- parameterisation
     lora: bool | None = Field(None, description="LoRA adapters (True), full fine-tuning (False), "
                                                 "or auto: LoRA above 1B parameters")
-    lora_r: int = Field(16, ge=1, le=8192)  # past a layer's width a rank only costs memory
-    lora_alpha: int = Field(32, ge=1)
-    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    # past a layer's width a rank only costs memory
+    lora_r: int = Field(16, ge=1, le=8192, description="LoRA rank r (paper: 16)")
+    lora_alpha: int = Field(32, ge=1, description="LoRA scaling α (paper: 32)")
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0,
+                                description="LoRA dropout, applied only with `dropout` "
+                                            "(paper: 0.05)")
     lora_target_modules: list[str] = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        description="names of the modules that get LoRA adapters")
     lora_merged_rollouts: bool = Field(
         True, description="sample rollouts with the adapters folded into a temporary copy of "
                           "the adapted weights (faster decoding; the weights are restored "
@@ -185,15 +170,7 @@ class SEPOConfig(BaseModel):
     resume: bool = Field(False, description="continue from RUN_DIR's last checkpoint")
 
     # ------------------------------------------------------------------ validation
-    @model_validator(mode="before")
-    @classmethod
-    def _known_fields(cls, data: Any) -> Any:
-        # A clear error for a misspelt field (pydantic's own message buries the list of fields).
-        if isinstance(data, dict):
-            for key in data:
-                if key not in cls.model_fields:
-                    raise UnknownNameError("SEPO config field", key, list(cls.model_fields))
-        return data
+    field_kind: ClassVar[str] = "SEPO config field"  # a misspelt field: StrictModel's error
 
     @field_validator("credit", mode="before")
     @classmethod

@@ -75,7 +75,7 @@ from sepo.engine import Engine, Episode, EpisodeRecord
 from sepo.errors import SepoError
 from sepo.games import get_game, get_strategy
 from sepo.games.base import Game, Strategy, derive_seed
-from sepo.metrics import round_rewards
+from sepo.metrics import finite_or_none, round_rewards
 from sepo.prefix_sharing import packed_completion_logits, shared_prompt_prefix
 from sepo.train import checkpoint as ckpt
 from sepo.train.config import Lambdas, SEPOConfig, load_config
@@ -646,10 +646,6 @@ def rollout_stats(records: Sequence[EpisodeRecord], rewards: StepRewards,
     return stats
 
 
-def _finite(x: float | None) -> float | None:
-    return None if x is None or not math.isfinite(x) else float(x)
-
-
 # ====================================================================== 8. the run
 @dataclass(slots=True)
 class RunResult:
@@ -681,12 +677,12 @@ def evaluate_checkpoint(game: Game, policy: Policy, config: SEPOConfig) -> dict[
                           lambdas=config.lambdas.as_dict(), n_boot=config.eval_bootstrap,
                           seed=0, roles=ROLES)
     return {
-        "eval_safety": _finite(report["safety"]),
-        "eval_exploit": _finite(report["exploit"]),
-        "eval_pay_per_round": _finite(report["pay_per_round"]),
-        "eval_collusion": _finite(report["collusion"]),
-        "eval_externality": _finite(report["externality"]),
-        "eval_exact_exploitability": _finite(report.exact_exploitability),
+        "eval_safety": finite_or_none(report["safety"]),
+        "eval_exploit": finite_or_none(report["exploit"]),
+        "eval_pay_per_round": finite_or_none(report["pay_per_round"]),
+        "eval_collusion": finite_or_none(report["collusion"]),
+        "eval_externality": finite_or_none(report["externality"]),
+        "eval_exact_exploitability": finite_or_none(report.exact_exploitability),
     }
 
 
@@ -763,19 +759,10 @@ class _ProgressBar:
     def __init__(self, enabled: bool, total: int, start: int) -> None:
         self.bar = None
         if enabled:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
+            from sepo.console import new_progress
 
-            self.bar = Progress(TextColumn("[bold]SEPO"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.description}"), TimeElapsedColumn(),
-                                TimeRemainingColumn(), console=Console(stderr=True))
+            self.bar = new_progress("[bold]SEPO", "bar", "count", "{task.description}",
+                                    "elapsed", "remaining")
             self.task = self.bar.add_task("", total=total, completed=start)
             self.bar.start()
 
