@@ -425,3 +425,39 @@ def test_sepo_train_on_a_locked_out_exits_2_and_writes_nothing(
         assert "in use by `sepo train`" in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
         assert snapshot(out) == held
+
+
+# ------------------------------------------------------------------ a full disk
+def test_a_full_disk_at_the_first_checkpoint_is_one_line_and_leaves_nothing(
+        tiny_lm_path: Path, tmp_path: Path, small_pools: None, cheap_eval: None,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # safetensors reports a full disk in its own words, not as an OSError.
+    def full(*args: Any, **kwargs: Any) -> None:
+        raise safetensors.SafetensorError(
+            "Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(ckpt, "save_checkpoint", full)
+    out = tmp_path / "run"
+    with pytest.raises(SepoError, match=r"^no space left on the device of .*run; free some"):
+        trainer.train_sepo(kuhn_config(tiny_lm_path, out), progress=False)
+    # Nothing to resume was written, so nothing is left: the same command starts cleanly.
+    assert not out.exists()
+
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    with pytest.raises(SepoError, match="no space left"):
+        trainer.train_sepo(kuhn_config(tiny_lm_path, kept), progress=False)
+    assert kept.is_dir()  # a directory that existed is kept
+
+
+def test_train_refuses_a_directory_of_other_files_and_its_own_model(
+        tiny_lm_path: Path, tmp_path: Path, small_pools: None) -> None:
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(SepoError, match="not empty and holds files sepo did not write"):
+        trainer.train_sepo(kuhn_config(tiny_lm_path, foreign), progress=False)
+    assert snapshot(foreign) == {"notes.txt": b"mine"}
+    with pytest.raises(SepoError, match="lies inside the input"):
+        trainer.train_sepo(kuhn_config(tiny_lm_path, tiny_lm_path / "run"), progress=False)
+    assert not (tiny_lm_path / "run").exists()

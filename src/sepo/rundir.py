@@ -192,14 +192,18 @@ def output_made_by(directory: str | Path) -> str | None:
 
 def model_input_paths(model: str | Path) -> list[Path]:
     """The paths a `--model` argument reads: a local path, or for the embedded names (tiny,
-    smollm2-135m) the model cache that holds their builds. An HF id reads nothing local."""
+    smollm2-135m) the model cache that holds their builds (and, for tiny, the build shipped in
+    the package). An HF id reads nothing local."""
     path = Path(model).expanduser()
     if path.exists():
         return [path]
     if str(model) in ("tiny", "smollm2-135m"):
+        from importlib import resources
+
         from sepo.models.paths import cache_dir
 
-        return [cache_dir() / "models"]
+        shipped = [Path(str(resources.files("sepo").joinpath("data", "tiny")))]
+        return [cache_dir() / "models", *(shipped if model == "tiny" else [])]
     return []
 
 

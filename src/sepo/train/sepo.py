@@ -57,6 +57,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import shutil
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -77,6 +78,7 @@ from sepo.games import get_game, get_strategy
 from sepo.games.base import Game, Strategy, derive_seed
 from sepo.metrics import finite_or_none, round_rewards
 from sepo.prefix_sharing import packed_completion_logits, shared_prompt_prefix
+from sepo.rundir import check_output_dir, describing_os_errors, model_input_paths
 from sepo.train import checkpoint as ckpt
 from sepo.train.config import Lambdas, SEPOConfig, load_config
 
@@ -750,6 +752,8 @@ def _check_run_dir(config: SEPOConfig) -> Path | None:
     if ckpt.list_checkpoints(run_dir) or (run_dir / ckpt.METRICS).exists():
         raise SepoError(f"{run_dir} already holds a SEPO run; pass --resume to continue it "
                         "or choose another --out")
+    # Never into the model it starts from, nor into a directory of someone else's files.
+    check_output_dir(run_dir, inputs=model_input_paths(config.model), made_by="train")
     return None
 
 
@@ -797,11 +801,20 @@ def train_sepo(config: SEPOConfig, progress: bool = True) -> RunResult:
     # at the SEPO stage with "AcceleratorState has already been initialized".)
     AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(cpu=config.device == "cpu", mixed_precision=config.mixed_precision)
-    # One process per run directory for the whole run: a second `sepo train` on the same --out
-    # would interleave its checkpoints and metrics rows with this one's. Taken before the
-    # directory is checked, so that the check and every write after it see the same run.
-    with _run_lock(run_dir, accelerator):
-        return _train_locked(config, game, run_dir, accelerator, progress)
+    fresh = not run_dir.exists()
+    try:
+        # One process per run directory for the whole run: a second `sepo train` on the same
+        # --out would interleave its checkpoints and metrics rows with this one's. Taken before
+        # the directory is checked, so that the check and every write after it see the same
+        # run. A full disk (which torch and safetensors report in their own words) is one line.
+        with describing_os_errors(run_dir), _run_lock(run_dir, accelerator):
+            return _train_locked(config, game, run_dir, accelerator, progress)
+    except BaseException:
+        # A run that fails before its first checkpoint has nothing to resume: leave nothing of
+        # it behind, so the same command starts cleanly (a directory that existed is kept).
+        if fresh and accelerator.is_main_process and not ckpt.list_checkpoints(run_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
 
 @contextmanager
