@@ -16,6 +16,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from typer.testing import CliRunner
 
+from sepo.cli import model_app
 from sepo.errors import MissingDependencyError, SepoError, UnknownNameError
 from sepo.games import get_game
 from sepo.games.base import AGENT
@@ -29,7 +30,6 @@ from sepo.models import (
     smollm2,
     tiny,
 )
-from sepo.models.commands import model_app
 from sepo.models.loading import resolve
 from sepo.models.tiny import END, TinyConfig, build_tiny
 from sepo.prompts import chat_messages

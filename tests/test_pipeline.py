@@ -13,6 +13,7 @@ import transformers
 import typer
 from typer.testing import CliRunner
 
+from sepo.cli import report, run
 from sepo.errors import SepoError, UnknownNameError
 from sepo.games import game_names
 from sepo.kuhn_exact import exploitability
@@ -23,8 +24,6 @@ from sepo.pipeline import (
     TINY_SEPO_LR,
     TINY_SEPO_LR_BY_GAME,
     RunConfig,
-    report,
-    run,
     run_pipeline,
     seed_dir,
 )
@@ -40,7 +39,8 @@ SMOKE_CLI = ["--steps", "2", "--checkpoint-every", "2", "--sft-episodes", "1", "
 
 
 def cli() -> typer.Typer:
-    """The two commands as the lead wires them into `sepo.cli`."""
+    """`sepo.cli`'s two commands, without its error handler: errors reach the test as
+    raised."""
     app = typer.Typer()
     app.command()(run)
     app.command()(report)
@@ -222,7 +222,7 @@ def test_run_command_turns_prefix_sharing_off_for_both_stages(
                         lambda config, quiet=False, overwrite=False:
                         seen.append(config) or config.out)
     app = typer.Typer()
-    app.command()(pipeline.run)
+    app.command()(run)
     result = CliRunner().invoke(app, ["kuhn", "--out", str(tmp_path / "r"), *flag])
     assert result.exit_code == 0, result.output
     [config] = seen

@@ -567,7 +567,7 @@ def test_sft_command_line_runs_and_passes_its_options(
     import typer
     from typer.testing import CliRunner
 
-    from sepo.sft.commands import sft
+    from sepo.cli import sft
 
     app = typer.Typer()
     app.command()(sft)

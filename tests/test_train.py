@@ -180,7 +180,7 @@ def test_resume_allows_only_changes_that_keep_the_run_the_same() -> None:
 def test_cli_rejects_unknown_credit_with_the_choices(tmp_path: Path) -> None:
     import typer
 
-    from sepo.train.commands import train
+    from sepo.cli import train
 
     app = typer.Typer()
     app.command()(train)
@@ -863,7 +863,7 @@ def test_two_step_kuhn_run_from_the_command_line(tiny_lm_path: Path, tmp_path: P
 
     import typer
 
-    from sepo.train.commands import train
+    from sepo.cli import train
 
     app = typer.Typer()
     app.command()(train)

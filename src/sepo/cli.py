@@ -1,6 +1,8 @@
 """The `sepo` command line: thin wrappers around the Python API, printed with rich.
 
-Adding a command takes a few lines:
+Every command lives here, and each is thin: it parses its options, calls one library function
+(`sepo.pipeline.run_pipeline`, `sepo.models.info.model_info`, ...) and prints the result; work
+that is not about the command line belongs in the library. Adding a command takes a few lines:
 
     @app.command()
     def mycommand(game: Annotated[str, typer.Argument(help="...")],
@@ -11,7 +13,7 @@ Adding a command takes a few lines:
         print_json(result.to_dict()) if json_out else console.print(...)
 
 (`progress_bar`, `print_json`, `console` and `JsonFlag` come from `sepo.console`, which the
-command modules elsewhere import too.) A group of sub-commands (`sepo model ...`) is a
+library's long-running stages use too.) A group of sub-commands (`sepo model ...`) is a
 `typer.Typer()` added with `app.add_typer(group, name="model")`. Raise a `SepoError` for
 anything the user got wrong: the one handler below prints it as one line, without a
 traceback, and exits with code 2 (so it does a pydantic `ValidationError`, an option that does
@@ -27,6 +29,7 @@ import secrets
 import sys
 import tomllib
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -35,7 +38,8 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
-from sepo.console import JsonFlag, console, err_console, fmt_ci, print_json, progress_bar
+from sepo.config_model import parse_setting
+from sepo.console import JsonFlag, console, err_console, fmt, fmt_ci, print_json, progress_bar
 from sepo.errors import SepoError, describe_validation_error
 from sepo.games import GameUnavailableError, game_names, get_game, get_strategy
 from sepo.games.base import Game
@@ -47,11 +51,8 @@ from sepo.limits import (
     MAX_NEW_TOKENS,
     MAX_SEED,
 )
-from sepo.models.commands import model_app
 from sepo.models.loading import DTYPES, check_device, check_dtype
-from sepo.pipeline import report, run
-from sepo.sft.commands import sft, sft_data
-from sepo.train.commands import train
+from sepo.train.config import CREDITS, MIXED_PRECISIONS, NORMALIZATIONS, SEPOConfig
 
 try:  # typer ≥ 0.2x carries its own copy of click; older versions use click itself
     from typer._click import exceptions as _click_errors
@@ -367,12 +368,380 @@ def play(
         human.write("Game abandoned.")
 
 
-# ------------------------------------------------------------------ the other areas' commands
-# Each area keeps its commands beside its code (`sepo.<area>.commands`); those modules import
-# nothing heavy at the top, and print with `sepo.console`, never with this module.
+# ------------------------------------------------------------------ sepo sft-data, sepo sft
+_Overwrite = Annotated[bool, typer.Option(
+    "--overwrite", help="Replace a non-empty --out (an earlier output, or files sepo did not "
+                        "write). Never an input.")]
+
+
+@app.command("sft-data")
+def sft_data(
+    game: Annotated[str, typer.Argument(help="Game name, or 'all' (see `sepo games`).")],
+    out: Annotated[Path, typer.Option("--out", help="Dataset directory to write (new or "
+                                                    "empty, or with --overwrite).")],
+    episodes_per_opponent: Annotated[int, typer.Option(
+        "--episodes-per-opponent", min=1, max=MAX_EPISODES,
+        help="Episodes against each non-held-out strategy; each draws one demonstrator.")] = 50,
+    reasoning: Annotated[bool, typer.Option(
+        "--reasoning/--no-reasoning",
+        help="Completions with a reason sentence before the action, or the bare action.")]
+    = True,
+    seed: Annotated[int, typer.Option(
+        min=0, max=MAX_SEED, help="Generation seed (episodes, mixture draws, split).")] = 0,
+    demonstrator: Annotated[list[str] | None, typer.Option(
+        "--demonstrator", help="Only this demonstrator (repeatable; drawn uniformly). "
+                               "Default: the game's SFT mixture.")] = None,
+    overwrite: _Overwrite = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Write demonstrator chat examples (train/validation JSONL and a card) for SFT."""
+    from sepo.sft.data import generate_sft_data
+
+    with progress_bar("generating SFT data") as update:
+        card = generate_sft_data(game, out, episodes_per_opponent=episodes_per_opponent,
+                                 reasoning=reasoning, seed=seed, demonstrators=demonstrator,
+                                 progress=update, overwrite=overwrite)
+    if json_out:
+        print_json({"out": str(out), **card})
+        return
+    table = Table(title=f"SFT data in {out}")
+    for col in ("game", "episodes train/val", "examples train/val", "demonstrators (examples)"):
+        table.add_column(col)
+    for name, g in card["counts"].items():
+        table.add_row(
+            name, f"{g['episodes']['train']}/{g['episodes']['validation']}",
+            f"{g['examples']['train']}/{g['examples']['validation']}",
+            ", ".join(f"{s} {c['examples']}" for s, c in g["strategies"].items()))
+    console.print(table)
+
+
+@app.command("sft")
+def sft(
+    game: Annotated[str, typer.Argument(help="Game to fine-tune for, or 'all'.")],
+    model: Annotated[str, typer.Option(
+        "--model", help="Base model: 'tiny', 'smollm2-135m', an HF id or a path.")],
+    data: Annotated[Path, typer.Option("--data", help="Directory made by `sepo sft-data`.")],
+    out: Annotated[Path, typer.Option("--out", help="Checkpoint directory to write (new or "
+                                                    "empty, or with --overwrite).")],
+    lora: Annotated[bool | None, typer.Option(
+        "--lora/--full", help="LoRA adapters (r 32, α 64) or full fine-tuning (default: full "
+                              "up to 200M parameters, LoRA above).")] = None,
+    merge: Annotated[bool, typer.Option(
+        "--merge/--no-merge", help="Save LoRA merged into a plain model.")] = False,
+    epochs: Annotated[float | None, typer.Option(min=0.0, help="Epochs (default 3).")] = None,
+    lr: Annotated[float | None, typer.Option(
+        help="Learning rate (default: 2e-5 LoRA; full: 1e-3 under 50M parameters, "
+             "1e-5 above).")] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        "--batch-size", min=1, help="Examples per step (default 16).")] = None,
+    grad_accum: Annotated[int | None, typer.Option(
+        "--grad-accum", min=1, help="Gradient accumulation steps (default 1).")] = None,
+    max_steps: Annotated[int | None, typer.Option(
+        "--max-steps", min=1, help="Stop after this many steps.")] = None,
+    max_length: Annotated[int | None, typer.Option(
+        "--max-length", min=8, help="Token limit of prompt + completion.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Training seed (default 0).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    share_prompt_prefix: Annotated[bool | None, typer.Option(
+        "--share-prompt-prefix/--no-share-prompt-prefix",
+        help="Run the system prompt a batch shares once (the default; same loss up to "
+             "rounding, fewer FLOPs).")] = None,
+    overwrite: _Overwrite = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Supervised fine-tuning on demonstrator data (TRL SFTTrainer, loss on the completion)."""
+    from sepo.sft.train import SFTRunConfig, train_sft
+
+    options: dict[str, Any] = {
+        "finetune": None if lora is None else "lora" if lora else "full",
+        "merge_lora": merge, "epochs": epochs, "learning_rate": lr, "batch_size": batch_size,
+        "grad_accum": grad_accum, "max_steps": max_steps, "max_length": max_length,
+        "seed": seed, "device": device, "share_prompt_prefix": share_prompt_prefix,
+        # the JSON goes to stdout alone; the training bar would interleave with it
+        "progress": not json_out,
+    }
+    config = SFTRunConfig.from_dict({k: v for k, v in options.items() if v is not None})
+    result = train_sft(game, model, data, out, config, overwrite=overwrite)
+    if json_out:
+        print_json(result.model_dump())
+        return
+    table = Table(title=f"SFT checkpoint {out}", show_header=False)
+    rows = [
+        ("games", ", ".join(result.games)), ("base model", result.base_model),
+        ("fine-tuning", result.finetune + (" (merged)" if result.merged else "")),
+        ("trainable parameters", f"{result.trainable_parameters:,} of {result.parameters:,}"),
+        ("examples train/val", f"{result.train_examples}/{result.eval_examples}"),
+        ("steps", str(result.steps)), ("learning rate", f"{result.learning_rate:g}"),
+        ("train loss", fmt(result.train_loss)),
+        ("validation loss", f"{fmt(result.eval_loss_initial)} → {fmt(result.eval_loss_final)}"),
+        ("time", f"{result.train_seconds:.1f} s ({result.tokens_per_second:,.0f} tokens/s)"),
+    ]
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+# ------------------------------------------------------------------ sepo train
+@app.command("train")
+def train(
+    game: Annotated[str, typer.Argument(help="Game to train on (see `sepo games`).")],
+    model: Annotated[str, typer.Option(
+        "--model", help="Starting checkpoint: 'tiny', 'smollm2-135m', an HF id or a path "
+                        "(usually the SFT output).")],
+    out: Annotated[Path, typer.Option("--out", help="Run directory.")],
+    steps: Annotated[int | None, typer.Option(help="SEPO steps.")] = None,
+    group_size: Annotated[int | None, typer.Option(
+        "--group-size", "-n", help="Rollouts per opponent group (paper: 4).")] = None,
+    credit: Annotated[str | None, typer.Option(
+        help=f"Penalty credit: {' | '.join(CREDITS)} (aux: the paper's Algorithm 1; "
+             "constant: the paper's released code).")] = None,
+    normalize: Annotated[str | None, typer.Option(
+        help=f"Advantage normalisation: {' | '.join(NORMALIZATIONS)}.")] = None,
+    reward_only: Annotated[bool, typer.Option(
+        "--reward-only", help="All λ = 0: the plain GRPO baseline.")] = False,
+    exploit_best_response: Annotated[bool, typer.Option(
+        "--exploit-best-response", help="Kuhn only: add an exploit group against the exact "
+                                        "best response to the current policy, rebuilt every "
+                                        "step (beyond the game's fixed pools; "
+                                        "docs/method.md §5.7).")] = False,
+    best_response_groups: Annotated[int | None, typer.Option(
+        help="With --exploit-best-response: groups that play it (default 1).")] = None,
+    lora: Annotated[bool | None, typer.Option(
+        "--lora/--full", help="LoRA adapters or full fine-tuning (default: LoRA above 1B "
+                              "parameters).")] = None,
+    lora_merged_rollouts: Annotated[bool | None, typer.Option(
+        "--lora-merged-rollouts/--lora-unmerged-rollouts",
+        help="With LoRA, sample rollouts with the adapters folded into the weights (faster; "
+             "the default) or through the unmerged adapters.")] = None,
+    lr: Annotated[float | None, typer.Option(help="AdamW learning rate (default: the game's).")]
+    = None,
+    beta: Annotated[float | None, typer.Option(
+        help="One-sided KL weight β (default: the game's).")] = None,
+    lambda_exploit: Annotated[float | None, typer.Option(help="λe (default: the game's).")]
+    = None,
+    lambda_collusion: Annotated[float | None, typer.Option(help="λc (default: the game's).")]
+    = None,
+    lambda_externality: Annotated[float | None, typer.Option(
+        help="λx (default: the game's).")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(
+        "--max-new-tokens", help="Generation budget per decision.")] = None,
+    reasoning: Annotated[bool | None, typer.Option(
+        "--reasoning/--no-reasoning", help="A short thought before the action.")] = None,
+    updates_per_step: Annotated[int | None, typer.Option(
+        "--updates-per-step", help="Optimiser passes over each step's rollouts.")] = None,
+    micro_batch_size: Annotated[int | None, typer.Option(
+        "--micro-batch-size", help="Decisions per forward/backward.")] = None,
+    share_prompt_prefix: Annotated[bool | None, typer.Option(
+        "--share-prompt-prefix/--no-share-prompt-prefix",
+        help="Run a micro-batch's common prompt prefix once in the loss's forward passes, "
+             "and the rows after it packed where the model allows (the default; same "
+             "log-probs up to rounding, fewer FLOPs).")] = None,
+    checkpoint_every: Annotated[int | None, typer.Option(
+        "--checkpoint-every", help="Checkpoint and evaluate every k steps.")] = None,
+    eval_episodes: Annotated[int | None, typer.Option(
+        "--eval-episodes", help="Episodes per opponent in the in-training evaluation.")]
+    = None,
+    seed: Annotated[int | None, typer.Option(help="Run seed.")] = None,
+    mixed_precision: Annotated[str | None, typer.Option(
+        "--mixed-precision", help=f"{' | '.join(MIXED_PRECISIONS)} (CPU: no).")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: automatic).")]
+    = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue RUN_DIR from its last checkpoint.")] = False,
+    json_out: Annotated[bool, typer.Option(
+        "--json", help="Print the result as one JSON object.")] = False,
+    no_progress: Annotated[bool, typer.Option(
+        "--no-progress", help="No progress bar.")] = False,
+) -> None:
+    """Train an LM agent with SEPO (stage 2) or one of its baselines."""
+    from sepo.train.run import train_run
+
+    config = SEPOConfig.from_options(
+        game, model=model, out=out, steps=steps, group_size=group_size, credit=credit,
+        normalize=normalize, reward_only=reward_only, lora=lora,
+        lora_merged_rollouts=lora_merged_rollouts, exploit_best_response=exploit_best_response,
+        best_response_groups=best_response_groups, lr=lr, beta=beta, temperature=temperature,
+        max_new_tokens=max_new_tokens, reasoning=reasoning, updates_per_step=updates_per_step,
+        micro_batch_size=micro_batch_size, share_prompt_prefix=share_prompt_prefix,
+        checkpoint_every=checkpoint_every, eval_episodes=eval_episodes, seed=seed,
+        mixed_precision=mixed_precision, device=device, resume=resume,
+        lambda_exploit=lambda_exploit, lambda_collusion=lambda_collusion,
+        lambda_externality=lambda_externality)
+    summary = train_run(config, progress=not no_progress)
+    if json_out:
+        print_json(summary)
+        return
+    typer.echo(f"{summary['condition']} on {game}: {summary['steps']} steps in "
+               f"{summary['run_dir']}")
+    if summary["best_checkpoint"] is not None:
+        typer.echo(f"best checkpoint (Safety {summary['best_safety']:.3f}, step "
+                   f"{summary['best_step']}): {summary['best_checkpoint']}")
+
+
+# ------------------------------------------------------------------ sepo run, sepo report
+@app.command("run")
+def run(
+    game: Annotated[str, typer.Argument(help="A game (see `sepo games`) or 'all'.")],
+    seeds: Annotated[int, typer.Option(help="Training seeds (≥ 3 for intervals across "
+                                            "seeds).")] = 1,
+    out: Annotated[Path | None, typer.Option(
+        help="Run directory (default: runs/<game>-<model>). Re-running the same command "
+             "there resumes it.")] = None,
+    model: Annotated[str, typer.Option(help="Base model: tiny, smollm2-135m, an HF id or "
+                                            "path.")] = "tiny",
+    first_seed: Annotated[int, typer.Option("--first-seed", help="First training seed.")] = 0,
+    steps: Annotated[int | None, typer.Option(help="SEPO and reward-only steps (default: "
+                                                   "per game).")] = None,
+    sft_episodes: Annotated[int | None, typer.Option(
+        "--sft-episodes", help="SFT episodes per opponent (default: per game).")] = None,
+    sft_epochs: Annotated[float | None, typer.Option(
+        "--sft-epochs", help="SFT epochs (default: per game).")] = None,
+    eval_episodes: Annotated[int | None, typer.Option(
+        "--eval-episodes", help="Final evaluation episodes per opponent (default: per "
+                                "game).")] = None,
+    group_size: Annotated[int, typer.Option("--group-size", "-n",
+                                            help="SEPO rollouts per group.")] = 4,
+    checkpoint_every: Annotated[int | None, typer.Option(
+        "--checkpoint-every", help="Checkpoint + in-training evaluation period.")] = None,
+    reasoning: Annotated[bool | None, typer.Option(
+        "--reasoning/--no-reasoning", help="A thought before the action (default: per "
+                                           "game).")] = None,
+    train_eval_episodes: Annotated[int, typer.Option(
+        "--train-eval-episodes", help="Episodes per opponent of each in-training checkpoint "
+                                      "evaluation.")] = 4,
+    max_new_tokens: Annotated[int | None, typer.Option(
+        "--max-new-tokens", help="Generation budget per decision (default: sized "
+                                 "by SFT to its longest completion).")] = None,
+    select: Annotated[str, typer.Option(help="Trained checkpoint to evaluate: best (by "
+                                             "in-training Safety) or final.")] = "best",
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: "
+                                                    "automatic).")] = None,
+    sepo_option: Annotated[list[str] | None, typer.Option(
+        "--sepo", help="Extra SEPO config field, KEY=VALUE (JSON value), repeatable, e.g. "
+                       "--sepo lr=3e-5 --sepo credit=aux.")] = None,
+    share_prompt_prefix: Annotated[bool, typer.Option(
+        "--share-prompt-prefix/--no-share-prompt-prefix",
+        help="SFT and the SEPO loss run the system prompt a batch shares once (the default: "
+             "faster, same results up to float rounding). Off computes every prompt in full, "
+             "as the runs in docs/RESULTS.md did.")] = True,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the aggregates as JSON at "
+                                                          "the end.")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Delete a run with another config (or files sepo did not write) "
+                            "in --out and start this one. A run with this config is "
+                            "continued either way.")] = False,
+) -> None:
+    """The whole pipeline: base → SFT → SEPO and reward-only → evaluation → report."""
+    from sepo.pipeline import RunConfig, run_pipeline
+    from sepo.report import load_results
+
+    sepo_extra = dict(parse_setting(item, "--sepo") for item in sepo_option or [])
+    sft_extra: dict[str, Any] = {}
+    if not share_prompt_prefix:
+        sepo_extra["share_prompt_prefix"] = sft_extra["share_prompt_prefix"] = False
+    config = RunConfig(
+        games=[game], out=out or Path("runs") / f"{game}-{Path(model).name}", model=model,
+        seeds=seeds, first_seed=first_seed, steps=steps, sft_episodes=sft_episodes,
+        sft_epochs=sft_epochs, eval_episodes=eval_episodes, group_size=group_size,
+        checkpoint_every=checkpoint_every, reasoning=reasoning,
+        train_eval_episodes=train_eval_episodes, max_new_tokens=max_new_tokens, select=select,
+        device=device, sepo=sepo_extra, sft=sft_extra,
+    )
+    run_dir = run_pipeline(config, quiet=json_out, overwrite=overwrite)
+    if json_out:
+        typer.echo(json.dumps(load_results(run_dir)["aggregates"], indent=2))
+
+
+@app.command("report")
+def report(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run directories of `sepo run`.")],
+    out: Annotated[Path | None, typer.Option(
+        help="Where the combined report goes (required with several run directories).")]
+    = None,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Draw the PNGs.")] = True,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the aggregates as JSON.")]
+    = False,
+) -> None:
+    """Rebuild report.md, results.json/CSV and plots from one or several run directories."""
+    from sepo.report import build_report, load_results, rich_table
+
+    path = build_report(run_dirs, out, figures=plots)
+    results = load_results(path.parent)
+    if json_out:
+        typer.echo(json.dumps(results["aggregates"], indent=2))
+        return
+    for game in sorted({a["game"] for a in results["aggregates"]}):
+        console.print(rich_table(results["aggregates"], game, width=console.width))
+    console.print(f"[bold]report:[/] {path}")
+
+
+# ------------------------------------------------------------------ sepo model ...
+model_app = typer.Typer(help="Build the embedded models (tiny, smollm2-135m) and inspect models.",
+                        no_args_is_help=True)
 app.add_typer(model_app, name="model")
-app.command("sft-data")(sft_data)
-app.command("sft")(sft)
-app.command("train")(train)
-app.command("run")(run)
-app.command("report")(report)
+
+
+@model_app.command("build")
+def build_command(
+    name: Annotated[str, typer.Argument(help="tiny or smollm2-135m")] = "tiny",
+    seed: Annotated[int, typer.Option(help="seed of the tiny build")] = 0,
+    force: Annotated[bool, typer.Option(help="rebuild even if the cache has it")] = False,
+    pretrain_steps: Annotated[int | None, typer.Option(
+        "--pretrain-steps", min=0,
+        help="tiny's pre-training steps (default 240). A build with other steps is another "
+             "model: pass the printed path as --model (research/"
+             "2026-11-23-longer-base-stage.md).")] = None,
+    settings: Annotated[list[str] | None, typer.Option(
+        "--set", help="a TinyConfig field, KEY=VALUE, repeatable, e.g. --set hidden_size=256 "
+                      "--set num_heads=8 (a build with other settings is another model, "
+                      "cached apart; `sepo model info PATH` shows its config)")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print the build record")] = False,
+) -> None:
+    """Build `tiny` (tokenizer + pre-training on random legal play) or convert
+    `smollm2-135m` from its GGUF file, into the sepo cache. Cached builds are reused. `tiny`
+    itself ships in the package; building it checks this host against the shipped digest."""
+    from sepo.models.build import build_model
+
+    if (pretrain_steps is not None or settings) and name != "tiny":
+        option = "--pretrain-steps" if pretrain_steps is not None else "--set"
+        raise typer.BadParameter(f"{option} applies to tiny only, not {name!r}")
+    record = build_model(name, seed=seed, force=force, settings=settings or [],
+                         pretrain_steps=pretrain_steps, progress=not json_out)
+    if json_out:
+        typer.echo(json.dumps(record, indent=2))
+        return
+    console.print(f"[bold]{name}[/bold] ready at {record['path']} "
+                  f"({record['seconds_this_call']:.1f} s this call)")
+    if "matches_shipped" in record:
+        same = ("the same as the shipped build's, which `--model tiny` loads"
+                if record["matches_shipped"] else
+                f"not the shipped build's {record['shipped_weights_digest']}: this host rounds "
+                "differently; `--model tiny` loads the shipped build, pass this path to use "
+                "yours")
+        console.print(f"weights digest {record.get('weights_digest')}: {same}")
+
+
+@model_app.command("info")
+def info_command(
+    name: Annotated[str, typer.Argument(help="tiny, smollm2-135m, a model directory or an HF id")],
+    device: Annotated[str, typer.Option(
+        callback=check_device, help="cpu, cuda, cuda:N, mps or auto")] = "cpu",
+    dtype: Annotated[str | None, typer.Option(
+        callback=check_dtype, help="float32, bfloat16, float16 or auto")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Parameters, vocabulary, context length, cache path, dtype, chat readiness and a digest
+    of the weights of a model (checking on the way that it can write every game's actions).
+    The digest reads every weight once."""
+    from sepo.models.info import model_info
+
+    report = model_info(name, device=device, dtype=dtype, progress=not json_out)
+    if json_out:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    table = Table(title=f"model {name}", show_header=False)
+    for key, value in report.items():
+        table.add_row(key, f"{value:,}" if isinstance(value, int) and not isinstance(value, bool)
+                      else str(value))
+    console.print(table)

@@ -1,9 +1,8 @@
 """Terminal output shared by the CLI and the long-running stages: the consoles, one-object JSON
 printing, number formatting, the `--json` flag and rich progress bars.
 
-It imports nothing of sepo, so any layer can use it: `sepo.cli` and the command modules
-(`sepo.sft.commands`, ...) print with it, and the model build and the trainers draw their
-progress bars with `new_progress`.
+It imports nothing of sepo, so any layer can use it: `sepo.cli` and the pipeline print with it,
+and the model build and the trainers draw their progress bars with `new_progress`.
 """
 
 from __future__ import annotations

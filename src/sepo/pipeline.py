@@ -50,13 +50,12 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
-import typer
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sepo.config_model import StrictModel, check_field
@@ -773,116 +772,6 @@ def _version() -> str:
         return "unknown"
 
 
-# ====================================================================== CLI commands
-# The lead wires these into `sepo.cli` with `app.command()(run)` and `app.command()(report)`.
-
-
-def run(
-    game: Annotated[str, typer.Argument(help="A game (see `sepo games`) or 'all'.")],
-    seeds: Annotated[int, typer.Option(help="Training seeds (≥ 3 for intervals across "
-                                            "seeds).")] = 1,
-    out: Annotated[Path | None, typer.Option(
-        help="Run directory (default: runs/<game>-<model>). Re-running the same command "
-             "there resumes it.")] = None,
-    model: Annotated[str, typer.Option(help="Base model: tiny, smollm2-135m, an HF id or "
-                                            "path.")] = "tiny",
-    first_seed: Annotated[int, typer.Option("--first-seed", help="First training seed.")] = 0,
-    steps: Annotated[int | None, typer.Option(help="SEPO and reward-only steps (default: "
-                                                   "per game).")] = None,
-    sft_episodes: Annotated[int | None, typer.Option(
-        "--sft-episodes", help="SFT episodes per opponent (default: per game).")] = None,
-    sft_epochs: Annotated[float | None, typer.Option(
-        "--sft-epochs", help="SFT epochs (default: per game).")] = None,
-    eval_episodes: Annotated[int | None, typer.Option(
-        "--eval-episodes", help="Final evaluation episodes per opponent (default: per "
-                                "game).")] = None,
-    group_size: Annotated[int, typer.Option("--group-size", "-n",
-                                            help="SEPO rollouts per group.")] = 4,
-    checkpoint_every: Annotated[int | None, typer.Option(
-        "--checkpoint-every", help="Checkpoint + in-training evaluation period.")] = None,
-    reasoning: Annotated[bool | None, typer.Option(
-        "--reasoning/--no-reasoning", help="A thought before the action (default: per "
-                                           "game).")] = None,
-    train_eval_episodes: Annotated[int, typer.Option(
-        "--train-eval-episodes", help="Episodes per opponent of each in-training checkpoint "
-                                      "evaluation.")] = 4,
-    max_new_tokens: Annotated[int | None, typer.Option(
-        "--max-new-tokens", help="Generation budget per decision (default: sized "
-                                 "by SFT to its longest completion).")] = None,
-    select: Annotated[str, typer.Option(help="Trained checkpoint to evaluate: best (by "
-                                             "in-training Safety) or final.")] = "best",
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: "
-                                                    "automatic).")] = None,
-    sepo_option: Annotated[list[str] | None, typer.Option(
-        "--sepo", help="Extra SEPO config field, KEY=VALUE (JSON value), repeatable, e.g. "
-                       "--sepo lr=3e-5 --sepo credit=aux.")] = None,
-    share_prompt_prefix: Annotated[bool, typer.Option(
-        "--share-prompt-prefix/--no-share-prompt-prefix",
-        help="SFT and the SEPO loss run the system prompt a batch shares once (the default: "
-             "faster, same results up to float rounding). Off computes every prompt in full, "
-             "as the runs in docs/RESULTS.md did.")] = True,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the aggregates as JSON at "
-                                                          "the end.")] = False,
-    overwrite: Annotated[bool, typer.Option(
-        "--overwrite", help="Delete a run with another config (or files sepo did not write) "
-                            "in --out and start this one. A run with this config is "
-                            "continued either way.")] = False,
-) -> None:
-    """The whole pipeline: base → SFT → SEPO and reward-only → evaluation → report."""
-    sepo_extra = _key_values(sepo_option or [], "--sepo")
-    sft_extra: dict[str, Any] = {}
-    if not share_prompt_prefix:
-        sepo_extra["share_prompt_prefix"] = sft_extra["share_prompt_prefix"] = False
-    config = RunConfig(
-        games=[game], out=out or Path("runs") / f"{game}-{Path(model).name}", model=model,
-        seeds=seeds, first_seed=first_seed, steps=steps, sft_episodes=sft_episodes,
-        sft_epochs=sft_epochs, eval_episodes=eval_episodes, group_size=group_size,
-        checkpoint_every=checkpoint_every, reasoning=reasoning,
-        train_eval_episodes=train_eval_episodes, max_new_tokens=max_new_tokens, select=select,
-        device=device, sepo=sepo_extra, sft=sft_extra,
-    )
-    run_dir = run_pipeline(config, quiet=json_out, overwrite=overwrite)
-    if json_out:
-        typer.echo(json.dumps(load_results(run_dir)["aggregates"], indent=2))
-
-
-def report(
-    run_dirs: Annotated[list[Path], typer.Argument(help="Run directories of `sepo run`.")],
-    out: Annotated[Path | None, typer.Option(
-        help="Where the combined report goes (required with several run directories).")]
-    = None,
-    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Draw the PNGs.")] = True,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the aggregates as JSON.")]
-    = False,
-) -> None:
-    """Rebuild report.md, results.json/CSV and plots from one or several run directories."""
-    from rich.console import Console
-
-    path = build_report(run_dirs, out, figures=plots)
-    results = load_results(path.parent)
-    if json_out:
-        typer.echo(json.dumps(results["aggregates"], indent=2))
-        return
-    console = Console()
-    for game in sorted({a["game"] for a in results["aggregates"]}):
-        console.print(rich_table(results["aggregates"], game, width=console.width))
-    console.print(f"[bold]report:[/] {path}")
-
-
-def _key_values(items: Sequence[str], option: str) -> dict[str, Any]:
-    """KEY=VALUE pairs; VALUE is read as JSON when it parses (numbers, true, lists), else text."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SepoError(f"{option} expects KEY=VALUE, got {item!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
-
-
 __all__ = [
     "DEFAULT_BUDGETS",
     "FINAL_EVAL_INDEX",
@@ -891,8 +780,6 @@ __all__ = [
     "TINY_SEPO_LR_BY_GAME",
     "GameBudget",
     "RunConfig",
-    "report",
-    "run",
     "run_pipeline",
     "seed_dir",
     "tiny_sepo_lr",

@@ -313,16 +313,17 @@ def generate_sft_data(game: str | Sequence[str], out: str | Path, *,
                       validation_fraction: float = VALIDATION_FRACTION,
                       demonstrators: Sequence[str] | None = None,
                       on_game: Callable[[str, int], None] | None = None,
+                      progress: Callable[[int, int], None] | None = None,
                       overwrite: bool = False) -> dict[str, Any]:
     """Generate the demonstrator dataset of `game` (a name, names, or "all") into `out`.
 
     `demonstrators` (default: each game's mixture, docs/method.md §2.3) restricts them to
     those strategies, drawn uniformly.
     Writes train/validation JSONL, `card.json` and `README.md` atomically (a finished directory
-    replaces `out`) and returns the card. `on_game(name, examples)` is called after each game,
-    for progress display. An existing non-empty `out`, an earlier dataset included, is
-    replaced only with `overwrite` (`sepo.rundir.check_output_dir`); a failed run leaves `out`
-    as it was and nothing beside it.
+    replaces `out`) and returns the card. `on_game(name, examples)` and `progress(games done,
+    games)` are called after each game, for progress display. An existing non-empty `out`, an
+    earlier dataset included, is replaced only with `overwrite` (`sepo.rundir.check_output_dir`);
+    a failed run leaves `out` as it was and nothing beside it.
     """
     games = resolve_games(game)
     out = Path(out)
@@ -346,6 +347,8 @@ def generate_sft_data(game: str | Sequence[str], out: str | Path, *,
         }
         if on_game is not None:
             on_game(name, sum(len(r) for r in episodes))
+        if progress is not None:
+            progress(len(counts), len(games))
     card = {
         "format": FORMAT,
         "version": FORMAT_VERSION,

@@ -214,6 +214,20 @@ class SEPOConfig(StrictModel):
                             "neither")
         return self
 
+    @classmethod
+    def from_options(cls, game: str, *, lambda_exploit: float | None = None,
+                     lambda_collusion: float | None = None,
+                     lambda_externality: float | None = None, **fields: Any) -> SEPOConfig:
+        """A config from `sepo train`'s options: a field given as None takes its default (the
+        game's, for λ, β and lr), and a λ given alone replaces that one of the game's λ."""
+        overrides = {"exploit": lambda_exploit, "collusion": lambda_collusion,
+                     "externality": lambda_externality}
+        if any(v is not None for v in overrides.values()):
+            lambdas = dict(get_game(game).defaults["lambdas"])
+            lambdas.update({k: v for k, v in overrides.items() if v is not None})
+            fields["lambdas"] = lambdas
+        return cls(game=game, **{k: v for k, v in fields.items() if v is not None})
+
     def with_agent_settings(self) -> SEPOConfig:
         """This config with `reasoning` and `max_new_tokens` filled in from the starting
         checkpoint's `sepo_agent.json` (an SFT checkpoint says whether it was trained to
