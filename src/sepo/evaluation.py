@@ -8,8 +8,9 @@ chance draws) and, through the tag, disjoint from any stream a trainer derives f
 seed (trainers must not use `EVAL_TAG` as the first part of a seed).
 
 An opponent that sits in several pools is played once; its episodes count in every pool it
-belongs to. For Kuhn poker the agent's per-hand policy, when it has one, is also scored exactly
-(`exact_exploitability`) and its exact best response joins the held-out pool.
+belongs to. In a game with the `ExactSolvable` capability (Kuhn poker) the agent's tabular
+policy, when it has one, is also scored exactly (`exact_exploitability`) and its exact best
+response joins the held-out pool.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 from sepo.engine import Engine, Episode, EpisodeRecord, Player, as_player
 from sepo.errors import SepoError, UnknownNameError
 from sepo.games import POOL_ROLES, get_game, get_strategy
-from sepo.games.base import Game, Strategy, derive_seed
+from sepo.games.base import ExactSolvable, Game, Strategy, TabularPolicy, capability, derive_seed
 from sepo.metrics import (
     METRIC_NAMES,
     Metrics,
@@ -60,8 +61,11 @@ class EvalReport:
     seed: int
     metrics: Metrics
     scale: float
-    #: Kuhn only: the exact exploitability (NashConv/2) of the agent's per-hand policy.
+    #: Games with the `ExactSolvable` capability: the exact exploitability of the agent's
+    #: tabular policy (Kuhn: NashConv/2 of its per-hand policy); None when it has none.
     exact_exploitability: float | None = None
+    #: Whether the game is `ExactSolvable`: then the JSON always carries the exact figure.
+    exact_solvable: bool = False
     #: Metric values on each evaluation seed's episodes alone (when seeds > 1).
     per_seed: list[dict[str, float]] = field(default_factory=list)
     records: list[EpisodeRecord] = field(default_factory=list, repr=False)
@@ -83,7 +87,7 @@ class EvalReport:
             **{name: finite_or_none(m.values[name]) for name in METRIC_NAMES},
         }
         ci95 = {name: _interval(m.ci95[name]) for name in METRIC_NAMES}
-        if self.game == "kuhn":
+        if self.exact_solvable:
             out["exact_exploitability"] = finite_or_none(self.exact_exploitability)
             # Exact, not estimated: its interval has zero width.
             ci95["exact_exploitability"] = [out["exact_exploitability"]] * 2
@@ -127,6 +131,20 @@ def _opponents(game: Game, pools: Mapping[str, list[str]],
     return [extra[n] if n in extra else get_strategy(game, n) for n in names]
 
 
+def read_tabular_policy(game: Game, player: object) -> TabularPolicy | None:
+    """The tabular policy of `player` in a game with the `ExactSolvable` capability, when it
+    has one: a strategy's table (also through a `StrategyPlayer`), or what the player's
+    `tabular_policy(game)` reads (the LM agent). None otherwise, and in any other game."""
+    solver = capability(game, ExactSolvable)
+    if solver is None:
+        return None
+    strategy = getattr(player, "strategy", player)  # StrategyPlayer wraps a strategy
+    if isinstance(strategy, Strategy):
+        return solver.strategy_policy(strategy)
+    reader = getattr(player, "tabular_policy", None)
+    return reader(game) if callable(reader) else None
+
+
 def evaluate(game: Game | str, agent: Player | Strategy | str, *, episodes: int = 50,
              seeds: int = 1, lambdas: Mapping[str, float] | None = None, n_boot: int = 1000,
              seed: int = 0, progress: Progress | None = None,
@@ -152,14 +170,13 @@ def evaluate(game: Game | str, agent: Player | Strategy | str, *, episodes: int 
 
     exact: float | None = None
     extra: dict[str, Strategy] = {}
-    if game.name == "kuhn":
-        from sepo import kuhn_exact  # OpenSpiel is heavy: only Kuhn needs it
-
-        policy = kuhn_exact.policy_of(agent)
+    solver = capability(game, ExactSolvable)
+    if solver is not None:
+        policy = read_tabular_policy(game, agent)
         if policy is not None:
-            exact = float(kuhn_exact.exploitability(policy))
+            exact = float(solver.exact_exploitability(policy))
             if "heldout" in roles:
-                best = kuhn_exact.BestResponse(policy)
+                best = solver.best_response(policy)
                 extra[best.name] = best
                 pools["heldout"].append(best.name)
 
@@ -187,4 +204,4 @@ def evaluate(game: Game | str, agent: Player | Strategy | str, *, episodes: int 
         ]
     return EvalReport(game=game.name, agent=player.name, episodes=episodes, seeds=seeds,
                       seed=seed, metrics=metrics, scale=game.scale, exact_exploitability=exact,
-                      per_seed=per_seed, records=records)
+                      exact_solvable=solver is not None, per_seed=per_seed, records=records)

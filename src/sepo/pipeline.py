@@ -521,8 +521,7 @@ def _agent(config: RunConfig, game: str, seed: int, model: str | Path) -> Any:
 def _stage_eval(config: RunConfig, game: str, seed: int, condition: str, model: str | Path,
                 log: _Log) -> dict[str, Any]:
     """Evaluate one condition and write `eval/<condition>.json` atomically."""
-    from sepo import kuhn_exact
-    from sepo.evaluation import evaluate
+    from sepo.evaluation import evaluate, read_tabular_policy
 
     path = _eval_path(config.out, game, seed, condition)
     if path.exists():
@@ -535,7 +534,8 @@ def _stage_eval(config: RunConfig, game: str, seed: int, condition: str, model: 
         report = evaluate(game, agent, episodes=b.eval_episodes, seeds=config.eval_seeds,
                           n_boot=config.n_boot, seed=FINAL_EVAL_INDEX + seed * config.eval_seeds,
                           progress=update)
-        policy = kuhn_exact.policy_of(agent) if game == "kuhn" else None
+        # Games with exact solutions (Kuhn): the agent's table, for the report's policy figure.
+        policy = read_tabular_policy(get_game(game), agent)
     entry = {
         "game": game, "seed": seed, "condition": condition,
         "checkpoint": _relative_or_name(model, config.out),

@@ -6,8 +6,9 @@ Three kinds, all drawn from what a run wrote to disk (so `sepo report` can redra
   conditions (SEPO against the reward-only baseline), one thin line per seed and a bold mean;
 - `condition_bars` — one panel per metric, one bar per condition (Base, SFT, reward-only,
   SEPO) with its 95% interval as an error bar;
-- `kuhn_policy` — the agent's probability of the aggressive move (BET, or CALL facing a bet)
-  at Kuhn's 12 information sets, by seat, against the Nash equilibrium family.
+- `policy_bars` — a tabular policy (games with the `ExactSolvable` capability; Kuhn: the
+  probability of BET, or CALL facing a bet, at its 12 information sets, by seat) against the
+  game's Nash equilibrium family, laid out as the game's `PolicyFigure` says.
 
 Nothing here computes a statistic: intervals arrive computed.
 """
@@ -23,6 +24,8 @@ import numpy as np
 
 if TYPE_CHECKING:
     import matplotlib.pyplot as plt
+
+    from sepo.games.base import PolicyFigure
 
 
 def _pyplot() -> Any:
@@ -167,28 +170,18 @@ def condition_bars(
     return _save(fig, path)
 
 
-# ------------------------------------------------------------------ Kuhn policy
-#: Kuhn's 12 information sets (card + moves so far), grouped by the seat that acts.
-KUHN_FIRST_SEAT = ("J", "Q", "K", "Jpb", "Qpb", "Kpb")
-KUHN_SECOND_SEAT = ("Jp", "Qp", "Kp", "Jb", "Qb", "Kb")
-KUHN_INFOSET_TEXT: dict[str, str] = {
-    "J": "J open", "Q": "Q open", "K": "K open",
-    "Jpb": "J vs raise", "Qpb": "Q vs raise", "Kpb": "K vs raise",
-    "Jp": "J vs pass", "Qp": "Q vs pass", "Kp": "K vs pass",
-    "Jb": "J vs bet", "Qb": "Q vs bet", "Kb": "K vs bet",
-}
-
-
-def kuhn_policy(
+# ------------------------------------------------------------------ tabular policy
+def policy_bars(
     policies: Mapping[str, Mapping[str, float]],
     nash: Mapping[str, float],
     path: Path,
     *,
-    title: str,
+    figure: PolicyFigure,
     nash_family: Mapping[str, tuple[float, float]] | None = None,
     intervals: Mapping[str, Mapping[str, tuple[float, float]]] | None = None,
 ) -> Path:
-    """Grouped bars of P(BET / CALL) at the 12 information sets, per condition, against Nash.
+    """Grouped bars of a tabular policy's probabilities at the information sets, per
+    condition, against Nash; one panel per `figure.panels` entry (Kuhn: by seat).
 
     `policies[condition][infoset]` is a probability (the mean over seeds when several ran) and
     `intervals[condition][infoset]` an optional (lo, hi). Nash's reference policy is drawn as a
@@ -197,18 +190,19 @@ def kuhn_policy(
     """
     conditions = list(policies)
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.6), sharey=True, layout="constrained")
+    fig, axes = plt.subplots(1, len(figure.panels), figsize=(13, 4.6), sharey=True,
+                             layout="constrained", squeeze=False)
+    axes = axes[0]
     width = 0.8 / max(1, len(conditions))
-    for ax, infosets, seat in ((axes[0], KUHN_FIRST_SEAT, "opening the hand (first seat)"),
-                               (axes[1], KUHN_SECOND_SEAT, "second to act (second seat)")):
+    for ax, (panel, infosets) in zip(axes, figure.panels, strict=True):
         x = np.arange(len(infosets))
         for j, key in enumerate(infosets):
             lo, hi = (nash_family or {}).get(key, (nash[key], nash[key]))
             if hi > lo:
                 ax.add_patch(plt.Rectangle((j - 0.45, lo), 0.9, hi - lo, color="#d8d8d8",
-                                           zorder=0, label="Nash family"))
+                                           zorder=0, label=figure.family_label))
             ax.plot([j - 0.45, j + 0.45], [nash[key]] * 2, color="black", lw=2, zorder=3,
-                    label="Nash (the game's α)" if j == 0 else None)
+                    label=figure.reference_label if j == 0 else None)
         for i, condition in enumerate(conditions):
             probs = [policies[condition].get(k, float("nan")) for k in infosets]
             offsets = x - 0.4 + width * (i + 0.5)
@@ -222,15 +216,15 @@ def kuhn_policy(
                          for p, k in zip(probs, infosets, strict=True)]
                 ax.errorbar(offsets, probs, yerr=[lows, highs], fmt="none", color="black",
                             capsize=2, lw=0.8, zorder=4)
-        ax.set_xticks(x, [KUHN_INFOSET_TEXT[k] for k in infosets], rotation=30, ha="right",
-                      fontsize=9)
-        ax.set_title(seat, fontsize=10)
+        ax.set_xticks(x, [figure.labels.get(k, k) for k in infosets], rotation=30,
+                      ha="right", fontsize=9)
+        ax.set_title(panel, fontsize=10)
         ax.set_ylim(-0.03, 1.05)  # below 0 so that a Nash tick at 0 shows
         ax.grid(axis="y", alpha=0.3)
-    axes[0].set_ylabel("P(BET), or P(CALL) facing a bet")
+    axes[0].set_ylabel(figure.ylabel)
     handles, labels = axes[0].get_legend_handles_labels()
     unique = dict(zip(labels, handles, strict=True))
-    fig.suptitle(title, fontsize=12)
+    fig.suptitle(figure.title, fontsize=12)
     fig.legend(unique.values(), unique.keys(), loc="outside lower center", ncol=len(unique),
                fontsize=9, frameon=False)
     return _save(fig, path)

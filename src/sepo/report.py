@@ -44,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from sepo import plots
 from sepo.errors import SepoError, describe_validation_error
+from sepo.games import ExactSolvable, Game, capability, get_game
 from sepo.metrics import across_seeds, finite_or_none, json_safe
 from sepo.rundir import (
     check_output_dir,
@@ -314,10 +315,30 @@ def table_rows(aggregates: Sequence[Mapping[str, Any]], game: str) -> list[tuple
     return sorted(rows, key=lambda r: condition_sort_key(r[0]))
 
 
+def _game(name: str) -> Game | None:
+    """The game a result names, or None where it is not installed (a plugin's run reported
+    without the plugin): its tables and figures then show what every game has."""
+    try:
+        return get_game(name)
+    except SepoError:
+        return None
+
+
+def _exact_solver(name: str) -> ExactSolvable | None:
+    game = _game(name)
+    return capability(game, ExactSolvable) if game is not None else None
+
+
 def game_metrics(game: str) -> list[MetricInfo]:
-    """The metrics that mean something in `game` (Kuhn is zero-sum: no collusion, no
-    externality; only Kuhn has an exact exploitability)."""
-    skip = {"collusion", "externality"} if game == "kuhn" else {"exact_exploitability"}
+    """The metrics that mean something in `game`: a zero-sum game (`Game.zero_sum`, e.g.
+    Kuhn) has no collusion and no externality; only a game with the `ExactSolvable`
+    capability has an exact exploitability."""
+    found = _game(game)
+    skip = set()
+    if found is None or capability(found, ExactSolvable) is None:
+        skip.add("exact_exploitability")
+    if found is not None and found.zero_sum:
+        skip |= {"collusion", "externality"}
     return [m for m in METRICS if m.key not in skip]
 
 
@@ -488,24 +509,17 @@ def make_plots(out: Path, evaluations: Sequence[Mapping[str, Any]],
             paths.append(plots.training_curves(curves, TRAINING_PANELS,
                                                out / "plots" / f"{game}_training.png",
                                                title=f"{game}: training (SEPO vs reward-only)"))
-        if game == "kuhn":
+        solver = _exact_solver(game)
+        if solver is not None:
+            # "kuhn_policy" is the results schema's name of any game's tabular policy.
             policies = {a["condition"]: a["kuhn_policy"] for a in aggregates
                         if a["game"] == game and a.get("kuhn_policy")}
             if policies:
-                from sepo.games import get_game
-                from sepo.games.kuhn import nash_policy
-
-                nash = get_game("kuhn").strategies["Nash"].policy()
-                # The equilibrium family is linear in α ∈ [0, 1/3]: its ends bound it.
-                ends = nash_policy(0.0), nash_policy(1 / 3)
-                family = {k: (min(ends[0][k], ends[1][k]), max(ends[0][k], ends[1][k]))
-                          for k in nash}
                 order = sorted(policies, key=condition_sort_key)
-                paths.append(plots.kuhn_policy(
+                paths.append(plots.policy_bars(
                     {c: {k: v["value"] for k, v in policies[c].items()} for c in order},
-                    nash, out / "plots" / "kuhn_policy.png", nash_family=family,
-                    title="Kuhn poker: the agent's per-hand policy against Nash "
-                          "(first-decision prompts, both seats)",
+                    solver.nash_policy(), out / "plots" / f"{game}_policy.png",
+                    figure=solver.policy_figure(), nash_family=solver.nash_family(),
                     intervals={c: {k: tuple(v["ci95"]) for k, v in policies[c].items()
                                    if v["ci95"]} for c in order}))
         figures[game] = paths

@@ -5,13 +5,13 @@ training trace of every decision (`LMTrace`)."""
 from sepo.agents.chat import Prompt, build_prompt
 from sepo.agents.fallback import ActionTrie, ConstrainedChoice, constrained_decode
 from sepo.agents.lm import (
-    KUHN_INFOSETS,
     LMAgent,
     LMTrace,
     SamplingConfig,
     fallback_messages,
     load_lm_agent,
 )
+from sepo.games.kuhn import POLICY_KEYS as KUHN_INFOSETS  # the keys of `LMAgent.kuhn_policy`
 
 __all__ = [
     "KUHN_INFOSETS",

@@ -53,7 +53,15 @@ from sepo.agents.fallback import ActionTrie, ConstrainedChoice, constrained_deco
 from sepo.agents.sampling import BufferPool, sample_batch
 from sepo.engine import Decision, DecisionRequest
 from sepo.errors import SepoError
-from sepo.games.base import Action, Game, GameState, derive_seed
+from sepo.games.base import (
+    Action,
+    ExactSolvable,
+    Game,
+    GameState,
+    TabularPolicy,
+    capability,
+    derive_seed,
+)
 from sepo.limits import MAX_NEW_TOKENS
 from sepo.prompts import ELICITATION, chat_messages
 
@@ -69,11 +77,6 @@ MAX_NEW_TOKENS_ACTION_ONLY = 16
 #: Written beside the weights of every checkpoint sepo saves (SFT and SEPO): how the model was
 #: trained to answer, so `load_lm_agent` plays it the same way unless told otherwise.
 AGENT_SETTINGS_FILE = "sepo_agent.json"
-
-#: The 12 Kuhn information sets of a hand: card + the moves before this decision.
-KUHN_INFOSETS: tuple[str, ...] = tuple(c + h for h in ("", "p", "b", "pb") for c in "JQK")
-#: The aggressive move of each Kuhn decision (the one a `KuhnPolicy` gives the probability of).
-KUHN_AGGRESSIVE = frozenset({"BET", "CALL"})
 
 # Seed streams of one `decide` call (with the call counter): sampling, then the fallback.
 _SAMPLING_STREAM, _FALLBACK_STREAM = 0, 1
@@ -378,34 +381,40 @@ class LMAgent:
             trace.fallback_ids = choice.token_ids
             trace.fallback_logprobs = choice.logprobs
 
-    # ------------------------------------------------------------------ Kuhn policy
+    # ------------------------------------------------------------------ tabular policy
     @torch.no_grad()
-    def kuhn_policy(self) -> dict[str, float]:
-        """The agent's per-hand Kuhn policy: P(aggressive move) at each of the 12 info sets.
+    def tabular_policy(self, game: Game) -> TabularPolicy:
+        """The agent's tabular policy in a game with the `ExactSolvable` capability: at each
+        information set, the probability of its scored action (Kuhn: P(aggressive move) at 12).
 
         Read in ONE batched forward pass over prompt + action text for both legal actions of
-        every information set (`KuhnGame.state_for_infoset`: a hand with no earlier hands, from
-        the seat that acts there). Prompts are action-only (`reasoning=False`) whatever the
-        agent's setting: a policy that first reasons freely is a distribution over reasoning
-        texts, not computable in one pass. Each action's probability is that of its canonical
-        text's tokens under log_softmax(logits / T) at the agent's temperature (top-p ignored),
+        every information set (`ExactSolvable.policy_decisions`: a state and the seat that
+        acts there). Prompts are action-only (`reasoning=False`) whatever the agent's setting:
+        a policy that first reasons freely is a distribution over reasoning texts, not
+        computable in one pass. Each action's probability is that of its canonical text's
+        tokens under log_softmax(logits / T) at the agent's temperature (top-p ignored),
         normalised over the two legal actions; under greedy decoding the more probable text
         gets probability 1 (0.5 each on an exact tie).
         """
-        from sepo.games import get_game
-
-        game = get_game("kuhn")
-        rows: list[tuple[str, bool]] = []  # (info set, aggressive?) of each sequence
+        solver = capability(game, ExactSolvable)
+        if solver is None:
+            raise SepoError(f"{game.name} has no tabular policy to read: it is not "
+                            "ExactSolvable")
+        decisions = solver.policy_decisions()
+        rows: list[tuple[str, bool]] = []  # (info set, scored action?) of each sequence
         sequences: list[list[int]] = []
         action_lengths: list[int] = []
-        for key in KUHN_INFOSETS:
-            state, seat = game.state_for_infoset(key)  # type: ignore[attr-defined]
-            prompt = build_prompt(self.tokenizer,
-                                  chat_messages(game, state, seat, reasoning=False))
-            actions = game.legal_actions(state, seat)
+        for decision in decisions:
+            prompt = build_prompt(self.tokenizer, chat_messages(game, decision.state,
+                                                                decision.seat, reasoning=False))
+            actions = game.legal_actions(decision.state, decision.seat)
+            if len(actions) != 2 or decision.action not in actions:
+                raise SepoError(f"{game.name} information set {decision.key!r}: a tabular "
+                                f"policy needs two legal actions, one of them "
+                                f"{decision.action!r}; got {actions!r}")
             texts = [game.format_action(a) for a in actions]
             for action, ids in zip(actions, self.continuations(prompt, texts), strict=True):
-                rows.append((key, str(action) in KUHN_AGGRESSIVE))
+                rows.append((decision.key, action == decision.action))
                 sequences.append(prompt.ids + ids)
                 action_lengths.append(len(ids))
 
@@ -428,18 +437,25 @@ class LMAgent:
         sequence_lp = [float(token_lp[r, token_lp.shape[1] - n:].sum())
                        for r, n in enumerate(action_lengths)]
 
-        aggressive: dict[str, float] = {}
-        passive: dict[str, float] = {}
-        for (key, is_aggressive), lp in zip(rows, sequence_lp, strict=True):
-            (aggressive if is_aggressive else passive)[key] = lp
-        policy: dict[str, float] = {}
-        for key in KUHN_INFOSETS:
-            diff = aggressive[key] - passive[key]
+        scored: dict[str, float] = {}
+        other: dict[str, float] = {}
+        for (key, is_scored), lp in zip(rows, sequence_lp, strict=True):
+            (scored if is_scored else other)[key] = lp
+        policy: TabularPolicy = {}
+        for decision in decisions:
+            diff = scored[decision.key] - other[decision.key]
             if self.config.greedy:
-                policy[key] = 1.0 if diff > 0 else 0.0 if diff < 0 else 0.5
+                policy[decision.key] = 1.0 if diff > 0 else 0.0 if diff < 0 else 0.5
             else:
-                policy[key] = 1.0 / (1.0 + math.exp(-diff)) if diff > -700 else 0.0
+                policy[decision.key] = 1.0 / (1.0 + math.exp(-diff)) if diff > -700 else 0.0
         return policy
+
+    def kuhn_policy(self) -> dict[str, float]:
+        """`tabular_policy` of Kuhn poker (P(BET, or CALL facing a bet) at its 12 information
+        sets): the name scripts, tests and `sepo.kuhn_exact.policy_of` know."""
+        from sepo.games import get_game
+
+        return self.tabular_policy(get_game("kuhn"))
 
 
 #: The failed answer shown in the fallback's conversation is cut to its last characters: a

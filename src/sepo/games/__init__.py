@@ -16,7 +16,17 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from sepo.errors import SepoError, UnknownNameError
-from sepo.games.base import AGENT, OPPONENT, Action, Game, GameState, Round, Strategy
+from sepo.games.base import (
+    AGENT,
+    OPPONENT,
+    Action,
+    ExactSolvable,
+    Game,
+    GameState,
+    Round,
+    Strategy,
+    capability,
+)
 
 #: The entry-point group a plugin package registers its games in.
 ENTRY_POINT_GROUP = "sepo.games"
@@ -149,6 +159,12 @@ def get_game(name: str) -> Game:
     return _GAMES[name]
 
 
+def games_with(kind: type) -> list[str]:
+    """The built-in games whose class declares the capability `kind` (e.g. `ExactSolvable`),
+    in order: what an error about a missing capability lists."""
+    return [name for name in game_names() if capability(get_game(name), kind) is not None]
+
+
 def get_strategy(game: Game, name: str) -> Strategy:
     """A strategy of `game` by name, or a clear error listing the game's strategies."""
     try:
@@ -163,12 +179,15 @@ __all__ = [
     "OPPONENT",
     "POOL_ROLES",
     "Action",
+    "ExactSolvable",
     "Game",
     "GameState",
     "GameUnavailableError",
     "Round",
     "Strategy",
+    "capability",
     "game_names",
+    "games_with",
     "get_game",
     "get_strategy",
 ]

@@ -16,7 +16,7 @@ import unicodedata
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
@@ -113,6 +113,9 @@ class Game(ABC):
     actions_help: ClassVar[str]
     #: Every strategy of the game, by name (pool membership is in the data file).
     strategies: ClassVar[dict[str, Strategy]]
+    #: Zero-sum: there is no joint gain, so collusion and externality mean nothing and the
+    #: report leaves them out.
+    zero_sum: ClassVar[bool] = False
 
     # Filled by the registry from the game's data file.
     pools: dict[str, list[str]]
@@ -200,6 +203,90 @@ class Game(ABC):
 
     def __repr__(self) -> str:
         return f"<game {self.name}>"
+
+
+# ------------------------------------------------------------------ capabilities
+# Optional powers of a game beyond the rules. A game class declares one by also deriving from
+# it; generic code asks `capability(game, Kind)` and never tests a game's name.
+
+#: A tabular policy: information-set key -> probability of that information set's scored
+#: action (`PolicyDecision.action`); the other legal action has the rest.
+TabularPolicy = dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyDecision:
+    """One information set of a tabular policy as a player meets it: in `state`, `seat` acts
+    at information set `key` with exactly two legal actions, and the table gives the
+    probability of `action`, one of them."""
+
+    key: str
+    state: GameState
+    seat: int
+    action: Action
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyFigure:
+    """How the report draws tabular policies against the game's equilibrium: one panel per
+    (title, information-set keys), each key's tick text in `labels`."""
+
+    title: str
+    ylabel: str
+    panels: tuple[tuple[str, tuple[str, ...]], ...]
+    labels: Mapping[str, str]
+    reference_label: str = "Nash"
+    family_label: str = "Nash family"
+
+
+class ExactSolvable(ABC):
+    """Capability: a game whose every policy is a small table (`TabularPolicy`) that can be
+    scored exactly. Evaluation then reports the exact exploitability of an agent with such a
+    table and adds its exact best response to the held-out pool; the LM agent reads its table
+    (`LMAgent.tabular_policy`); training may play against it (`exploit_best_response`); the
+    report draws it against Nash. Everything here is plain data: no model is involved."""
+
+    @abstractmethod
+    def policy_decisions(self) -> tuple[PolicyDecision, ...]:
+        """Every information set of the table, in the table's key order."""
+
+    def strategy_policy(self, strategy: Strategy) -> TabularPolicy | None:
+        """The table a strategy of the game plays, or None when it plays none."""
+        return None
+
+    @abstractmethod
+    def exact_exploitability(self, policy: Mapping[str, float]) -> float:
+        """What an exact best responder gains against `policy` per round (0 at a Nash
+        equilibrium)."""
+
+    @abstractmethod
+    def best_response(self, policy: Mapping[str, float]) -> Strategy:
+        """An exact best response to `policy`, as a strategy of the game."""
+
+    @abstractmethod
+    def nash_policy(self) -> TabularPolicy:
+        """The reference equilibrium the report draws policies against."""
+
+    def nash_family(self) -> dict[str, tuple[float, float]]:
+        """Per key, the (lo, hi) range of the probability over the game's equilibria; by
+        default the single equilibrium `nash_policy`."""
+        return {key: (p, p) for key, p in self.nash_policy().items()}
+
+    def policy_figure(self) -> PolicyFigure:
+        """How the report draws the table; by default one panel, keys as tick text."""
+        keys = tuple(d.key for d in self.policy_decisions())
+        return PolicyFigure(title="the agent's tabular policy against Nash",
+                            ylabel="P(scored action)", panels=(("information sets", keys),),
+                            labels={k: k for k in keys})
+
+
+_Capability = TypeVar("_Capability")
+
+
+def capability(game: Game, kind: type[_Capability]) -> _Capability | None:
+    """`game` seen as the capability `kind` (e.g. `ExactSolvable`) when its class declares
+    it, else None."""
+    return game if isinstance(game, kind) else None
 
 
 # ------------------------------------------------------------------ the answer convention

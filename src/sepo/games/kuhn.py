@@ -13,24 +13,29 @@ Per-hand policies (`KuhnPolicy`) give, at each of the 12 information sets, the p
 the aggressive move (BET, or CALL when facing a bet). An information set is keyed by the card and
 the moves so far this hand, in OpenSpiel's letters (p pass, b bet): "K" for the opener, "Qp"
 and "Qb" for the second player after a pass or facing a bet, "Jpb" for the opener facing a bet
-after check-bet. `sepo.kuhn_exact` evaluates such a policy exactly.
+after check-bet. The game evaluates such a policy exactly, on OpenSpiel's `kuhn_poker` (the
+`ExactSolvable` capability; "Exact analysis" below, also importable as `sepo.kuhn_exact`).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from sepo.errors import SepoError, UnknownNameError
+from sepo.errors import MissingDependencyError, SepoError, UnknownNameError
 from sepo.games.base import (
     AGENT,
     OPPONENT,
     Action,
+    ExactSolvable,
     Game,
     GameState,
+    PolicyDecision,
+    PolicyFigure,
     Round,
     Strategy,
     read_answer,
@@ -329,18 +334,156 @@ STRATEGIES: dict[str, Strategy] = {
 }
 
 
+# ------------------------------------------------------------------ exact analysis
+# Exact analysis of per-hand policies, on OpenSpiel's `kuhn_poker` (imported on first use: it
+# is heavy, and only exact figures need it). It lives with the rules, not above them, because
+# the game's `ExactSolvable` capability answers with it and a game may import nothing above
+# the games layer.
+#
+# A `KuhnPolicy` is a whole strategy profile of one hand: its opener keys ("J", "Qpb", ...) are
+# the strategy of the seat that opens, its second-player keys ("Kp", "Jb", ...) that of the
+# other. In the repeated game both seats open equally often, so a player's exploitability is
+# the game's NashConv/2 with the same policy in both seats: the mean, over the two seats, of
+# what a best responder gains against it per hand. References: Nash 0, AlwaysBet 1/3,
+# TightPassive 1/4, LooseAggressive 1/6, AlwaysPass 1.
+#
+# Key mapping: OpenSpiel's information-state string of a player is its card (0 = J, 1 = Q,
+# 2 = K) followed by the moves so far (p pass, b bet), so "Qpb" is "1pb"; action 0 is the
+# passive move (pass or fold), action 1 the aggressive one (bet or call). OpenSpiel's player 0
+# opens.
+
+#: Keys of the seat that opens the hand (OpenSpiel player 0) and of the other (player 1).
+OPENER_KEYS: tuple[str, ...] = tuple(k for k in POLICY_KEYS if k[1:] in OPENER_HISTORIES)
+SECOND_KEYS: tuple[str, ...] = tuple(k for k in POLICY_KEYS if k[1:] not in OPENER_HISTORIES)
+_OS_PASSIVE, _OS_AGGRESSIVE = 0, 1  # OpenSpiel's kuhn_poker actions
+
+
+def openspiel_infostate(key: str) -> str:
+    """OpenSpiel's information-state string of one of our keys: "Qpb" -> "1pb"."""
+    if key not in POLICY_KEYS:
+        raise UnknownNameError("Kuhn information set", key, POLICY_KEYS)
+    return str(CARDS.index(key[0])) + key[1:]
+
+
+def key_of_infostate(infostate: str) -> str:
+    """Our key of an OpenSpiel information-state string: "1pb" -> "Qpb"."""
+    key = CARDS[int(infostate[0])] + infostate[1:] if infostate[:1] in ("0", "1", "2") else ""
+    if key not in POLICY_KEYS:
+        raise UnknownNameError("OpenSpiel kuhn_poker information state", infostate,
+                               [openspiel_infostate(k) for k in POLICY_KEYS])
+    return key
+
+
+@functools.cache
+def _openspiel_game() -> Any:
+    try:
+        import pyspiel
+    except ImportError as exc:
+        raise MissingDependencyError("open_spiel", "Kuhn exact exploitability",
+                                     "pip install open_spiel") from exc
+    return pyspiel.load_game("kuhn_poker")
+
+
+def _tabular(opener: Mapping[str, float], second: Mapping[str, float]) -> Any:
+    """An OpenSpiel TabularPolicy: player 0 plays `opener`'s opener keys, player 1 `second`'s
+    second-player keys."""
+    from open_spiel.python.policy import TabularPolicy
+
+    opener, second = check_policy(opener), check_policy(second)
+    tabular = TabularPolicy(_openspiel_game())
+    for keys, table in ((OPENER_KEYS, opener), (SECOND_KEYS, second)):
+        for key in keys:
+            p = table[key]
+            tabular.policy_for_key(openspiel_infostate(key))[:] = (1.0 - p, p)
+    return tabular
+
+
+def exploitability(policy: Mapping[str, float]) -> float:
+    """NashConv/2 of `policy` played in both seats: the mean per-hand gain of an exact best
+    responder over the two seats. 0 exactly at a Nash equilibrium; at most 2."""
+    from open_spiel.python.algorithms import exploitability as os_exploitability
+
+    return float(os_exploitability.exploitability(_openspiel_game(), _tabular(policy, policy)))
+
+
+def expected_value(opener: Mapping[str, float], second: Mapping[str, float]) -> float:
+    """The exact expected payoff per hand of the opening seat when it plays `opener`'s opener
+    keys and the other seat plays `second`'s second-player keys (cards dealt uniformly).
+    Nash against Nash gives the game value, −1/18."""
+    from open_spiel.python.algorithms import expected_game_score
+
+    tabular = _tabular(opener, second)
+    values = expected_game_score.policy_value(_openspiel_game().new_initial_state(),
+                                              [tabular, tabular])
+    return float(values[0])
+
+
+def per_hand_value(player: Mapping[str, float], other: Mapping[str, float]) -> float:
+    """`player`'s exact expected payoff per hand in the repeated game, where the two seats open
+    equally often (6 hands: 3 each)."""
+    return (expected_value(player, other) - expected_value(other, player)) / 2.0
+
+
+def best_response_policy(policy: Mapping[str, float]) -> KuhnPolicy:
+    """The exact best response to `policy` in each seat, as a deterministic `KuhnPolicy`: its
+    opener keys answer `policy`'s second-player keys and vice versa.
+
+    Ties (information sets that `policy` never lets the responder reach, or where both moves
+    are worth the same) go to the passive move, OpenSpiel's first action: deterministic.
+    """
+    from open_spiel.python.algorithms.best_response import BestResponsePolicy
+
+    tabular = _tabular(policy, policy)
+    response: KuhnPolicy = {}
+    for player, keys in ((0, OPENER_KEYS), (1, SECOND_KEYS)):
+        br = BestResponsePolicy(_openspiel_game(), player, tabular)
+        for key in keys:
+            action = br.best_response_action(openspiel_infostate(key))
+            response[key] = 1.0 if action == _OS_AGGRESSIVE else 0.0
+    return check_policy(response)
+
+
+class BestResponse(TablePolicyStrategy):
+    """The exact best response to a given per-hand policy: the held-out exploiter of an agent,
+    built at evaluation time from the agent's own policy (so it is in no pool's data file).
+    Against it the agent loses `exploitability(policy)` per hand, in expectation."""
+
+    name = "BestResponse"
+    description = "the exact best response to the agent's per-hand policy"
+
+    def __init__(self, policy: Mapping[str, float]) -> None:
+        self.target = check_policy(policy)
+        super().__init__(best_response_policy(self.target))
+
+
 # ------------------------------------------------------------------ the game
 def _signed(x: float) -> str:
     return f"{x:+g}" if x else "0"
 
 
-class KuhnGame(Game):
+#: The report's figure of per-hand policies: the 12 information sets by the seat that acts.
+_POLICY_FIGURE = PolicyFigure(
+    title="Kuhn poker: the agent's per-hand policy against Nash "
+          "(first-decision prompts, both seats)",
+    ylabel="P(BET), or P(CALL) facing a bet",
+    panels=(("opening the hand (first seat)", ("J", "Q", "K", "Jpb", "Qpb", "Kpb")),
+            ("second to act (second seat)", ("Jp", "Qp", "Kp", "Jb", "Qb", "Kb"))),
+    labels={"J": "J open", "Q": "Q open", "K": "K open",
+            "Jpb": "J vs raise", "Qpb": "Q vs raise", "Kpb": "K vs raise",
+            "Jp": "J vs pass", "Qp": "Q vs pass", "Kp": "K vs pass",
+            "Jb": "J vs bet", "Qb": "Q vs bet", "Kb": "K vs bet"},
+    reference_label="Nash (the game's α)",
+)
+
+
+class KuhnGame(Game, ExactSolvable):
     actions_help = "PASS | BET, or CALL | FOLD when facing a bet"
     name = "kuhn"
     title = "Kuhn poker"
     num_rounds = 6
     max_payoff = 2.0
     simultaneous = False
+    zero_sum = True
     strategies: ClassVar[dict[str, Strategy]] = STRATEGIES
 
     def new_state(self, seed: int, first: int = AGENT) -> KuhnState:
@@ -412,6 +555,39 @@ class KuhnGame(Game):
             (to_move,) = self.to_act(state)
             self.apply(state, to_move, _WORD[letter])
         return state, AGENT
+
+    # ------------------------------------------------------------- ExactSolvable
+    def policy_decisions(self) -> tuple[PolicyDecision, ...]:
+        """The 12 information sets (`POLICY_KEYS` order), each from the seat that acts there
+        in a hand with no earlier hands (`state_for_infoset`); the table scores the aggressive
+        move."""
+        decisions = []
+        for key in POLICY_KEYS:
+            state, seat = self.state_for_infoset(key)
+            decisions.append(PolicyDecision(key, state, seat,
+                                            CALL if facing_bet(state) else BET))
+        return tuple(decisions)
+
+    def strategy_policy(self, strategy: Strategy) -> KuhnPolicy | None:
+        return strategy.policy() if isinstance(strategy, TablePolicyStrategy) else None
+
+    def exact_exploitability(self, policy: Mapping[str, float]) -> float:
+        return exploitability(policy)
+
+    def best_response(self, policy: Mapping[str, float]) -> BestResponse:
+        return BestResponse(policy)
+
+    def nash_policy(self) -> KuhnPolicy:
+        return nash_policy(1 / 3)  # the module function, at the `Nash` strategy's α
+
+    def nash_family(self) -> dict[str, tuple[float, float]]:
+        # The equilibrium family is linear in α ∈ [0, 1/3]: its ends bound it.
+        ends = nash_policy(0.0), nash_policy(1 / 3)
+        return {k: (min(ends[0][k], ends[1][k]), max(ends[0][k], ends[1][k]))
+                for k in POLICY_KEYS}
+
+    def policy_figure(self) -> PolicyFigure:
+        return _POLICY_FIGURE
 
     # ------------------------------------------------------------- text
     def system_prompt(self) -> str:

@@ -15,7 +15,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from sepo.config_model import StrictModel
 from sepo.errors import SepoError, UnknownNameError
-from sepo.games import get_game
+from sepo.games import ExactSolvable, capability, games_with, get_game
 
 # The bounds are `sepo.limits`'s; imported here too, where the config fields check them.
 from sepo.limits import (  # noqa: F401
@@ -203,9 +203,10 @@ class SEPOConfig(StrictModel):
             object.__setattr__(self, "lr", float(stage2.get("lr", 1e-5)))
         if self.beta is None:
             object.__setattr__(self, "beta", float(stage2.get("beta", 0.1)))
-        if self.exploit_best_response and self.game != "kuhn":
+        if self.exploit_best_response and capability(game, ExactSolvable) is None:
             raise SepoError(f"exploit_best_response needs an exact best response, which sepo "
-                            f"computes for kuhn only, not {self.game}")
+                            f"computes for {', '.join(games_with(ExactSolvable))} only, not "
+                            f"{self.game}")
         if self.exploit_best_response and self.credit == "aux":
             raise SepoError("exploit_best_response trains on the best response's episodes "
                             "(credit per-pool or constant), not as an auxiliary: credit=aux")

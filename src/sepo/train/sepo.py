@@ -75,7 +75,7 @@ from sepo.agents.chat import accepts_logits_to_keep, eos_token_ids, model_device
 from sepo.engine import Engine, Episode, EpisodeRecord
 from sepo.errors import SepoError
 from sepo.games import get_game, get_strategy
-from sepo.games.base import Game, Strategy, derive_seed
+from sepo.games.base import ExactSolvable, Game, Strategy, capability, derive_seed
 from sepo.metrics import finite_or_none, round_rewards
 from sepo.prefix_sharing import packed_completion_logits, shared_prompt_prefix
 from sepo.rundir import check_output_dir, describing_os_errors, model_input_paths
@@ -128,15 +128,19 @@ def rollout_groups(game: Game, credit: str, best_response_groups: int = 0) -> li
 
 def adaptive_opponents(config: SEPOConfig, agent: LMAgent) -> dict[str, Strategy]:
     """Opponents built from the current policy for this step: under `exploit_best_response`,
-    the exact best response to the agent's 12-information-set Kuhn policy. Why: with fixed
+    the exact best response to the agent's tabular policy (the game's `ExactSolvable`
+    capability; Kuhn: its 12-information-set per-hand policy). Why: with fixed
     exploiters and group-standardised advantages, λe cannot steer a zero-sum game's policy
     toward Nash (research/2026-11-22-kuhn-3-seeds-2-08m.md, reason 3); against its own best
     response, a rollout's better payoff is exactly lower exploitability."""
     if not config.exploit_best_response:
         return {}
-    from sepo.kuhn_exact import BestResponse
-
-    return {BEST_RESPONSE: BestResponse(agent.kuhn_policy())}
+    game = get_game(config.game)
+    solver = capability(game, ExactSolvable)
+    if solver is None:  # SEPOConfig refuses this; a config built around validation may not
+        raise SepoError(f"exploit_best_response needs a game with exact best responses, "
+                        f"not {game.name}")
+    return {BEST_RESPONSE: solver.best_response(agent.tabular_policy(game))}
 
 
 def aux_opponents(game: Game) -> list[tuple[str, str]]:
