@@ -434,13 +434,14 @@ def _duration(seconds: float) -> str:
 
 # ====================================================================== stages
 def _stage_base(config: RunConfig, log: _Log) -> str:
-    """Make sure the base model is there (builds and caches `tiny`, converts `smollm2-135m`
-    on first use) before the first stage that needs it."""
+    """Make sure the base model is there (`tiny` ships in the package; `smollm2-135m` is
+    converted and cached on first use) before the first stage that needs it."""
     from sepo.models import resolve
 
-    with log.stage("base", f"base model: {config.model}" + (" (built once, then cached)"
-                                                            if config.model == "tiny" else "")):
-        resolve(config.model, progress=log.console.is_terminal)
+    with log.stage("base", f"base model: {config.model}"):
+        path = resolve(config.model, progress=log.console.is_terminal)
+    if path != config.model:
+        log.console.print(f"  {path}")
     return config.model
 
 
