@@ -33,7 +33,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -51,6 +50,7 @@ from sepo.rundir import (
     cleanup_on_failure,
     describing_os_errors,
     write_output_marker,
+    write_text_atomically,
 )
 
 RESULTS_FILE = "results.json"
@@ -220,12 +220,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
     text = json.dumps(data, indent=2, allow_nan=False) + "\n"
     with describing_os_errors(path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            tmp.write_text(text)
-            tmp.replace(path)
-        finally:
-            tmp.unlink(missing_ok=True)  # after a failed write (a full disk): no half file
+        write_text_atomically(path, text)
 
 
 def read_metrics_csv(path: Path) -> list[dict[str, float]]:

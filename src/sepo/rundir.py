@@ -424,6 +424,23 @@ def replace_dir_atomically(staging: str | Path, out: str | Path, *, fsync: bool 
     return out
 
 
+def write_text_atomically(path: str | Path, text: str, *, fsync: bool = False) -> None:
+    """Replace a small file in one rename, so a reader (or a resume after a kill) sees the old
+    or the new content, never half a file. `fsync` makes the content durable before the rename
+    (checkpoint files); a failed write leaves no temporary file behind."""
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
+    try:
+        with open(tmp, "w") as fh:
+            fh.write(text)
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_dir_atomically(out: str | Path, write: Callable[[Path], None], *,
                          names: str = ASIDE_NAMES, fsync: bool = True) -> Path:
     """Call `write(tmp)` to fill a staging directory beside `out`, then swap it into place as

@@ -36,10 +36,10 @@ def build_model(name: str, *, seed: int = 0, force: bool = False,
         path = build_tiny(config, seed, force=force, progress=progress)
         record: dict[str, Any] = build_info(path) or {}
         shipped = shipped_tiny()
-        if shipped is not None and path.name == "tiny-" + str(record.get("key")) and \
-                (build_info(shipped) or {}).get("key") == record.get("key"):
+        shipped_record = (build_info(shipped) or {}) if shipped is not None else {}
+        if shipped_record.get("key") is not None and shipped_record["key"] == record.get("key"):
             # The same build as the one `tiny` loads: say whether this host rounds alike.
-            digest = (build_info(shipped) or {}).get("weights_digest")
+            digest = shipped_record.get("weights_digest")
             record["shipped_weights_digest"] = digest
             record["matches_shipped"] = digest == record.get("weights_digest")
     elif name == "smollm2-135m":

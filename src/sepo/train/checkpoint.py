@@ -296,15 +296,9 @@ def write_dir_atomically(final: Path, write: Callable[[Path], None]) -> Path:
 
 
 def write_text_atomically(path: Path, text: str) -> None:
-    """Replace a small file in one rename, so a kill leaves the old or the new content, never
-    a truncated file (e.g. config.json, which `--resume` must read)."""
-    path = Path(path)
-    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """Replace a small file in one durable rename, so a kill leaves the old or the new content,
+    never a truncated file (e.g. config.json, which `--resume` must read)."""
+    rundir.write_text_atomically(path, text, fsync=True)
 
 
 def save_checkpoint(run_dir: Path, step: int, *, model: Any, tokenizer: Any,
