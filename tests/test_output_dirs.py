@@ -194,6 +194,7 @@ class _Stop(Exception):
 def test_failed_run_leaves_no_config_and_the_corrected_command_runs(
         tiny_lm_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import sepo.pipeline as pipeline
+    import sepo.pipeline.stages as stages
 
     out = tmp_path / "run"
     refused(invoke("run", "kuhn", "--model", "no-such-model", "--out", out), "no-such-model")
@@ -206,7 +207,7 @@ def test_failed_run_leaves_no_config_and_the_corrected_command_runs(
         assert (config.out / LOCK_FILE).exists()
         raise _Stop
 
-    monkeypatch.setattr(pipeline, "_stage_sft_data", first_stage)
+    monkeypatch.setattr(stages, "_stage_sft_data", first_stage)
     result = invoke("run", "kuhn", "--model", tiny_lm_path, "--out", out, "--steps", "2")
     assert isinstance(result.exception, _Stop), result.output
     assert seen[0]["model"] == str(tiny_lm_path) and seen[0]["steps"] == 2
@@ -220,6 +221,7 @@ def test_failed_run_leaves_no_config_and_the_corrected_command_runs(
 def test_run_refuses_another_config_or_foreign_files_unless_overwrite(
         tiny_lm_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import sepo.pipeline as pipeline
+    import sepo.pipeline.stages as stages
 
     out = tmp_path / "run"
     out.mkdir()
@@ -239,7 +241,7 @@ def test_run_refuses_another_config_or_foreign_files_unless_overwrite(
     def first_stage(config: Any, game: str, seed: int, log: Any) -> Path:
         raise _Stop
 
-    monkeypatch.setattr(pipeline, "_stage_sft_data", first_stage)
+    monkeypatch.setattr(stages, "_stage_sft_data", first_stage)
     result = invoke(*args, "3", "--overwrite")
     assert isinstance(result.exception, _Stop), result.output
     # The earlier run is gone; this one saved nothing, so nothing is left.

@@ -370,7 +370,7 @@ _RUN_SEPO_OPTIONS: dict[str, Sequence[str]] = {
 
 SECTIONS: tuple[Section, ...] = (
     Section(
-        "RunConfig", "src/sepo/pipeline.py",
+        "RunConfig", "src/sepo/pipeline/config.py",
         "Everything that defines a `sepo run` (the whole pipeline: base model → SFT → SEPO and "
         "reward-only → evaluation → report), saved as `RUN_DIR/run_config.json`. Budget "
         "fields left as `None` take the game's budget ([per-game defaults]"
@@ -501,7 +501,7 @@ def _per_game() -> list[str]:
         "[SEPOConfig](#sepoconfig)'s `lambdas`, `beta` and `lr` (the paper's values, chosen "
         "for LoRA on a 4B model). `sepo run` on a `tiny` base gives stage 2 the rate of the "
         "next column instead, unless `--sepo lr=...` is given (`TINY_SEPO_LR`, "
-        "`TINY_SEPO_LR_BY_GAME` in `src/sepo/pipeline.py`). The other columns are the "
+        "`TINY_SEPO_LR_BY_GAME` in `src/sepo/pipeline/config.py`). The other columns are the "
         "per-seed budgets of `sepo run` (`DEFAULT_BUDGETS`; `GENERIC_BUDGET` for a game "
         "without an entry), each overridden by the [RunConfig](#runconfig) field of the "
         "same meaning. Pools and SFT demonstrator weights, also in the toml, are listed in "

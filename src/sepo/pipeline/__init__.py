@@ -1,0 +1,93 @@
+"""`sepo run GAME|all`: the whole pipeline, base model → SFT → SEPO and reward-only → report.
+
+For each game and each training seed k, in `RUN_DIR/<game>/seed<k>/`:
+
+1. `sft-data/`    demonstrator episodes as chat examples (`sepo.sft.data`, seed k);
+2. `sft/`         the base model fine-tuned on them (`sepo.sft.train`, seed k);
+3. `sepo/`        SEPO from the SFT checkpoint (`sepo.train`, seed k);
+4. `reward-only/` the plain-GRPO baseline from the same SFT checkpoint, same seed, same
+                  rollout seeds: the only difference is the reward (all λ = 0);
+5. `eval/<condition>.json`  the evaluation of base, SFT, reward-only and SEPO on the SAME
+                  evaluation episodes (common random numbers), disjoint from the episodes the
+                  trainers used to pick their best checkpoints.
+
+Then `results.json`, `results.csv`, `per_opponent.csv`, `report.md` and the PNGs
+(`sepo.report`), and the final table is printed.
+
+The package, one job per module (each imports only those listed before it):
+
+- `config`: `RunConfig`, what defines a run, and the settings each stage derives from it;
+- `layout`: the run directory: where each stage's output lives, what is finished, whose
+  directory it is;
+- `results`: `results.json` and `timings.json`, with the environment the numbers were made in;
+- `stages`: the stages and `run_pipeline`, which drives them.
+
+**Resumable by stage.** Each stage's output is written atomically or carries a completion
+marker, so a finished stage is skipped and an interrupted one restarts (a SEPO run resumes from
+its last checkpoint). Running the same command again finishes an interrupted run; adding seeds
+(`--seeds 3` after `--seeds 1`) adds only the new seeds. A different config in the same
+directory is refused (it would mix two experiments), as is a directory holding files sepo did
+not write; `--overwrite` deletes what is there and starts the new run. The run holds a lock on
+its directory (`sepo.rundir.RunLock`), so a second `sepo run` there stops at once, and a run
+that fails before any stage saved work leaves no `run_config.json` behind.
+
+**Budget** (`sepo run kuhn` with the defaults, 2 CPU cores, ≤ 15 minutes including building
+`tiny`). The default budgets in `DEFAULT_BUDGETS` were measured on a 2-core CPU machine, on
+`tiny` (see `docs/RESULTS.md` for the timings):
+
+- building `tiny` once (cached afterwards): ~3 min;
+- SFT data: under a second (rule-based play); SFT: the tiny model is fully fine-tuned on
+  `sft_episodes` episodes per opponent for `sft_epochs` epochs (Kuhn: 1,808 examples,
+  226 steps), ~4 min;
+- SEPO and reward-only: `sepo_steps` steps each. A Kuhn step plays 4 opponents (train +
+  exploit pools) × n = 4 rollouts × 6 hands in one batch of 16 episodes, then one update of
+  ~10 s (Kuhn prompts are ~300-430 tokens); the in-training evaluations every
+  `checkpoint_every` steps cost about a step each;
+- evaluation: 4 conditions × `eval_episodes` episodes per opponent × (train + exploit +
+  held-out + exact best response) opponents, batched; Kuhn's exact exploitability is one
+  batched forward pass.
+
+Kuhn runs without reasoning by default (`reasoning=None` picks it per game): its exact
+exploitability is read from the model's action distribution on action-only prompts
+(`LMAgent.kuhn_policy`), so training and evaluating on those same prompts makes the exact
+number the policy that was trained and played, and it keeps each decision a few tokens.
+"""
+
+from __future__ import annotations
+
+from sepo.pipeline.config import (
+    DEFAULT_BUDGETS,
+    GENERIC_BUDGET,
+    TINY_SEPO_LR,
+    TINY_SEPO_LR_BY_GAME,
+    GameBudget,
+    RunConfig,
+    Selection,
+    tiny_sepo_lr,
+)
+from sepo.pipeline.layout import (
+    CONFIG_FILE,
+    TIMINGS_FILE,
+    seed_dir,
+    trained_checkpoint,
+    training_state,
+)
+from sepo.pipeline.stages import FINAL_EVAL_INDEX, run_pipeline
+
+__all__ = [
+    "CONFIG_FILE",
+    "DEFAULT_BUDGETS",
+    "FINAL_EVAL_INDEX",
+    "GENERIC_BUDGET",
+    "TIMINGS_FILE",
+    "TINY_SEPO_LR",
+    "TINY_SEPO_LR_BY_GAME",
+    "GameBudget",
+    "RunConfig",
+    "Selection",
+    "run_pipeline",
+    "seed_dir",
+    "tiny_sepo_lr",
+    "trained_checkpoint",
+    "training_state",
+]
