@@ -1,6 +1,7 @@
 """The game registry: the built-in games (one line each), then the games of installed plugins.
 
-A game's pools and defaults are in `<name>.toml`, beside the module that defines its class.
+A game's pools, defaults and stage budgets are in `<name>.toml`, beside the module that defines
+its class.
 Another installed package adds a game through an entry point of the group `sepo.games`, named
 after the game, whose value is the game class ("package.module:Class"); docs/GAMES.md,
 "Adding a game". "all" means the built-in games only (`game_names`).
@@ -27,6 +28,7 @@ from sepo.games.base import (
     Strategy,
     capability,
 )
+from sepo.games.budget import GENERIC_BUDGET, GameBudget
 
 #: The entry-point group a plugin package registers its games in.
 ENTRY_POINT_GROUP = "sepo.games"
@@ -111,7 +113,14 @@ def _load(cls: type[Game], name: str) -> Game:
         raise ValueError(f"{name}.toml has unknown pools {unknown}; pools: {list(POOL_ROLES)}")
     game.pools = {role: list(data["pools"].get(role, [])) for role in POOL_ROLES}
     game.demonstrators = dict(data["demonstrators"])
-    game.defaults = {k: v for k, v in data.items() if k not in ("pools", "demonstrators")}
+    game.defaults = {k: v for k, v in data.items()
+                     if k not in ("pools", "demonstrators", "budget")}
+    budget = data.get("budget")
+    if budget is not None and not isinstance(budget, dict):
+        raise ValueError(f"{name}.toml: budget must be a table ([budget])")
+    # No table: a game never timed gets the generic budget (sepo.games.budget).
+    game.budget = (GameBudget.from_table(budget, f"{name}.toml") if budget is not None
+                   else GENERIC_BUDGET)
     named = [*game.demonstrators, *(n for pool in game.pools.values() for n in pool)]
     missing = sorted({n for n in named if n not in game.strategies})
     if missing:  # a data file naming a strategy the module lacks is a bug: fail loudly
@@ -176,11 +185,13 @@ def get_strategy(game: Game, name: str) -> Strategy:
 __all__ = [
     "AGENT",
     "ENTRY_POINT_GROUP",
+    "GENERIC_BUDGET",
     "OPPONENT",
     "POOL_ROLES",
     "Action",
     "ExactSolvable",
     "Game",
+    "GameBudget",
     "GameState",
     "GameUnavailableError",
     "Round",

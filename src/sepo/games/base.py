@@ -20,6 +20,8 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
+from sepo.games.budget import GameBudget
+
 AGENT, OPPONENT = 0, 1
 
 #: An action: a word such as "COOPERATE" or "BET", an int demand, or a tuple of ints.
@@ -101,7 +103,8 @@ class Game(ABC):
     """Rules, chance, text and parser of one two-player repeated game.
 
     Subclasses set the class attributes and implement the abstract methods; `pools`,
-    `demonstrators` and `defaults` are data, read from the `<name>.toml` file beside the module.
+    `demonstrators`, `defaults` and `budget` are data, read from the `<name>.toml` file beside
+    the module.
     """
 
     name: ClassVar[str]
@@ -121,6 +124,8 @@ class Game(ABC):
     pools: dict[str, list[str]]
     demonstrators: dict[str, float]
     defaults: dict[str, Any]
+    #: `sepo run`'s stage budgets (`[budget]`; `GENERIC_BUDGET` when the file has none).
+    budget: GameBudget
 
     @property
     def scale(self) -> float:
