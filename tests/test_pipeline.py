@@ -15,18 +15,10 @@ from typer.testing import CliRunner
 
 from sepo.cli import report, run
 from sepo.errors import SepoError, UnknownNameError
-from sepo.games import game_names
+from sepo.games import game_names, get_game
 from sepo.kuhn_exact import exploitability
 from sepo.models.tiny import build_info
-from sepo.pipeline import (
-    DEFAULT_BUDGETS,
-    FINAL_EVAL_INDEX,
-    TINY_SEPO_LR,
-    TINY_SEPO_LR_BY_GAME,
-    RunConfig,
-    run_pipeline,
-    seed_dir,
-)
+from sepo.pipeline import FINAL_EVAL_INDEX, RunConfig, run_pipeline, seed_dir
 from sepo.report import CONDITION_ORDER, load_results
 from sepo.train.config import SEPOConfig
 
@@ -143,7 +135,7 @@ def test_report_command_rebuilds_tables(kuhn_run: Path, tmp_path: Path) -> None:
 def test_run_config_defaults_and_overrides(tmp_path: Path) -> None:
     config = RunConfig(games="all", out=tmp_path)
     assert config.games == game_names()
-    assert config.budget("kuhn") == DEFAULT_BUDGETS["kuhn"]
+    assert config.budget("kuhn") == get_game("kuhn").budget
     # No generation budget by default: each checkpoint's sepo_agent.json (sized by SFT) decides.
     assert config.budget("kuhn").reasoning is False and config.new_tokens("kuhn") is None
     assert RunConfig(games="kuhn", out=tmp_path, max_new_tokens=12).new_tokens("kuhn") == 12
@@ -160,17 +152,19 @@ def test_run_config_defaults_and_overrides(tmp_path: Path) -> None:
     lr = RunConfig(games=["kuhn"], out=tmp_path, sepo={"lr": 3e-5}).sepo_config(
         "kuhn", 0, tmp_path, tmp_path, reward_only=False)
     assert lr.lr == 3e-5
-    # `tiny` gets its own stage-2 rate; any other model keeps the game's (the paper's).
+    # `tiny` gets its own stage-2 rate (`tiny_lr`); any other model keeps the game's (the
+    # paper's).
+    tiny_lr = get_game("kuhn").budget.tiny_lr
     assert RunConfig(games=["kuhn"], out=tmp_path).sepo_config(
-        "kuhn", 0, tmp_path, tmp_path, reward_only=True).lr == TINY_SEPO_LR
+        "kuhn", 0, tmp_path, tmp_path, reward_only=True).lr == tiny_lr
     # IPD and bargaining (reasoning games whose KL ran away at 1e-4) get their lower rate.
-    assert TINY_SEPO_LR_BY_GAME["ipd"] < TINY_SEPO_LR
+    assert get_game("ipd").budget.tiny_lr < tiny_lr
     assert RunConfig(games=["ipd"], out=tmp_path).sepo_config(
-        "ipd", 0, tmp_path, tmp_path, reward_only=False).lr == TINY_SEPO_LR_BY_GAME["ipd"]
+        "ipd", 0, tmp_path, tmp_path, reward_only=False).lr == get_game("ipd").budget.tiny_lr
     assert RunConfig(games=["ipd"], out=tmp_path, sepo={"lr": 1e-4}).sepo_config(
         "ipd", 0, tmp_path, tmp_path, reward_only=False).lr == 1e-4
     paper = SEPOConfig(game="kuhn", model="org/model", out=tmp_path).lr
-    assert paper != TINY_SEPO_LR
+    assert paper != tiny_lr
     assert RunConfig(games=["kuhn"], out=tmp_path, model="org/model").sepo_config(
         "kuhn", 0, tmp_path, tmp_path, reward_only=True).lr == paper
     # A path to a tiny build (another `--set` build, the 2.08 M one of docs/RESULTS.md) is
@@ -179,7 +173,7 @@ def test_run_config_defaults_and_overrides(tmp_path: Path) -> None:
     build.mkdir()
     (build / "sepo_build.json").write_text(json.dumps({"name": "tiny", "seed": 0}))
     assert RunConfig(games=["kuhn"], out=tmp_path, model=str(build)).sepo_config(
-        "kuhn", 0, tmp_path, tmp_path, reward_only=True).lr == TINY_SEPO_LR
+        "kuhn", 0, tmp_path, tmp_path, reward_only=True).lr == tiny_lr
     assert RunConfig(games=["kuhn"], out=tmp_path, model=str(tmp_path / "sft")).sepo_config(
         "kuhn", 0, tmp_path, tmp_path, reward_only=True).lr == paper
     # The adaptive exploiter is SEPO's; the reward-only baseline stays the plain one.

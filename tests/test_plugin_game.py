@@ -23,7 +23,7 @@ from sepo.games import GameUnavailableError, game_names, get_game
 EXAMPLE_SRC = Path(__file__).resolve().parents[1] / "examples" / "stag_hunt" / "src"
 BUILTINS = ["ipd", "auction", "negotiation", "bargaining", "kuhn"]
 #: Modules the tests import from their temporary directories, dropped afterwards.
-PLUGIN_MODULES = ("sepo_stag_hunt", "broken_plugin")
+PLUGIN_MODULES = ("sepo_stag_hunt", "broken_plugin", "bare_plugin")
 STAG_HUNT = {"staghunt": "sepo_stag_hunt.game:StagHuntGame"}
 
 runner = CliRunner()
@@ -160,14 +160,62 @@ def test_sft_data_of_a_plugin_game(install: Install, tmp_path: Path) -> None:
 
 
 def test_run_config_of_a_plugin_game(install: Install, tmp_path: Path) -> None:
-    """`sepo run staghunt` validates (its SEPO and SFT configs included) with the generic
-    budget; `all` means the built-in games, whatever plugins are installed."""
-    from sepo.pipeline import GENERIC_BUDGET, RunConfig
+    """`sepo run staghunt` validates (its SEPO and SFT configs included) with the budget of
+    staghunt.toml; `all` means the built-in games, whatever plugins are installed."""
+    from sepo.pipeline import GameBudget, RunConfig
 
     install("sepo-stag-hunt", STAG_HUNT)
     config = RunConfig(games=["staghunt"], out=tmp_path / "run")
-    assert config.budget("staghunt") == GENERIC_BUDGET
+    assert config.budget("staghunt") == GameBudget(
+        sft_episodes=40, sft_epochs=2.0, sepo_steps=10, checkpoint_every=5, eval_episodes=30,
+        reasoning=True, tiny_lr=1e-4)
+    assert config.sepo_config("staghunt", 0, tmp_path, tmp_path, reward_only=False).lr == 1e-4
     assert RunConfig(games="all", out=tmp_path / "all").games == BUILTINS
+
+
+def _bare_plugin(install: Install, budget: str | None) -> None:
+    """The stag hunt again as the plugin game 'bare', whose toml has `budget` as its
+    `[budget]` table (None: no table)."""
+    toml = (EXAMPLE_SRC / "sepo_stag_hunt" / "staghunt.toml").read_text()
+    toml = toml[:toml.index("[budget]")] + (f"[budget]\n{budget}\n" if budget is not None else "")
+    install("bare-plugin", {"bare": "bare_plugin:Game"}, modules={
+        "bare_plugin.py": "from sepo_stag_hunt.game import StagHuntGame\n\n\n"
+                          "class Game(StagHuntGame):\n    name = 'bare'\n",
+        "bare.toml": toml})
+
+
+def test_a_plugin_game_without_a_budget_gets_the_generic_one(install: Install,
+                                                             tmp_path: Path) -> None:
+    from sepo.pipeline import GENERIC_BUDGET, RunConfig
+
+    _bare_plugin(install, None)
+    assert get_game("bare").budget == GENERIC_BUDGET
+    config = RunConfig(games=["bare"], out=tmp_path / "run", steps=3)
+    assert config.budget("bare") == GENERIC_BUDGET.replace(sepo_steps=3)
+    assert config.sepo_config("bare", 0, tmp_path, tmp_path,
+                              reward_only=False).lr == GENERIC_BUDGET.tiny_lr
+
+
+def test_a_partial_budget_takes_the_rest_from_the_generic_one(install: Install) -> None:
+    from sepo.pipeline import GENERIC_BUDGET
+
+    _bare_plugin(install, "sepo_steps = 4\nreasoning = false")
+    assert get_game("bare").budget == GENERIC_BUDGET.replace(sepo_steps=4, reasoning=False)
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ("sft_epoch = 3.0", "unknown bare.toml [budget] key 'sft_epoch'. Did you mean "
+                        "'sft_epochs'? Choices: checkpoint_every, eval_episodes, reasoning, "
+                        "sepo_steps, sft_episodes, sft_epochs, tiny_lr"),
+    ("sepo_steps = 0", "bare.toml [budget]: budget sepo_steps must be an integer from 1 to "
+                       "1,000,000 (got 0)"),
+])
+def test_a_bad_budget_makes_the_plugin_unavailable_saying_why(
+        install: Install, table: str, message: str) -> None:
+    _bare_plugin(install, table)
+    with pytest.raises(GameUnavailableError) as err:
+        get_game("bare")
+    assert message in str(err.value) and "\n" not in str(err.value)
 
 
 # ------------------------------------------------------------------ clashes and breakage

@@ -470,11 +470,12 @@ def _section(section: Section, commands: Mapping[str, Any]) -> list[str]:
 
 
 def _per_game() -> list[str]:
-    from sepo.games import game_names
-    from sepo.pipeline import GENERIC_BUDGET, GameBudget, RunConfig, tiny_sepo_lr
+    from sepo.games import GENERIC_BUDGET, GameBudget, game_names
+    from sepo.pipeline import RunConfig
     from sepo.train.config import LAMBDA_KEYS, SEPOConfig
 
-    budget_fields = list(GameBudget.model_fields)
+    # tiny_lr has its own column, beside the lr it replaces.
+    budget_fields = [k for k in GameBudget.table_keys() if k != "tiny_lr"]
     header = ["game", "λe", "λc", "λx", "β", "lr", "lr, `sepo run` on tiny",
               *(f"`{f}`" for f in budget_fields)]
     rows = []
@@ -484,28 +485,27 @@ def _per_game() -> list[str]:
         run = RunConfig(games=[name], out=Path("out"))
         run_lr = run.sepo_config(name, 0, Path("tiny"), Path("out"), reward_only=False).lr
         lambdas = sepo.lambdas.as_dict() if sepo.lambdas else {}
-        budget = run.budget(name).model_dump()
+        budget = run.budget(name).as_dict()
         rows.append([f"`{name}`", *(_number(float(lambdas[k])) for k in LAMBDA_KEYS),
                      _number(sepo.beta), _number(sepo.lr), _number(run_lr),
                      *(_number(budget[f]) for f in budget_fields)])
-    generic = GENERIC_BUDGET.model_dump()
+    generic = GENERIC_BUDGET.as_dict()
     rows.append(["any other game", "its toml", "its toml", "its toml", "its toml", "its toml",
-                 _number(tiny_sepo_lr("\x00any other game")),
-                 *(_number(generic[f]) for f in budget_fields)])
-    legend = "".join(f"\n- `{f}`: {GameBudget.model_fields[f].description}."
-                     for f in budget_fields)
+                 _number(generic["tiny_lr"]), *(_number(generic[f]) for f in budget_fields)])
+    legend = "".join(f"\n- `{f}`: {GameBudget.description(f)}." for f in budget_fields)
     return [
         "## Per-game defaults", "",
-        "What a field left unset becomes, per game. λe, λc, λx (`[lambdas]`), β and lr "
-        "(`[sepo]`) are the game's `src/sepo/games/<game>.toml`, the defaults of "
-        "[SEPOConfig](#sepoconfig)'s `lambdas`, `beta` and `lr` (the paper's values, chosen "
-        "for LoRA on a 4B model). `sepo run` on a `tiny` base gives stage 2 the rate of the "
-        "next column instead, unless `--sepo lr=...` is given (`TINY_SEPO_LR`, "
-        "`TINY_SEPO_LR_BY_GAME` in `src/sepo/pipeline/config.py`). The other columns are the "
-        "per-seed budgets of `sepo run` (`DEFAULT_BUDGETS`; `GENERIC_BUDGET` for a game "
-        "without an entry), each overridden by the [RunConfig](#runconfig) field of the "
-        "same meaning. Pools and SFT demonstrator weights, also in the toml, are listed in "
-        "[GAMES.md](GAMES.md).",
+        "What a field left unset becomes, per game, all read from the game's "
+        "`src/sepo/games/<game>.toml`. λe, λc, λx (`[lambdas]`), β and lr (`[sepo]`) are the "
+        "defaults of [SEPOConfig](#sepoconfig)'s `lambdas`, `beta` and `lr` (the paper's "
+        "values, chosen for LoRA on a 4B model). `sepo run` on a `tiny` base gives stage 2 "
+        "the rate of the next column instead (`tiny_lr` in `[budget]`), unless "
+        "`--sepo lr=...` is given. The other columns are the per-seed budgets of `sepo run` "
+        "(the rest of `[budget]`; a game without that table, or without one of its keys, "
+        "gets the values of the last row, `GENERIC_BUDGET`), each overridden by the "
+        "[RunConfig](#runconfig) field of the same meaning. Pools and SFT demonstrator "
+        "weights, also in the toml, are listed in [GAMES.md](GAMES.md); the toml's format is "
+        "in [GAMES.md](GAMES.md#adding-a-game), \"The data file\".",
         "", *_table(header, rows), "", "Budget columns (`GameBudget`):" + legend, ""]
 
 

@@ -32,8 +32,9 @@ its directory (`sepo.rundir.RunLock`), so a second `sepo run` there stops at onc
 that fails before any stage saved work leaves no `run_config.json` behind.
 
 **Budget** (`sepo run kuhn` with the defaults, 2 CPU cores, ≤ 15 minutes including building
-`tiny`). The default budgets in `DEFAULT_BUDGETS` were measured on a 2-core CPU machine, on
-`tiny` (see `docs/RESULTS.md` for the timings):
+`tiny`). Each game's stage budgets are the `[budget]` table of its `<game>.toml`
+(`sepo.games.GameBudget`; `GENERIC_BUDGET` for a game without one), measured on a 2-core CPU
+machine on `tiny` (see `docs/RESULTS.md` for the timings):
 
 - building `tiny` once (cached afterwards): ~3 min;
 - SFT data: under a second (rule-based play); SFT: the tiny model is fully fine-tuned on
@@ -47,7 +48,7 @@ that fails before any stage saved work leaves no `run_config.json` behind.
   held-out + exact best response) opponents, batched; Kuhn's exact exploitability is one
   batched forward pass.
 
-Kuhn runs without reasoning by default (`reasoning=None` picks it per game): its exact
+Kuhn runs without reasoning by default (its `[budget]` sets `reasoning = false`): its exact
 exploitability is read from the model's action distribution on action-only prompts
 (`LMAgent.kuhn_policy`), so training and evaluating on those same prompts makes the exact
 number the policy that was trained and played, and it keeps each decision a few tokens.
@@ -55,16 +56,8 @@ number the policy that was trained and played, and it keeps each decision a few 
 
 from __future__ import annotations
 
-from sepo.pipeline.config import (
-    DEFAULT_BUDGETS,
-    GENERIC_BUDGET,
-    TINY_SEPO_LR,
-    TINY_SEPO_LR_BY_GAME,
-    GameBudget,
-    RunConfig,
-    Selection,
-    tiny_sepo_lr,
-)
+from sepo.games import GENERIC_BUDGET, GameBudget
+from sepo.pipeline.config import RunConfig, Selection
 from sepo.pipeline.layout import (
     CONFIG_FILE,
     TIMINGS_FILE,
@@ -76,18 +69,14 @@ from sepo.pipeline.stages import FINAL_EVAL_INDEX, run_pipeline
 
 __all__ = [
     "CONFIG_FILE",
-    "DEFAULT_BUDGETS",
     "FINAL_EVAL_INDEX",
     "GENERIC_BUDGET",
     "TIMINGS_FILE",
-    "TINY_SEPO_LR",
-    "TINY_SEPO_LR_BY_GAME",
     "GameBudget",
     "RunConfig",
     "Selection",
     "run_pipeline",
     "seed_dir",
-    "tiny_sepo_lr",
     "trained_checkpoint",
     "training_state",
 ]

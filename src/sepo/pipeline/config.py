@@ -1,8 +1,9 @@
 """`RunConfig`: everything that defines a `sepo run`, and the settings each stage derives from it.
 
-A budget field left as None takes the game's entry of `DEFAULT_BUDGETS`; `sepo` and `sft` pass
-further `SEPOConfig` / `SFTRunConfig` fields through to both trained conditions. Every check
-that can fail runs when the config is built, not an hour into the run.
+A budget field left as None takes the game's `[budget]` table (`<game>.toml`, read by the game
+layer as a `GameBudget`); `sepo` and `sft` pass further `SEPOConfig` / `SFTRunConfig` fields
+through to both trained conditions. Every check that can fail runs when the config is built,
+not an hour into the run.
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from sepo.config_model import StrictModel, check_field
 from sepo.errors import SepoError, UnknownNameError
-from sepo.games import game_names, get_game
+from sepo.games import GameBudget, game_names, get_game
 from sepo.limits import (
     MAX_BOOTSTRAP,
     MAX_BOOTSTRAP_DRAWS,
@@ -26,85 +27,13 @@ from sepo.limits import (
     MAX_STEPS,
 )
 
-
-class GameBudget(BaseModel):
-    """How much work each stage of one game gets (per training seed)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    sft_episodes: int = Field(ge=1, description="SFT demonstrator episodes per SFT opponent")
-    sft_epochs: float = Field(gt=0, description="SFT epochs")
-    sepo_steps: int = Field(ge=1, description="SEPO (and reward-only) steps")
-    checkpoint_every: int = Field(ge=1, description="in-training evaluation + checkpoint period")
-    eval_episodes: int = Field(ge=1, description="final evaluation episodes per opponent")
-    reasoning: bool = Field(description="a short thought before the action (SFT, training, "
-                                        "evaluation)")
-
-
-#: Per-game defaults for the `tiny` model on CPU, each timed end to end (docs/RESULTS.md).
-DEFAULT_BUDGETS: dict[str, GameBudget] = {
-    # Kuhn is `make demo`: sized to finish in ≤ 15 min on 2 cores with the tiny build (3.62 M
-    # build: 7.0 min cached, README). The other games' times are the 2.08 M build's.
-    "kuhn": GameBudget(sft_episodes=40, sft_epochs=2.0, sepo_steps=10, checkpoint_every=5,
-                       eval_episodes=40, reasoning=False),
-    # Measured: 19.5-20.5 min per seed at lr 3e-5 (SFT 3.8-4.1, SEPO 6.9-7.4, reward-only
-    # 7.0-7.4, evaluation 1.3-1.6; docs/RESULTS.md).
-    "ipd": GameBudget(sft_episodes=40, sft_epochs=2.0, sepo_steps=20, checkpoint_every=5,
-                      eval_episodes=30, reasoning=True),
-    # Measured per seed with these budgets (docs/RESULTS.md): auction 10.7 min, negotiation
-    # 4.8 min.
-    "auction": GameBudget(sft_episodes=40, sft_epochs=2.0, sepo_steps=10, checkpoint_every=5,
-                          eval_episodes=30, reasoning=True),
-    "negotiation": GameBudget(sft_episodes=40, sft_epochs=2.0, sepo_steps=10,
-                              checkpoint_every=5, eval_episodes=30, reasoning=True),
-    # 20 steps at lr 3e-5 (`TINY_SEPO_LR_BY_GAME`): 17.3-18.4 min per seed on the 2.08 M build
-    # with 40 SFT episodes (SFT 4.2-4.8 min, SEPO 5.7-6.1, reward-only 5.3-6.1, evaluation
-    # 2.3-2.5). 120 SFT episodes since 2026-12-06: on the 3.62 M build, seed 0's SFT agent
-    # failed to parse 22% of its decisions in the pipeline's evaluation with 40, and 7.9% with
-    # 120 (SFT 3.3 → 10.6 min, the whole seed 22.3 min;
-    # research/2026-12-06-bargaining-sft-data-and-epochs.md). 5 epochs since 2026-12-06
-    # (1,080 steps, SFT ~20 min, the whole seed ~29 min): at 2 the agent almost never read its
-    # own values and Pay/r stayed far below the mixture's; at 5, over 3 seeds, Exploit matches
-    # the mixture's and Pay/r is 0.9 below it, within noise (docs/SFT.md;
-    # research/2026-12-06-bargaining-sft-data-and-epochs.md).
-    "bargaining": GameBudget(sft_episodes=120, sft_epochs=5.0, sepo_steps=20,
-                             checkpoint_every=5, eval_episodes=30, reasoning=True),
-}
-#: The budget of a game with no `DEFAULT_BUDGETS` entry (a plugin game): the settings auction
-#: and negotiation share, a middle ground never timed on that game; override with the run
-#: options (`--steps`, `--sft-episodes`, ...) once it is.
-GENERIC_BUDGET = GameBudget(sft_episodes=40, sft_epochs=2.0, sepo_steps=10, checkpoint_every=5,
-                            eval_episodes=30, reasoning=True)
-
-#: Stage-2 learning rate when the base model is `tiny` (full fine-tuning of 2-4 M parameters;
-#: the rates below were chosen on the 2.08 M build, the default until 2026-12-05),
-#: unless `--sepo lr=...` is given. The games' tomls hold the paper's rates (1e-5; Kuhn 3e-6),
-#: chosen for LoRA on a 4B model; on `tiny` they move nothing in a CPU-sized run: 6 Kuhn steps
-#: at 3e-6 left the KL to the SFT reference at 0.001 and the exact exploitability at 0.693 →
-#: 0.695, where 10 steps at 1e-4 reached a KL of 0.06 with the gradient norm near the clip.
-TINY_SEPO_LR = 1e-4
-#: Games whose `tiny` rate is lower than `TINY_SEPO_LR`. Both write a ~50-token reason before
-#: each action, and the KL to the SFT reference is a sum over those tokens: at 1e-4 it reached
-#: 8.5-21 by step 20 on IPD and 26-88 by step 10 on bargaining (where the answer format
-#: broke), so beta = 0.1 no longer held the policy near SFT. At 3e-5 it stayed at 0.3-1.3 on
-#: IPD and the format held on bargaining. Both rates' runs are in research/ (IPD:
-#: 2026-11-22-ipd-3-seeds-lr1e-4.md, 2026-11-23-ipd-3-seeds-lr3e-5.md; bargaining:
-#: 2026-11-23-auction-negotiation-bargaining-3-seeds.md).
-TINY_SEPO_LR_BY_GAME: dict[str, float] = {"ipd": 3e-5, "bargaining": 3e-5}
-
-
-def tiny_sepo_lr(game: str) -> float:
-    """The stage-2 learning rate `sepo run` gives `tiny` on `game`."""
-    return TINY_SEPO_LR_BY_GAME.get(game, TINY_SEPO_LR)
-
-
 Selection = Literal["best", "final"]
 
 
 class RunConfig(StrictModel):
     """Everything that defines a `sepo run`. Saved as `RUN_DIR/run_config.json`.
 
-    Fields left as None take the game's `DEFAULT_BUDGETS` entry; `sepo` and `sft` pass any
+    Fields left as None take the game's `[budget]` (`<game>.toml`); `sepo` and `sft` pass any
     further `SEPOConfig` / `SFTRunConfig` fields through (validated by those configs), the same
     for both trained conditions.
     """
@@ -232,14 +161,14 @@ class RunConfig(StrictModel):
         return list(range(self.first_seed, self.first_seed + self.seeds))
 
     def budget(self, game: str) -> GameBudget:
-        """The game's default budget with this run's overrides applied."""
-        base = DEFAULT_BUDGETS.get(game, GENERIC_BUDGET)
+        """The game's `[budget]` with this run's overrides applied."""
         overrides = {
             "sft_episodes": self.sft_episodes, "sft_epochs": self.sft_epochs,
             "sepo_steps": self.steps, "checkpoint_every": self.checkpoint_every,
             "eval_episodes": self.eval_episodes, "reasoning": self.reasoning,
         }
-        return base.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+        return get_game(game).budget.replace(
+            **{k: v for k, v in overrides.items() if v is not None})
 
     def base_is_tiny(self) -> bool:
         """Whether the base model is a `tiny` build: the name, or the path of any build (one
@@ -269,7 +198,7 @@ class RunConfig(StrictModel):
             # episodes and change the baseline's random draws. The baseline stays the plain one.
             extra.pop("exploit_best_response", None)
         if self.base_is_tiny():
-            extra.setdefault("lr", tiny_sepo_lr(game))
+            extra.setdefault("lr", b.tiny_lr)
         return SEPOConfig(
             game=game, model=str(model), out=out, steps=b.sepo_steps,
             group_size=self.group_size, temperature=self.temperature, reasoning=b.reasoning,
@@ -283,13 +212,4 @@ class RunConfig(StrictModel):
         return self.model_dump(mode="json", exclude={"seeds", "first_seed", "out", "device"})
 
 
-__all__ = [
-    "DEFAULT_BUDGETS",
-    "GENERIC_BUDGET",
-    "TINY_SEPO_LR",
-    "TINY_SEPO_LR_BY_GAME",
-    "GameBudget",
-    "RunConfig",
-    "Selection",
-    "tiny_sepo_lr",
-]
+__all__ = ["RunConfig", "Selection"]
