@@ -281,15 +281,16 @@ class RunConfig(StrictModel):
         from sepo.sft.train import SFT_FIELD_KIND, SFTRunConfig
         from sepo.train.config import SEPOConfig
 
-        owned = {"game", "model", "out", "steps", "group_size", "temperature", "reasoning",
-                 "max_new_tokens", "checkpoint_every", "eval_episodes", "seed", "reward_only",
-                 "device", "resume"}
+        # What the pipeline sets is what the stages' configs are built with, not a list kept
+        # by hand beside them.
+        game, seed = self.games[0], self.first_seed
+        owned = self.sepo_settings(game, seed, Path(self.model), self.out, reward_only=False)
         for key in self.sepo:
             if key in owned:
                 raise SepoError(f"sepo.{key} is set by the pipeline; use the run option instead")
             check_field(SEPOConfig, SEPOConfig.field_kind, key)
         for key in self.sft:
-            if key in {"epochs", "seed", "progress", "device"}:
+            if key in self.sft_settings(game, seed, progress=False):
                 raise SepoError(f"sft.{key} is set by the pipeline; use the run option instead")
             check_field(SFTRunConfig, SFT_FIELD_KIND, key)
         # Their values too (`--sepo lr=-1`, `--sepo credit=aux` on a game without the pools
@@ -297,7 +298,7 @@ class RunConfig(StrictModel):
         for game in self.games:
             self.sepo_config(game, self.first_seed, Path(self.model), self.out,
                              reward_only=False)
-            SFTRunConfig(epochs=self.budget(game).sft_epochs, seed=self.first_seed, **self.sft)
+            SFTRunConfig(**self.sft_settings(game, self.first_seed, progress=False), **self.sft)
         return self
 
     # ------------------------------------------------------------------ derived
@@ -332,11 +333,28 @@ class RunConfig(StrictModel):
         stage sizes it to its longest completion)."""
         return self.max_new_tokens
 
+    def sepo_settings(self, game: str, seed: int, model: Path, out: Path, *,
+                      reward_only: bool) -> dict[str, Any]:
+        """The SEPOConfig fields the pipeline sets for one trained condition; `sepo` may set
+        any other. `resume` is set by the stage itself, when it finds a checkpoint."""
+        b = self.budget(game)
+        return {"game": game, "model": str(model), "out": out, "steps": b.sepo_steps,
+                "group_size": self.group_size, "temperature": self.temperature,
+                "reasoning": b.reasoning, "max_new_tokens": self.new_tokens(game),
+                "checkpoint_every": b.checkpoint_every,
+                "eval_episodes": self.train_eval_episodes, "seed": seed,
+                "reward_only": reward_only, "device": self.device, "resume": False}
+
+    def sft_settings(self, game: str, seed: int, *, progress: bool) -> dict[str, Any]:
+        """The SFTRunConfig fields the pipeline sets for one SFT run; `sft` may set any other."""
+        device = {"cpu": "cpu", None: "auto"}.get(self.device, "cuda")
+        return {"epochs": self.budget(game).sft_epochs, "seed": seed, "progress": progress,
+                "device": device}
+
     def sepo_config(self, game: str, seed: int, model: Path, out: Path, *,
                     reward_only: bool) -> Any:
         from sepo.train.config import SEPOConfig
 
-        b = self.budget(game)
         extra = dict(self.sepo)
         if reward_only:
             # Its λ = 0 gives the adaptive exploiter's group constant rewards: it would only add
@@ -344,13 +362,8 @@ class RunConfig(StrictModel):
             extra.pop("exploit_best_response", None)
         if self.base_is_tiny():
             extra.setdefault("lr", tiny_sepo_lr(game))
-        return SEPOConfig(
-            game=game, model=str(model), out=out, steps=b.sepo_steps,
-            group_size=self.group_size, temperature=self.temperature, reasoning=b.reasoning,
-            max_new_tokens=self.new_tokens(game),
-            checkpoint_every=b.checkpoint_every, eval_episodes=self.train_eval_episodes,
-            seed=seed, reward_only=reward_only, device=self.device, **extra,
-        )
+        return SEPOConfig(**self.sepo_settings(game, seed, model, out, reward_only=reward_only),
+                          **extra)
 
     def comparable(self) -> dict[str, Any]:
         """The fields two runs in one directory must share (all but the seed range)."""
@@ -473,9 +486,8 @@ def _stage_sft(config: RunConfig, game: str, seed: int, base: str, data: Path,
     if out.exists():
         shutil.rmtree(out)
     b = config.budget(game)
-    device = {"cpu": "cpu", None: "auto"}.get(config.device, "cuda")
-    sft_config = SFTRunConfig(epochs=b.sft_epochs, seed=seed, progress=log.console.is_terminal,
-                              device=device, **config.sft)
+    sft_config = SFTRunConfig(**config.sft_settings(game, seed, progress=log.console.is_terminal),
+                              **config.sft)
     with log.stage(f"{game}/{seed}/sft", f"{game} seed {seed}: SFT ({b.sft_epochs:g} epochs)"):
         result = train_sft(game, base, data, out, sft_config)
     log.console.print(f"  eval loss {result.eval_loss_initial:.3f} → "
