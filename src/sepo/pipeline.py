@@ -187,10 +187,11 @@ class RunConfig(StrictModel):
     field_kind: ClassVar[str] = "run config field"
 
     games: list[str] = Field(description="games to run ('all' expands to every game)")
-    out: Path = Field(description="run directory")
+    out: Path = Field(description="run directory; the same run there again continues it")
     model: str = Field("tiny", description="base model: 'tiny', 'smollm2-135m', an HF id/path")
     seeds: int = Field(1, ge=1, le=MAX_EVAL_SEEDS,
-                       description="training seeds first_seed .. first_seed+seeds-1")
+                       description="training seeds first_seed .. first_seed+seeds-1 (≥ 3 for "
+                                   "intervals across seeds)")
     first_seed: int = Field(0, ge=0, le=MAX_SEED, description="first training seed")
 
     # --- budgets (None: the game's default)
@@ -206,7 +207,8 @@ class RunConfig(StrictModel):
     eval_episodes: int | None = Field(None, ge=1, le=MAX_EPISODES,
                                       description="final evaluation episodes per opponent and "
                                                   "evaluation seed")
-    reasoning: bool | None = Field(None, description="None: per game (Kuhn off, others on)")
+    reasoning: bool | None = Field(None, description="a short thought before the action (SFT, "
+                                   "training, evaluation); None: per game (Kuhn off, others on)")
     max_new_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS,
                                        description="generation budget per decision "
                                                                "in training and evaluation; "
