@@ -174,6 +174,15 @@ CASES = [
          id="train-mixed-precision-unknown"),
     case(f"{TRAIN} --device quantum", "unknown device 'quantum'", id="train-device-unknown"),
     case(f"{TRAIN} --device mps", "Choices: cpu, cuda", id="train-device-mps"),
+    case(f"{TRAIN} --config {{tmp}}/bad.toml", "--config {tmp}/bad.toml is not valid TOML",
+         id="train-config-not-toml"),
+    case(f"{TRAIN} --config {{tmp}}/missing.toml", "--config {tmp}/missing.toml: No such file",
+         id="train-config-missing"),
+    case(f"{TRAIN} --config {{tmp}}/steps0.toml", "steps: Input should be greater than or "
+         "equal to 1 (got 0)", id="train-config-bad-value"),
+    case(f"{TRAIN} --set stepz=3", "unknown SEPO config field 'stepz'. Did you mean 'steps'?",
+         id="train-set-unknown-field"),
+    case(f"{TRAIN} --set lambdas.exploit=-1", "lambdas.exploit:", id="train-set-lambda"),
     case("train chess --model {tmp}/fake-model --out {tmp}/run", "unknown game 'chess'",
          id="train-unknown-game"),
     case("train ipd --model {tmp}/fake-model --out {tmp}/run --exploit-best-response",
@@ -241,6 +250,11 @@ CASES = [
     case(f"{RUN} --sepo bogus=1", "unknown SEPO config field 'bogus'", id="run-sepo-unknown"),
     case(f"{RUN} --sepo steps=3", "set by the pipeline", id="run-sepo-owned-field"),
     case(f"{RUN} --sepo lr", "--sepo expects KEY=VALUE", id="run-sepo-no-value"),
+    case(f"{RUN} --set sepo.bogus=1", "unknown SEPO config field 'bogus'", id="run-set-sepo"),
+    case(f"{RUN} --set sft.bogus=1", "unknown SFT config field 'bogus'", id="run-set-sft"),
+    case(f"{RUN} --set seeds=0", "seeds: Input should be greater than or equal to 1",
+         id="run-set-seeds-0"),
+    case(f"{RUN} --config {{tmp}}/bad.toml", "is not valid TOML", id="run-config-not-toml"),
     case("run ipd --out {tmp}/run --sepo exploit_best_response=true", "kuhn only",
          id="run-sepo-best-response-not-kuhn"),
     case("run kuhn --model nosuchmodel --out {tmp}/run", "unknown model 'nosuchmodel'",
@@ -269,6 +283,8 @@ CASES = [
     case(f"{SFT} --seed -1", "seed:", id="sft-seed-negative"),
     case(f"{SFT} --seed 100000000000", "seed:", id="sft-seed-above-32-bits"),
     case(f"{SFT} --device quantum", "device:", id="sft-device-unknown"),
+    case(f"{SFT} --set bogus=1", "unknown SFT config field 'bogus'", id="sft-set-unknown"),
+    case(f"{SFT} --config {{tmp}}/bad.toml", "is not valid TOML", id="sft-config-not-toml"),
     case("sft chess --model tiny --data {tmp}/empty --out {tmp}/ckpt", "unknown game 'chess'",
          id="sft-unknown-game"),
     case("sft ipd --model tiny --data {tmp}/missing --out {tmp}/ckpt", "does not exist",
@@ -427,6 +443,8 @@ def _world(root: Path, dataset: Path) -> None:
     (root / "old-run" / "config.json").write_text("{garbage")
     (root / "old-run" / "metrics.csv").write_text("step\n")
     (root / "file").write_text("not a directory\n")
+    (root / "bad.toml").write_text("steps = [\n")
+    (root / "steps0.toml").write_text("steps = 0\n")
     (root / "empty").mkdir()
     for name, text in {"bad-json": "{not json", "wrong-schema": '{"schema": "other"}'}.items():
         (root / name).mkdir()

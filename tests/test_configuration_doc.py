@@ -52,11 +52,14 @@ def test_sections(text: str) -> None:
 
 def test_facts_worked_out_by_hand(text: str) -> None:
     # SEPOConfig.lr: Field(None, gt=0.0, le=MAX_LR = 1.0); `sepo train --lr`; not set by the
-    # pipeline, so `sepo run` passes it through `--sepo`.
+    # pipeline, so `sepo run` passes it through its `[sepo]` table.
     assert _row(text, "SEPOConfig", "`lr`") == [
         "`lr`", "`float \\| None`", "`None`", "> 0, ≤ 1",
-        "`sepo train --lr`<br>`sepo run --sepo lr=VALUE`",
-        "AdamW learning rate; default: the toml"]
+        "`sepo train --lr`<br>`sepo run --set sepo.lr=VALUE`",
+        "AdamW learning rate; default: the game's toml"]
+    # A field without a named flag: `--set` on both commands.
+    assert _row(text, "SEPOConfig", "`clip_eps`")[4] == (
+        "`sepo train --set clip_eps=VALUE`<br>`sepo run --set sepo.clip_eps=VALUE`")
     # The pipeline sets each SEPO run's seed (first_seed + k) and refuses `--sepo seed=...`.
     assert _row(text, "SEPOConfig", "`seed`")[4] == "`sepo train --seed`<br>set by `sepo run`"
     # sepo run's in-training evaluation option is named apart from the field.
@@ -66,18 +69,24 @@ def test_facts_worked_out_by_hand(text: str) -> None:
     # Lambdas: `sepo train --lambda-<field>`.
     assert _row(text, "Lambdas", "`exploit`")[3:5] == [
         "≥ 0, finite",
-        "`sepo train --lambda-exploit`<br>`sepo run --sepo lambdas='{\"exploit\": VALUE, ...}'`"]
-    # SFT: `--lr` sets learning_rate; `--lora/--full` sets finetune.
-    assert _row(text, "SFTRunConfig", "`learning_rate`")[4] == "`sepo sft --lr`"
-    assert _row(text, "SFTRunConfig", "`finetune`")[4] == "`sepo sft --lora/--full`"
+        "`sepo train --lambda-exploit`<br>`sepo run --set sepo.lambdas.exploit=VALUE`"]
+    # SFT: `--lr` sets learning_rate (its parameter is named so); `--lora/--full` sets finetune.
+    assert _row(text, "SFTRunConfig", "`learning_rate`")[4] == (
+        "`sepo sft --lr`<br>`sepo run --set sft.learning_rate=VALUE`")
+    assert _row(text, "SFTRunConfig", "`epochs`")[4] == (
+        "`sepo sft --epochs`<br>`sepo run --sft-epochs`")
+    assert _row(text, "SFTRunConfig", "`finetune`")[4] == (
+        "`sepo sft --lora/--full`<br>`sepo run --set sft.finetune=VALUE`")
     # TinyConfig: `--set` for every field, `--pretrain-steps` for one.
     assert _row(text, "TinyConfig", "`hidden_size`")[4] == (
         "`sepo model build --set hidden_size=VALUE`")
     assert _row(text, "TinyConfig", "`pretrain_steps`")[4] == (
         "`sepo model build --pretrain-steps`")
-    # RunConfig fields with no option are listed with how to set them.
-    assert _row(text, "RunConfig", "`n_boot`")[4] == "—"
-    assert "No command-line option sets `temperature`, `eval_seeds`, `n_boot`, `sft`" in text
+    # Every field of the commands' configs is reachable from the command line: no named
+    # option, then `--set`.
+    assert _row(text, "RunConfig", "`n_boot`")[4] == "`sepo run --set n_boot=VALUE`"
+    assert "No command-line option sets" not in _section(text, "RunConfig")
+    assert "No command-line option sets" not in _section(text, "SEPOConfig")
     # SamplingConfig, read from the source: MAX_NEW_TOKENS (4096) filled into its bound.
     assert "from 1 to 4096" in _row(text, "SamplingConfig", "`max_new_tokens`")[3]
     assert _row(text, "SamplingConfig", "`seed`")[4] == (

@@ -13,8 +13,12 @@ that is not about the command line belongs in the library. Adding a command take
         print_json(result.to_dict()) if json_out else console.print(...)
 
 (`progress_bar`, `print_json`, `console` and `JsonFlag` come from `sepo.console`, which the
-library's long-running stages use too.) A group of sub-commands (`sepo model ...`) is a
-`typer.Typer()` added with `app.add_typer(group, name="model")`. Raise a `SepoError` for
+library's long-running stages use too.) A command that builds a config model takes its
+settings from the model: an option that sets a field is `field_option(Model, "field")` on a
+parameter named like the field (its help is the field's description), collected with
+`given_fields`, and `--config`/`--set` reach every field (`resolve_settings`). A group of
+sub-commands (`sepo model ...`) is a `typer.Typer()` added with
+`app.add_typer(group, name="model")`. Raise a `SepoError` for
 anything the user got wrong: the one handler below prints it as one line, without a
 traceback, and exits with code 2 (so it does a pydantic `ValidationError`, an option that does
 not parse, an OS error such as a full disk, and a malformed JSON or TOML file).
@@ -28,17 +32,18 @@ import math
 import secrets
 import sys
 import tomllib
+from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
-from sepo.config_model import parse_setting
+from sepo.config_model import merge_settings, nested_setting, parse_setting, read_settings
 from sepo.console import JsonFlag, console, err_console, fmt, fmt_ci, print_json, progress_bar
 from sepo.errors import SepoError, describe_validation_error
 from sepo.games import GameUnavailableError, game_names, get_game, get_strategy
@@ -52,12 +57,16 @@ from sepo.limits import (
     MAX_SEED,
 )
 from sepo.models.loading import DTYPES, check_device, check_dtype
-from sepo.train.config import CREDITS, MIXED_PRECISIONS, NORMALIZATIONS, SEPOConfig
+from sepo.pipeline import RunConfig
+from sepo.sft.train import SFTRunConfig
+from sepo.train.config import LAMBDA_KEYS, Lambdas, SEPOConfig
 
 try:  # typer ≥ 0.2x carries its own copy of click; older versions use click itself
     from typer._click import exceptions as _click_errors
+    from typer._click.core import ParameterSource
 except ImportError:  # pragma: no cover
     from click import exceptions as _click_errors  # type: ignore[no-redef]
+    from click.core import ParameterSource  # type: ignore[no-redef]
 
 class _SepoGroup(TyperGroup):
     """The one error handler: bad input from any command (sub-groups included) becomes a
@@ -186,6 +195,85 @@ def load_model_agent(model: str, **options: Any) -> Any:
                             f"({err.name} is missing)") from None
         raise
     return load_lm_agent(model, **{k: v for k, v in options.items() if v is not None})
+
+
+# ------------------------------------------------------------------ options from config models
+# `sepo train`, `sepo sft` and `sepo run` each build one config model. Its fields are the one
+# source of their settings: a named flag's help is the field's description (`field_option`),
+# and every field can be set from a TOML file (`--config`) or `--set KEY=VALUE`. Precedence,
+# lowest first: the model's defaults (and the game's toml, which the model applies to fields
+# left unset) < the --config file < --set items < the named flags given on the command line.
+
+
+def field_option(model: type[BaseModel], name: str, *decls: str, **kwargs: Any) -> Any:
+    """A typer option that sets the field `name` of `model`, its help the field's description
+    and its shown default the field's (the option itself defaults to "not given"). The
+    command's parameter should be named like the field, for `given_fields` to collect it."""
+    field = model.model_fields[name]  # a misspelt name fails at import, in every test
+    default = field.default
+    if "show_default" not in kwargs and not field.is_required():
+        if isinstance(default, bool):  # shown as the flag that is on, as typer does
+            pair = next((d for d in decls if "/" in d), None)
+            kwargs["show_default"] = pair.split("/")[not default].strip().lstrip("-") \
+                if pair else False
+        elif isinstance(default, int | float | str | Path) and default is not None:
+            kwargs["show_default"] = str(default)
+    return typer.Option(*decls, help=escape(field.description or ""), **kwargs)
+
+
+def given(ctx: typer.Context, param: str) -> bool:
+    """Whether the option `param` was given (on the command line, or by its environment
+    variable), rather than left at its default."""
+    source = ctx.get_parameter_source(param)
+    return source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT,
+                      ParameterSource.PROMPT)
+
+
+def given_fields(ctx: typer.Context, model: type[BaseModel]) -> dict[str, Any]:
+    """The command's options that were given and are named like a field of `model`, as
+    field → value: the named-flag layer of the settings."""
+    return {name: value for name, value in ctx.params.items()
+            if name in model.model_fields and given(ctx, name)}
+
+
+def resolve_settings(config_file: Path | None, items: list[str] | None,
+                     flags: Mapping[str, Any], *extra: Mapping[str, Any],
+                     arguments: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The fields to build a config with: the --config file, then the --set items, then the
+    `extra` layers (`sepo run --sepo`), then the named `flags`, each overriding the ones
+    before (tables merged key by key). `arguments` (field → ARGUMENT) are the fields the
+    command's arguments set: the file or --set naming one is refused, not silently
+    overridden."""
+    lower = merge_settings(read_settings(config_file, items or []), *extra)
+    for name, argument in (arguments or {}).items():
+        if name in lower:
+            raise SepoError(f"{name} is the {argument} argument; --config and --set cannot set "
+                            "it")
+    return merge_settings(lower, flags)
+
+
+def check_required(ctx: typer.Context, model: type[BaseModel],
+                   values: Mapping[str, Any]) -> None:
+    """Refuse a required field that no layer set as the missing option, as click would."""
+    for name, field in model.model_fields.items():
+        if field.is_required() and name not in values:
+            option = next((p.opts[0] for p in ctx.command.params if p.name == name), name)
+            raise SepoError(f"Missing option '{option}' (or {name} in the --config file)")
+
+
+def config_file_option(model: str, tables: str = "") -> Any:
+    return typer.Option(
+        "--config", metavar="FILE.toml", show_default=False,
+        help=escape(f"A TOML file of {model} fields (docs/configuration.md){tables}. --set "
+                    "and the options given override it."))
+
+
+def set_option(model: str, example: str) -> Any:
+    return typer.Option(
+        "--set", metavar="KEY=VALUE", show_default=False,
+        help=escape(f"A {model} field, VALUE read as JSON when it parses (else as text), "
+                    f"repeatable, e.g. --set {example}; overrides --config, and the options "
+                    "given override it."))
 
 
 # ------------------------------------------------------------------ sepo games
@@ -417,50 +505,48 @@ def sft_data(
 
 @app.command("sft")
 def sft(
+    ctx: typer.Context,
     game: Annotated[str, typer.Argument(help="Game to fine-tune for, or 'all'.")],
     model: Annotated[str, typer.Option(
         "--model", help="Base model: 'tiny', 'smollm2-135m', an HF id or a path.")],
     data: Annotated[Path, typer.Option("--data", help="Directory made by `sepo sft-data`.")],
     out: Annotated[Path, typer.Option("--out", help="Checkpoint directory to write (new or "
                                                     "empty, or with --overwrite).")],
-    lora: Annotated[bool | None, typer.Option(
-        "--lora/--full", help="LoRA adapters (r 32, α 64) or full fine-tuning (default: full "
-                              "up to 200M parameters, LoRA above).")] = None,
-    merge: Annotated[bool, typer.Option(
-        "--merge/--no-merge", help="Save LoRA merged into a plain model.")] = False,
-    epochs: Annotated[float | None, typer.Option(min=0.0, help="Epochs (default 3).")] = None,
-    lr: Annotated[float | None, typer.Option(
-        help="Learning rate (default: 2e-5 LoRA; full: 1e-3 under 50M parameters, "
-             "1e-5 above).")] = None,
-    batch_size: Annotated[int | None, typer.Option(
-        "--batch-size", min=1, help="Examples per step (default 16).")] = None,
-    grad_accum: Annotated[int | None, typer.Option(
-        "--grad-accum", min=1, help="Gradient accumulation steps (default 1).")] = None,
-    max_steps: Annotated[int | None, typer.Option(
-        "--max-steps", min=1, help="Stop after this many steps.")] = None,
-    max_length: Annotated[int | None, typer.Option(
-        "--max-length", min=8, help="Token limit of prompt + completion.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Training seed (default 0).")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
-    share_prompt_prefix: Annotated[bool | None, typer.Option(
-        "--share-prompt-prefix/--no-share-prompt-prefix",
-        help="Run the system prompt a batch shares once (the default; same loss up to "
-             "rounding, fewer FLOPs).")] = None,
+    # `--lora/--full` is the `finetune` field as a switch; left out, the field decides.
+    lora: Annotated[bool | None, field_option(SFTRunConfig, "finetune", "--lora/--full")]
+    = None,
+    merge_lora: Annotated[bool | None, field_option(
+        SFTRunConfig, "merge_lora", "--merge/--no-merge")] = None,
+    epochs: Annotated[float | None, field_option(SFTRunConfig, "epochs", min=0.0)] = None,
+    learning_rate: Annotated[float | None, field_option(SFTRunConfig, "learning_rate", "--lr")]
+    = None,
+    batch_size: Annotated[int | None, field_option(
+        SFTRunConfig, "batch_size", "--batch-size", min=1)] = None,
+    grad_accum: Annotated[int | None, field_option(
+        SFTRunConfig, "grad_accum", "--grad-accum", min=1)] = None,
+    max_steps: Annotated[int | None, field_option(
+        SFTRunConfig, "max_steps", "--max-steps", min=1)] = None,
+    max_length: Annotated[int | None, field_option(
+        SFTRunConfig, "max_length", "--max-length", min=8)] = None,
+    seed: Annotated[int | None, field_option(SFTRunConfig, "seed")] = None,
+    device: Annotated[str | None, field_option(SFTRunConfig, "device")] = None,
+    share_prompt_prefix: Annotated[bool | None, field_option(
+        SFTRunConfig, "share_prompt_prefix", "--share-prompt-prefix/--no-share-prompt-prefix")]
+    = None,
+    config_file: Annotated[Path | None, config_file_option("SFTRunConfig")] = None,
+    settings: Annotated[list[str] | None, set_option("SFTRunConfig", "lora_r=16")] = None,
     overwrite: _Overwrite = False,
     json_out: JsonFlag = False,
 ) -> None:
     """Supervised fine-tuning on demonstrator data (TRL SFTTrainer, loss on the completion)."""
-    from sepo.sft.train import SFTRunConfig, train_sft
+    from sepo.sft.train import train_sft
 
-    options: dict[str, Any] = {
-        "finetune": None if lora is None else "lora" if lora else "full",
-        "merge_lora": merge, "epochs": epochs, "learning_rate": lr, "batch_size": batch_size,
-        "grad_accum": grad_accum, "max_steps": max_steps, "max_length": max_length,
-        "seed": seed, "device": device, "share_prompt_prefix": share_prompt_prefix,
-        # the JSON goes to stdout alone; the training bar would interleave with it
-        "progress": not json_out,
-    }
-    config = SFTRunConfig.from_dict({k: v for k, v in options.items() if v is not None})
+    flags = given_fields(ctx, SFTRunConfig)
+    if lora is not None:
+        flags["finetune"] = "lora" if lora else "full"
+    if json_out:  # the JSON goes to stdout alone; the training bar would interleave with it
+        flags["progress"] = False
+    config = SFTRunConfig.from_dict(resolve_settings(config_file, settings, flags))
     result = train_sft(game, model, data, out, config, overwrite=overwrite)
     if json_out:
         print_json(result.model_dump())
@@ -484,71 +570,49 @@ def sft(
 # ------------------------------------------------------------------ sepo train
 @app.command("train")
 def train(
+    ctx: typer.Context,
     game: Annotated[str, typer.Argument(help="Game to train on (see `sepo games`).")],
-    model: Annotated[str, typer.Option(
-        "--model", help="Starting checkpoint: 'tiny', 'smollm2-135m', an HF id or a path "
-                        "(usually the SFT output).")],
-    out: Annotated[Path, typer.Option("--out", help="Run directory.")],
-    steps: Annotated[int | None, typer.Option(help="SEPO steps.")] = None,
-    group_size: Annotated[int | None, typer.Option(
-        "--group-size", "-n", help="Rollouts per opponent group (paper: 4).")] = None,
-    credit: Annotated[str | None, typer.Option(
-        help=f"Penalty credit: {' | '.join(CREDITS)} (aux: the paper's Algorithm 1; "
-             "constant: the paper's released code).")] = None,
-    normalize: Annotated[str | None, typer.Option(
-        help=f"Advantage normalisation: {' | '.join(NORMALIZATIONS)}.")] = None,
-    reward_only: Annotated[bool, typer.Option(
-        "--reward-only", help="All λ = 0: the plain GRPO baseline.")] = False,
-    exploit_best_response: Annotated[bool, typer.Option(
-        "--exploit-best-response", help="Kuhn only: add an exploit group against the exact "
-                                        "best response to the current policy, rebuilt every "
-                                        "step (beyond the game's fixed pools; "
-                                        "docs/method.md §5.7).")] = False,
-    best_response_groups: Annotated[int | None, typer.Option(
-        help="With --exploit-best-response: groups that play it (default 1).")] = None,
-    lora: Annotated[bool | None, typer.Option(
-        "--lora/--full", help="LoRA adapters or full fine-tuning (default: LoRA above 1B "
-                              "parameters).")] = None,
-    lora_merged_rollouts: Annotated[bool | None, typer.Option(
-        "--lora-merged-rollouts/--lora-unmerged-rollouts",
-        help="With LoRA, sample rollouts with the adapters folded into the weights (faster; "
-             "the default) or through the unmerged adapters.")] = None,
-    lr: Annotated[float | None, typer.Option(help="AdamW learning rate (default: the game's).")]
+    # Required, but a --config file may give them: `check_required` checks.
+    model: Annotated[str | None, field_option(SEPOConfig, "model", "--model")] = None,
+    out: Annotated[Path | None, field_option(SEPOConfig, "out", "--out")] = None,
+    steps: Annotated[int | None, field_option(SEPOConfig, "steps")] = None,
+    group_size: Annotated[int | None, field_option(SEPOConfig, "group_size", "--group-size", "-n")]
     = None,
-    beta: Annotated[float | None, typer.Option(
-        help="One-sided KL weight β (default: the game's).")] = None,
-    lambda_exploit: Annotated[float | None, typer.Option(help="λe (default: the game's).")]
+    credit: Annotated[str | None, field_option(SEPOConfig, "credit")] = None,
+    normalize: Annotated[str | None, field_option(SEPOConfig, "normalize")] = None,
+    reward_only: Annotated[bool, field_option(SEPOConfig, "reward_only", "--reward-only")] = False,
+    exploit_best_response: Annotated[bool, field_option(
+        SEPOConfig, "exploit_best_response", "--exploit-best-response")] = False,
+    best_response_groups: Annotated[int | None, field_option(SEPOConfig, "best_response_groups")]
     = None,
-    lambda_collusion: Annotated[float | None, typer.Option(help="λc (default: the game's).")]
+    lora: Annotated[bool | None, field_option(SEPOConfig, "lora", "--lora/--full")] = None,
+    lora_merged_rollouts: Annotated[bool | None, field_option(
+        SEPOConfig, "lora_merged_rollouts", "--lora-merged-rollouts/--lora-unmerged-rollouts")]
     = None,
-    lambda_externality: Annotated[float | None, typer.Option(
-        help="λx (default: the game's).")] = None,
-    temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
-    max_new_tokens: Annotated[int | None, typer.Option(
-        "--max-new-tokens", help="Generation budget per decision.")] = None,
-    reasoning: Annotated[bool | None, typer.Option(
-        "--reasoning/--no-reasoning", help="A short thought before the action.")] = None,
-    updates_per_step: Annotated[int | None, typer.Option(
-        "--updates-per-step", help="Optimiser passes over each step's rollouts.")] = None,
-    micro_batch_size: Annotated[int | None, typer.Option(
-        "--micro-batch-size", help="Decisions per forward/backward.")] = None,
-    share_prompt_prefix: Annotated[bool | None, typer.Option(
-        "--share-prompt-prefix/--no-share-prompt-prefix",
-        help="Run a micro-batch's common prompt prefix once in the loss's forward passes, "
-             "and the rows after it packed where the model allows (the default; same "
-             "log-probs up to rounding, fewer FLOPs).")] = None,
-    checkpoint_every: Annotated[int | None, typer.Option(
-        "--checkpoint-every", help="Checkpoint and evaluate every k steps.")] = None,
-    eval_episodes: Annotated[int | None, typer.Option(
-        "--eval-episodes", help="Episodes per opponent in the in-training evaluation.")]
+    lr: Annotated[float | None, field_option(SEPOConfig, "lr")] = None,
+    beta: Annotated[float | None, field_option(SEPOConfig, "beta")] = None,
+    lambda_exploit: Annotated[float | None, field_option(Lambdas, "exploit")] = None,
+    lambda_collusion: Annotated[float | None, field_option(Lambdas, "collusion")] = None,
+    lambda_externality: Annotated[float | None, field_option(Lambdas, "externality")] = None,
+    temperature: Annotated[float | None, field_option(SEPOConfig, "temperature")] = None,
+    max_new_tokens: Annotated[int | None, field_option(SEPOConfig, "max_new_tokens")] = None,
+    reasoning: Annotated[bool | None, field_option(
+        SEPOConfig, "reasoning", "--reasoning/--no-reasoning")] = None,
+    updates_per_step: Annotated[int | None, field_option(SEPOConfig, "updates_per_step")] = None,
+    micro_batch_size: Annotated[int | None, field_option(SEPOConfig, "micro_batch_size")] = None,
+    share_prompt_prefix: Annotated[bool | None, field_option(
+        SEPOConfig, "share_prompt_prefix", "--share-prompt-prefix/--no-share-prompt-prefix")]
     = None,
-    seed: Annotated[int | None, typer.Option(help="Run seed.")] = None,
-    mixed_precision: Annotated[str | None, typer.Option(
-        "--mixed-precision", help=f"{' | '.join(MIXED_PRECISIONS)} (CPU: no).")] = None,
-    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: automatic).")]
-    = None,
-    resume: Annotated[bool, typer.Option(
-        "--resume", help="Continue RUN_DIR from its last checkpoint.")] = False,
+    checkpoint_every: Annotated[int | None, field_option(SEPOConfig, "checkpoint_every")] = None,
+    eval_episodes: Annotated[int | None, field_option(SEPOConfig, "eval_episodes")] = None,
+    seed: Annotated[int | None, field_option(SEPOConfig, "seed")] = None,
+    mixed_precision: Annotated[str | None, field_option(SEPOConfig, "mixed_precision")] = None,
+    device: Annotated[str | None, field_option(SEPOConfig, "device")] = None,
+    resume: Annotated[bool, field_option(SEPOConfig, "resume", "--resume")] = False,
+    config_file: Annotated[Path | None, config_file_option(
+        "SEPOConfig", ", with a [lambdas] table for the penalty weights")] = None,
+    settings: Annotated[list[str] | None, set_option(
+        "SEPOConfig", "clip_eps=0.1 --set lambdas.exploit=2")] = None,
     json_out: Annotated[bool, typer.Option(
         "--json", help="Print the result as one JSON object.")] = False,
     no_progress: Annotated[bool, typer.Option(
@@ -557,17 +621,15 @@ def train(
     """Train an LM agent with SEPO (stage 2) or one of its baselines."""
     from sepo.train.run import train_run
 
-    config = SEPOConfig.from_options(
-        game, model=model, out=out, steps=steps, group_size=group_size, credit=credit,
-        normalize=normalize, reward_only=reward_only, lora=lora,
-        lora_merged_rollouts=lora_merged_rollouts, exploit_best_response=exploit_best_response,
-        best_response_groups=best_response_groups, lr=lr, beta=beta, temperature=temperature,
-        max_new_tokens=max_new_tokens, reasoning=reasoning, updates_per_step=updates_per_step,
-        micro_batch_size=micro_batch_size, share_prompt_prefix=share_prompt_prefix,
-        checkpoint_every=checkpoint_every, eval_episodes=eval_episodes, seed=seed,
-        mixed_precision=mixed_precision, device=device, resume=resume,
-        lambda_exploit=lambda_exploit, lambda_collusion=lambda_collusion,
-        lambda_externality=lambda_externality)
+    flags = given_fields(ctx, SEPOConfig)
+    # A λ given alone changes that one; SEPOConfig takes the others from the game's toml.
+    lambdas = {key: ctx.params[f"lambda_{key}"] for key in LAMBDA_KEYS
+               if given(ctx, f"lambda_{key}")}
+    if lambdas:
+        flags["lambdas"] = lambdas
+    values = resolve_settings(config_file, settings, flags, arguments={"game": "GAME"})
+    check_required(ctx, SEPOConfig, values)
+    config = SEPOConfig(**values)
     summary = train_run(config, progress=not no_progress)
     if json_out:
         print_json(summary)
@@ -582,49 +644,48 @@ def train(
 # ------------------------------------------------------------------ sepo run, sepo report
 @app.command("run")
 def run(
+    ctx: typer.Context,
     game: Annotated[str, typer.Argument(help="A game (see `sepo games`) or 'all'.")],
-    seeds: Annotated[int, typer.Option(help="Training seeds (≥ 3 for intervals across "
-                                            "seeds).")] = 1,
-    out: Annotated[Path | None, typer.Option(
-        help="Run directory (default: runs/<game>-<model>). Re-running the same command "
-             "there resumes it.")] = None,
-    model: Annotated[str, typer.Option(help="Base model: tiny, smollm2-135m, an HF id or "
-                                            "path.")] = "tiny",
-    first_seed: Annotated[int, typer.Option("--first-seed", help="First training seed.")] = 0,
-    steps: Annotated[int | None, typer.Option(help="SEPO and reward-only steps (default: "
-                                                   "per game).")] = None,
-    sft_episodes: Annotated[int | None, typer.Option(
-        "--sft-episodes", help="SFT episodes per opponent (default: per game).")] = None,
-    sft_epochs: Annotated[float | None, typer.Option(
-        "--sft-epochs", help="SFT epochs (default: per game).")] = None,
-    eval_episodes: Annotated[int | None, typer.Option(
-        "--eval-episodes", help="Final evaluation episodes per opponent (default: per "
-                                "game).")] = None,
-    group_size: Annotated[int, typer.Option("--group-size", "-n",
-                                            help="SEPO rollouts per group.")] = 4,
-    checkpoint_every: Annotated[int | None, typer.Option(
-        "--checkpoint-every", help="Checkpoint + in-training evaluation period.")] = None,
-    reasoning: Annotated[bool | None, typer.Option(
-        "--reasoning/--no-reasoning", help="A thought before the action (default: per "
-                                           "game).")] = None,
-    train_eval_episodes: Annotated[int, typer.Option(
-        "--train-eval-episodes", help="Episodes per opponent of each in-training checkpoint "
-                                      "evaluation.")] = 4,
-    max_new_tokens: Annotated[int | None, typer.Option(
-        "--max-new-tokens", help="Generation budget per decision (default: sized "
-                                 "by SFT to its longest completion).")] = None,
-    select: Annotated[str, typer.Option(help="Trained checkpoint to evaluate: best (by "
-                                             "in-training Safety) or final.")] = "best",
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: "
-                                                    "automatic).")] = None,
+    seeds: Annotated[int | None, field_option(RunConfig, "seeds")] = None,
+    out: Annotated[Path | None, field_option(
+        RunConfig, "out", show_default="runs/<game>-<model>")] = None,
+    model: Annotated[str | None, field_option(RunConfig, "model")] = None,
+    first_seed: Annotated[int | None, field_option(RunConfig, "first_seed")] = None,
+    # The budgets' default is the game's `[budget]` table in its toml.
+    steps: Annotated[int | None, field_option(RunConfig, "steps", show_default="per game")]
+    = None,
+    sft_episodes: Annotated[int | None, field_option(
+        RunConfig, "sft_episodes", show_default="per game")] = None,
+    sft_epochs: Annotated[float | None, field_option(
+        RunConfig, "sft_epochs", show_default="per game")] = None,
+    eval_episodes: Annotated[int | None, field_option(
+        RunConfig, "eval_episodes", show_default="per game")] = None,
+    group_size: Annotated[int | None, field_option(RunConfig, "group_size", "--group-size",
+                                                   "-n")] = None,
+    checkpoint_every: Annotated[int | None, field_option(
+        RunConfig, "checkpoint_every", show_default="per game")] = None,
+    reasoning: Annotated[bool | None, field_option(
+        RunConfig, "reasoning", "--reasoning/--no-reasoning", show_default="per game")] = None,
+    train_eval_episodes: Annotated[int | None, field_option(RunConfig, "train_eval_episodes")]
+    = None,
+    max_new_tokens: Annotated[int | None, field_option(RunConfig, "max_new_tokens")] = None,
+    select: Annotated[str | None, field_option(RunConfig, "select")] = None,
+    device: Annotated[str | None, field_option(RunConfig, "device")] = None,
     sepo_option: Annotated[list[str] | None, typer.Option(
-        "--sepo", help="Extra SEPO config field, KEY=VALUE (JSON value), repeatable, e.g. "
-                       "--sepo lr=3e-5 --sepo credit=aux.")] = None,
-    share_prompt_prefix: Annotated[bool, typer.Option(
-        "--share-prompt-prefix/--no-share-prompt-prefix",
+        "--sepo", metavar="KEY=VALUE", show_default=False,
+        help="Short for --set sepo.KEY=VALUE: a SEPOConfig field of both trained conditions, "
+             "repeatable, e.g. --sepo lr=3e-5 --sepo credit=aux.")] = None,
+    share_prompt_prefix: Annotated[bool | None, typer.Option(
+        "--share-prompt-prefix/--no-share-prompt-prefix", show_default="share-prompt-prefix",
         help="SFT and the SEPO loss run the system prompt a batch shares once (the default: "
              "faster, same results up to float rounding). Off computes every prompt in full, "
-             "as the runs in docs/RESULTS.md did.")] = True,
+             "as the runs in docs/RESULTS.md did.")] = None,
+    config_file: Annotated[Path | None, config_file_option(
+        "RunConfig", ", with [sepo] and [sft] tables of SEPOConfig and SFTRunConfig fields "
+        "for every run of those stages")] = None,
+    settings: Annotated[list[str] | None, set_option(
+        "RunConfig", "seeds=3 --set sepo.lr=3e-5 --set sft.batch_size=8 (a dotted KEY reaches "
+        "the [sepo] and [sft] tables)")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the aggregates as JSON at "
                                                           "the end.")] = False,
     overwrite: Annotated[bool, typer.Option(
@@ -633,21 +694,21 @@ def run(
                             "continued either way.")] = False,
 ) -> None:
     """The whole pipeline: base → SFT → SEPO and reward-only → evaluation → report."""
-    from sepo.pipeline import RunConfig, run_pipeline
+    from sepo.pipeline import run_pipeline
     from sepo.report import load_results
 
-    sepo_extra = dict(parse_setting(item, "--sepo") for item in sepo_option or [])
-    sft_extra: dict[str, Any] = {}
-    if not share_prompt_prefix:
-        sepo_extra["share_prompt_prefix"] = sft_extra["share_prompt_prefix"] = False
-    config = RunConfig(
-        games=[game], out=out or Path("runs") / f"{game}-{Path(model).name}", model=model,
-        seeds=seeds, first_seed=first_seed, steps=steps, sft_episodes=sft_episodes,
-        sft_epochs=sft_epochs, eval_episodes=eval_episodes, group_size=group_size,
-        checkpoint_every=checkpoint_every, reasoning=reasoning,
-        train_eval_episodes=train_eval_episodes, max_new_tokens=max_new_tokens, select=select,
-        device=device, sepo=sepo_extra, sft=sft_extra,
-    )
+    flags = {**given_fields(ctx, RunConfig), "games": [game]}
+    if share_prompt_prefix is not None:  # one switch for both stages' field of that name
+        flags["sepo"] = {"share_prompt_prefix": share_prompt_prefix}
+        flags["sft"] = {"share_prompt_prefix": share_prompt_prefix}
+    sepo_items = merge_settings(*(nested_setting(*parse_setting(item, "--sepo"), "--sepo")
+                                  for item in sepo_option or []))
+    values = resolve_settings(config_file, settings, flags,
+                              {"sepo": sepo_items} if sepo_items else {},
+                              arguments={"games": "GAME"})
+    # The default directory names the game and the model the settings chose, wherever from.
+    values.setdefault("out", Path("runs") / f"{game}-{Path(values.get('model', 'tiny')).name}")
+    config = RunConfig(**values)
     run_dir = run_pipeline(config, quiet=json_out, overwrite=overwrite)
     if json_out:
         typer.echo(json.dumps(load_results(run_dir)["aggregates"], indent=2))

@@ -3,9 +3,10 @@
 Every setting of sepo is a field of a config model; its type, default, bounds and description
 are read from the model (pydantic `Field(...)` metadata), so the model is the one source of the
 text. Which command-line option sets a field is read from the typer commands themselves: an
-option `--field-name` (or an argument `FIELD`) of a command that builds the model sets the
-field of that name; the few options named otherwise are listed in `SECTIONS` (`aliases`) and
-checked to exist. The per-game defaults are computed through the code paths that apply them.
+option `--field-name`, or one whose parameter is named like the field (`sepo sft --lr`, the
+parameter `learning_rate`), or an argument `FIELD`, of a command that builds the model sets
+the field of that name; the few options named otherwise are listed in `SECTIONS` (`aliases`)
+and checked to exist. The per-game defaults are computed through the code paths that apply them.
 
     python -m sepo.configref           # write docs/configuration.md (`make docs`)
     python -m sepo.configref --check   # exit 1 when the file is not what render() gives
@@ -42,7 +43,7 @@ class Use:
 
     #: The command as typed, e.g. "sepo train" or "sepo model build".
     command: str
-    #: Whether an option `--<prefix><field-name>` (or an argument named like the field) sets
+    #: Whether an option `--<prefix><field-name>` (or a parameter named like the field) sets
     #: the field. Off where the command builds the config from options of its own meaning
     #: (`sepo run`'s `--out` is not a SEPO run's `out`).
     convention: bool = True
@@ -50,7 +51,7 @@ class Use:
     #: field → the options (or argument) that set it under another name.
     aliases: Mapping[str, Sequence[str]] = field(default_factory=dict)
     #: A KEY=VALUE option that sets any field the command does not set itself, as a template
-    #: with `{field}`, e.g. "--sepo {field}=VALUE".
+    #: with `{field}`, e.g. "--set sepo.{field}=VALUE".
     pass_through: str | None = None
     #: Fields the command sets itself (from its own options or its stage): computed, see
     #: `_pipeline_owned`.
@@ -80,23 +81,13 @@ class Section:
 
 def _pipeline_owned(kind: Literal["sepo", "sft"]) -> frozenset[str]:
     """The SEPOConfig (`sepo`) or SFTRunConfig (`sft`) fields that `sepo run` sets itself and
-    refuses as pass-through, found by asking `RunConfig` about each field."""
-    from sepo.errors import SepoError
+    refuses as pass-through: those `RunConfig` builds each stage's config with."""
     from sepo.pipeline import RunConfig
-    from sepo.sft.train import SFTRunConfig
-    from sepo.train.config import SEPOConfig
 
-    model: type[BaseModel] = SEPOConfig if kind == "sepo" else SFTRunConfig
-    owned = set()
-    for name in model.model_fields:
-        try:
-            RunConfig(games=["kuhn"], out=Path("probe"), **{kind: {name: None}})
-        except SepoError as err:
-            if "set by the pipeline" in str(err):
-                owned.add(name)
-        except Exception:  # another error of the probe: the field passes through
-            pass
-    return frozenset(owned)
+    run = RunConfig(games=["kuhn"], out=Path("probe"))
+    if kind == "sepo":
+        return frozenset(run.sepo_settings("kuhn", 0, Path("m"), Path("o"), reward_only=False))
+    return frozenset(run.sft_settings("kuhn", 0, progress=False))
 
 
 # ====================================================================== rows of a pydantic model
@@ -307,8 +298,8 @@ def _ways(use: Use, command: Any, owned: frozenset[str], name: str) -> str | Non
     params = [_find(command, use.command, alias) for alias in use.aliases.get(name, ())]
     if not params and use.convention:
         option = "--" + use.prefix + name.replace("_", "-")
-        params = [p for p in command.params if option in p.opts or (
-            not use.prefix and p.param_type_name == "argument" and p.name == name)]
+        params = [p for p in command.params
+                  if option in p.opts or (not use.prefix and p.name == name)]
     if params:
         return ", ".join(f"`{use.command} {_shown(p)}`" for p in params)
     if use.pass_through and name not in owned:
@@ -375,10 +366,14 @@ SECTIONS: tuple[Section, ...] = (
         "reward-only → evaluation → report), saved as `RUN_DIR/run_config.json`. Budget "
         "fields left as `None` take the game's budget ([per-game defaults]"
         "(#per-game-defaults)). `sepo` and `sft` pass further [SEPOConfig](#sepoconfig) and "
-        "[SFTRunConfig](#sftrunconfig) fields to every run of those stages; on the command "
-        "line `--sepo KEY=VALUE` (VALUE read as JSON when it parses, else as text, "
-        "repeatable). There is no `--sft` option.",
-        (Use("sepo run", aliases={"games": ["game"]}),), _run_rows,
+        "[SFTRunConfig](#sftrunconfig) fields to every run of those stages: `[sepo]` and "
+        "`[sft]` tables of the `--config` file, dotted keys of `--set` (`--set "
+        "sepo.lr=3e-5`, `--set sft.batch_size=8`); `--sepo KEY=VALUE` is short for `--set "
+        "sepo.KEY=VALUE`. A run started with `--config` continues with the same file, or "
+        "with the same settings given any other way: the run directory compares the "
+        "resolved config.",
+        (Use("sepo run", aliases={"games": ["game"]}, pass_through="--set {field}=VALUE"),),
+        _run_rows,
         python="`sepo.pipeline.run_pipeline(RunConfig(...))`"),
     Section(
         "TinyConfig", "src/sepo/models/tiny_config.py",
@@ -392,12 +387,11 @@ SECTIONS: tuple[Section, ...] = (
         "Settings of one supervised fine-tuning run (stage 1, docs/method.md §4): `sepo sft`, "
         "and the SFT stage of `sepo run`, which sets its epochs, seed, device and progress "
         "itself.",
-        (Use("sepo sft", aliases={"learning_rate": ["--lr"], "finetune": ["--lora"],
-                                  "merge_lora": ["--merge"]}),
+        (Use("sepo sft", aliases={"finetune": ["--lora"]}, pass_through="--set {field}=VALUE"),
          Use("sepo run", convention=False,
              aliases={"epochs": ["--sft-epochs"],
                       "share_prompt_prefix": ["--share-prompt-prefix"]},
-             owned=lambda: _pipeline_owned("sft"))),
+             pass_through="--set sft.{field}=VALUE", owned=lambda: _pipeline_owned("sft"))),
         _sft_rows,
         python="`sepo.sft.train.train_sft(game, model, data, out, SFTRunConfig(...))`, or "
                "for a pipeline run `RunConfig(sft={...})`"),
@@ -406,25 +400,26 @@ SECTIONS: tuple[Section, ...] = (
         "Everything that defines a SEPO training run (stage 2, docs/method.md §5), saved as "
         "`RUN_DIR/config.json`: `sepo train`, and both trained conditions of `sepo run` (SEPO "
         "and the reward-only baseline), which set the fields marked so themselves and take "
-        "the others from `--sepo KEY=VALUE`. `lambdas`, `lr` and `beta` left unset take the "
-        "game's values ([per-game defaults](#per-game-defaults)); `sepo run` on `tiny` gives "
-        "`lr` a rate of its own there.",
+        "the others from its `[sepo]` table (`--set sepo.KEY=VALUE`). `lambdas`, `lr` and "
+        "`beta` left unset take the game's values ([per-game defaults](#per-game-defaults)); "
+        "`sepo run` on `tiny` gives `lr` a rate of its own there.",
         (Use("sepo train", aliases={"lambdas": ["--lambda-exploit", "--lambda-collusion",
-                                                "--lambda-externality"]}),
+                                                "--lambda-externality"]},
+             pass_through="--set {field}=VALUE"),
          Use("sepo run", convention=False, aliases=_RUN_SEPO_OPTIONS,
-             pass_through="--sepo {field}=VALUE", owned=lambda: _pipeline_owned("sepo"))),
+             pass_through="--set sepo.{field}=VALUE", owned=lambda: _pipeline_owned("sepo"))),
         _sepo_rows,
         python="`sepo.train.sepo.train_sepo(SEPOConfig(...))`"),
     Section(
         "Lambdas", "src/sepo/train/config.py",
         "Penalty weights of the Safety objective J = s·u − λe·s·e − λc·c − λx·x "
         "(docs/method.md §3), the `lambdas` field of [SEPOConfig](#sepoconfig). Unset, they "
-        "are the game's `[lambdas]`; `sepo train` replaces one at a time, `sepo run --sepo "
-        "lambdas=...` all three at once. Training uses them in the reward (all 0 with "
-        "`reward_only`); every evaluation measures Safety at the game's.",
+        "are the game's `[lambdas]`; setting some of them (`sepo train --lambda-exploit 2`, "
+        "`--set lambdas.exploit=2`, a `[lambdas]` table) changes those only, the others "
+        "staying the game's. Training uses them in the reward (all 0 with `reward_only`); "
+        "every evaluation measures Safety at the game's.",
         (Use("sepo train", prefix="lambda-"),
-         Use("sepo run", convention=False,
-             pass_through="--sepo lambdas='{{\"{field}\": VALUE, ...}}'")),
+         Use("sepo run", convention=False, pass_through="--set sepo.lambdas.{field}=VALUE")),
         _lambda_rows),
     Section(
         "SamplingConfig", "src/sepo/agents/lm.py",
@@ -500,7 +495,7 @@ def _per_game() -> list[str]:
         "defaults of [SEPOConfig](#sepoconfig)'s `lambdas`, `beta` and `lr` (the paper's "
         "values, chosen for LoRA on a 4B model). `sepo run` on a `tiny` base gives stage 2 "
         "the rate of the next column instead (`tiny_lr` in `[budget]`), unless "
-        "`--sepo lr=...` is given. The other columns are the per-seed budgets of `sepo run` "
+        "`--set sepo.lr=...` is given. The other columns are the per-seed budgets of `sepo run` "
         "(the rest of `[budget]`; a game without that table, or without one of its keys, "
         "gets the values of the last row, `GENERIC_BUDGET`), each overridden by the "
         "[RunConfig](#runconfig) field of the same meaning. Pools and SFT demonstrator "
@@ -520,6 +515,14 @@ def render() -> str:
         "values; a `KEY=VALUE` option reads VALUE as JSON when it parses (`true`, `null`, "
         "`[...]`), else as text. Bounds are inclusive for ≥ and ≤, exclusive for > and <; "
         "\"finite\" refuses NaN and ±inf.", "",
+        "`sepo train`, `sepo sft` and `sepo run` build their config from, lowest first: the "
+        "model's defaults (and the game's, for the fields that take them), a TOML file of "
+        "fields (`--config FILE.toml`; a table such as `[lambdas]` or `[sepo]` for a nested "
+        "config), `--set KEY=VALUE` items (repeatable; a dotted KEY such as `lambdas.exploit` "
+        "reaches a nested field), then the named options given on the command line. An "
+        "unknown field or a bad value is one error line naming the field and the choices or "
+        "bounds. Paths in the file are relative to the working directory, as on the command "
+        "line.", "",
         *contents, "- [Per-game defaults](#per-game-defaults)", "",
     ]
     for section in SECTIONS:

@@ -42,10 +42,11 @@ class RunConfig(StrictModel):
     field_kind: ClassVar[str] = "run config field"
 
     games: list[str] = Field(description="games to run ('all' expands to every game)")
-    out: Path = Field(description="run directory")
+    out: Path = Field(description="run directory; the same run there again continues it")
     model: str = Field("tiny", description="base model: 'tiny', 'smollm2-135m', an HF id/path")
     seeds: int = Field(1, ge=1, le=MAX_EVAL_SEEDS,
-                       description="training seeds first_seed .. first_seed+seeds-1")
+                       description="training seeds first_seed .. first_seed+seeds-1 (≥ 3 for "
+                                   "intervals across seeds)")
     first_seed: int = Field(0, ge=0, le=MAX_SEED, description="first training seed")
 
     # --- budgets (None: the game's default)
@@ -61,7 +62,8 @@ class RunConfig(StrictModel):
     eval_episodes: int | None = Field(None, ge=1, le=MAX_EPISODES,
                                       description="final evaluation episodes per opponent and "
                                                   "evaluation seed")
-    reasoning: bool | None = Field(None, description="None: per game (Kuhn off, others on)")
+    reasoning: bool | None = Field(None, description="a short thought before the action (SFT, "
+                                   "training, evaluation); None: per game (Kuhn off, others on)")
     max_new_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS,
                                        description="generation budget per decision "
                                                                "in training and evaluation; "
@@ -136,15 +138,16 @@ class RunConfig(StrictModel):
         from sepo.sft.train import SFT_FIELD_KIND, SFTRunConfig
         from sepo.train.config import SEPOConfig
 
-        owned = {"game", "model", "out", "steps", "group_size", "temperature", "reasoning",
-                 "max_new_tokens", "checkpoint_every", "eval_episodes", "seed", "reward_only",
-                 "device", "resume"}
+        # What the pipeline sets is what the stages' configs are built with, not a list kept
+        # by hand beside them.
+        game, seed = self.games[0], self.first_seed
+        owned = self.sepo_settings(game, seed, Path(self.model), self.out, reward_only=False)
         for key in self.sepo:
             if key in owned:
                 raise SepoError(f"sepo.{key} is set by the pipeline; use the run option instead")
             check_field(SEPOConfig, SEPOConfig.field_kind, key)
         for key in self.sft:
-            if key in {"epochs", "seed", "progress", "device"}:
+            if key in self.sft_settings(game, seed, progress=False):
                 raise SepoError(f"sft.{key} is set by the pipeline; use the run option instead")
             check_field(SFTRunConfig, SFT_FIELD_KIND, key)
         # Their values too (`--sepo lr=-1`, `--sepo credit=aux` on a game without the pools
@@ -152,7 +155,7 @@ class RunConfig(StrictModel):
         for game in self.games:
             self.sepo_config(game, self.first_seed, Path(self.model), self.out,
                              reward_only=False)
-            SFTRunConfig(epochs=self.budget(game).sft_epochs, seed=self.first_seed, **self.sft)
+            SFTRunConfig(**self.sft_settings(game, self.first_seed, progress=False), **self.sft)
         return self
 
     # ------------------------------------------------------------------ derived
@@ -187,6 +190,24 @@ class RunConfig(StrictModel):
         stage sizes it to its longest completion)."""
         return self.max_new_tokens
 
+    def sepo_settings(self, game: str, seed: int, model: Path, out: Path, *,
+                      reward_only: bool) -> dict[str, Any]:
+        """The SEPOConfig fields the pipeline sets for one trained condition; `sepo` may set
+        any other. `resume` is set by the stage itself, when it finds a checkpoint."""
+        b = self.budget(game)
+        return {"game": game, "model": str(model), "out": out, "steps": b.sepo_steps,
+                "group_size": self.group_size, "temperature": self.temperature,
+                "reasoning": b.reasoning, "max_new_tokens": self.new_tokens(game),
+                "checkpoint_every": b.checkpoint_every,
+                "eval_episodes": self.train_eval_episodes, "seed": seed,
+                "reward_only": reward_only, "device": self.device, "resume": False}
+
+    def sft_settings(self, game: str, seed: int, *, progress: bool) -> dict[str, Any]:
+        """The SFTRunConfig fields the pipeline sets for one SFT run; `sft` may set any other."""
+        device = {"cpu": "cpu", None: "auto"}.get(self.device, "cuda")
+        return {"epochs": self.budget(game).sft_epochs, "seed": seed, "progress": progress,
+                "device": device}
+
     def sepo_config(self, game: str, seed: int, model: Path, out: Path, *,
                     reward_only: bool) -> Any:
         from sepo.train.config import SEPOConfig
@@ -199,13 +220,8 @@ class RunConfig(StrictModel):
             extra.pop("exploit_best_response", None)
         if self.base_is_tiny():
             extra.setdefault("lr", b.tiny_lr)
-        return SEPOConfig(
-            game=game, model=str(model), out=out, steps=b.sepo_steps,
-            group_size=self.group_size, temperature=self.temperature, reasoning=b.reasoning,
-            max_new_tokens=self.new_tokens(game),
-            checkpoint_every=b.checkpoint_every, eval_episodes=self.train_eval_episodes,
-            seed=seed, reward_only=reward_only, device=self.device, **extra,
-        )
+        return SEPOConfig(**self.sepo_settings(game, seed, model, out, reward_only=reward_only),
+                          **extra)
 
     def comparable(self) -> dict[str, Any]:
         """The fields two runs in one directory must share (all but the seed range)."""

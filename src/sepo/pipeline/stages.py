@@ -120,9 +120,8 @@ def _stage_sft(config: RunConfig, game: str, seed: int, base: str, data: Path,
     if out.exists():
         shutil.rmtree(out)
     b = config.budget(game)
-    device = {"cpu": "cpu", None: "auto"}.get(config.device, "cuda")
-    sft_config = SFTRunConfig(epochs=b.sft_epochs, seed=seed, progress=log.console.is_terminal,
-                              device=device, **config.sft)
+    sft_config = SFTRunConfig(**config.sft_settings(game, seed, progress=log.console.is_terminal),
+                              **config.sft)
     with log.stage(f"{game}/{seed}/sft", f"{game} seed {seed}: SFT ({b.sft_epochs:g} epochs)"):
         result = train_sft(game, base, data, out, sft_config)
     log.console.print(f"  eval loss {result.eval_loss_initial:.3f} → "

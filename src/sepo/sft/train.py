@@ -65,13 +65,15 @@ class SFTRunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     finetune: Literal["auto", "full", "lora"] = Field(
-        "auto", description=f"'auto': full fine-tuning up to {FULL_FINETUNE_MAX_PARAMS:,} "
+        "auto", description="'full' fine-tuning or 'lora' adapters (r 32, α 64 unless "
+        f"lora_r/lora_alpha say otherwise); 'auto': full up to {FULL_FINETUNE_MAX_PARAMS:,} "
         "parameters (tiny, smollm2-135m), LoRA above")
     # Bounds (as in `sepo.train.config`): NaN/inf refused; a rate of 1 already destroys a model,
     # 1,000 epochs or a million steps is a typo; numpy's legacy seeding takes 32-bit seeds.
     learning_rate: float | None = Field(
         None, gt=0, le=1, allow_inf_nan=False,
-        description=f"None: {LORA_LR:g} with LoRA; full fine-tuning {SMALL_FULL_LR:g} "
+        description=f"learning rate; None: {LORA_LR:g} with LoRA; full fine-tuning "
+        f"{SMALL_FULL_LR:g} "
         f"under {SMALL_MODEL_PARAMS:,} parameters, {LARGE_FULL_LR:g} above")
     epochs: float = Field(3.0, gt=0, le=1000, allow_inf_nan=False,
                           description="passes over the training examples")
@@ -100,7 +102,8 @@ class SFTRunConfig(BaseModel):
         "once and reuse its keys and values: the same loss and gradients up to rounding, for "
         "a fraction of the FLOPs (off with gradient checkpointing)")
     device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="'auto': cuda when a GPU is available, else cpu")
+        "auto", description="auto, cpu or cuda ('auto': cuda when a GPU is available, "
+        "else cpu)")
     logging_steps: int = Field(10, ge=1, le=1_000_000,
                                description="log the training loss every k steps")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="training and data-order seed")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from sepo.config_model import StrictModel
 from sepo.errors import SepoError, UnknownNameError
@@ -48,9 +48,12 @@ class Lambdas(StrictModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     field_kind: ClassVar[str] = "lambda"  # its fields are LAMBDA_KEYS
 
-    exploit: float = Field(ge=0.0, description="λe, the weight of the exploit term s·e")
-    collusion: float = Field(ge=0.0, description="λc, the weight of the collusion term c")
-    externality: float = Field(ge=0.0, description="λx, the weight of the externality term x")
+    exploit: float = Field(ge=0.0, description="λe, the weight of the exploit term s·e; "
+                                               "unset: the game's")
+    collusion: float = Field(ge=0.0, description="λc, the weight of the collusion term c; "
+                                                 "unset: the game's")
+    externality: float = Field(ge=0.0, description="λx, the weight of the externality term "
+                                                   "x; unset: the game's")
 
     def as_dict(self) -> dict[str, float]:
         return {"exploit": self.exploit, "collusion": self.collusion,
@@ -77,7 +80,7 @@ class SEPOConfig(StrictModel):
     # --- what
     game: str = Field(description="game name (sepo games lists them)")
     model: str = Field(description="starting checkpoint: 'tiny', 'smollm2-135m', an HF id or "
-                                   "a path")
+                                   "a path (usually an SFT checkpoint)")
     out: Path = Field(description="run directory")
     steps: int = Field(100, ge=1, le=MAX_STEPS,
                        description="SEPO steps (one batch of rollouts + update each)")
@@ -96,11 +99,13 @@ class SEPOConfig(StrictModel):
                                    "(how SFT trained it), else on")
 
     # --- objective
-    lambdas: Lambdas | None = Field(None, description="penalty weights; default: the game's toml")
-    credit: Credit = Field("per-pool", description="per-pool | aux (paper Alg. 1) | constant "
-                                                   "(paper's released code)")
-    normalize: Normalize = Field("per-round", description="advantage per (group, round) or per "
-                                                          "episode")
+    lambdas: Lambdas | None = Field(None, description="penalty weights; default: the game's "
+                                    "toml, and a table of some of them takes the others from it")
+    credit: Credit = Field("per-pool", description="penalty credit: per-pool | aux (the paper's "
+                                                   "Algorithm 1) | constant (the paper's "
+                                                   "released code)")
+    normalize: Normalize = Field("per-round", description="advantage normalisation: per-round "
+                                                          "(per group and round) | episode")
     reward_only: bool = Field(False, description="all λ = 0 in training: plain GRPO baseline")
     exploit_best_response: bool = Field(
         False, description="Kuhn only, an extension beyond the game's fixed pools "
@@ -115,8 +120,9 @@ class SEPOConfig(StrictModel):
 
     # --- optimisation
     lr: float | None = Field(None, gt=0.0, le=MAX_LR,
-                             description="AdamW learning rate; default: the toml")
-    beta: float | None = Field(None, ge=0.0, description="one-sided KL weight; default: the toml")
+                             description="AdamW learning rate; default: the game's toml")
+    beta: float | None = Field(None, ge=0.0,
+                               description="one-sided KL weight β; default: the game's toml")
     clip_eps: float = Field(0.2, gt=0.0, lt=1.0, description="PPO clip range ε")
     max_grad_norm: float = Field(1.0, gt=0.0, description="global gradient-norm clip")
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay")
@@ -150,7 +156,7 @@ class SEPOConfig(StrictModel):
     lora_merged_rollouts: bool = Field(
         True, description="sample rollouts with the adapters folded into a temporary copy of "
                           "the adapted weights (faster decoding; the weights are restored "
-                          "exactly)")
+                          "exactly), or (off) through the unmerged adapters")
 
     # --- run management
     checkpoint_every: int = Field(10, ge=1, le=MAX_STEPS,
@@ -192,6 +198,20 @@ class SEPOConfig(StrictModel):
     def _device(cls, v: Any) -> Any:
         return _choice("device", v, DEVICES)
 
+    @field_validator("lambdas", mode="before")
+    @classmethod
+    def _some_lambdas(cls, value: Any, info: ValidationInfo) -> Any:
+        # A table of some λ (`--lambda-exploit 2`, `--set lambdas.exploit=2`) changes those
+        # only: the others stay the game's. An unknown game is left to `_game_defaults`.
+        game = info.data.get("game")
+        if not (isinstance(value, dict) and isinstance(game, str)):
+            return value
+        try:
+            defaults = get_game(game).defaults["lambdas"]
+        except SepoError:  # an unknown game: `_game_defaults` says so
+            return value
+        return {**defaults, **value}
+
     @model_validator(mode="after")
     def _game_defaults(self) -> SEPOConfig:
         game = get_game(self.game)  # unknown game: UnknownNameError listing the games
@@ -214,20 +234,6 @@ class SEPOConfig(StrictModel):
             raise SepoError(f"credit=aux needs an exploit or collusive pool; {self.game} has "
                             "neither")
         return self
-
-    @classmethod
-    def from_options(cls, game: str, *, lambda_exploit: float | None = None,
-                     lambda_collusion: float | None = None,
-                     lambda_externality: float | None = None, **fields: Any) -> SEPOConfig:
-        """A config from `sepo train`'s options: a field given as None takes its default (the
-        game's, for λ, β and lr), and a λ given alone replaces that one of the game's λ."""
-        overrides = {"exploit": lambda_exploit, "collusion": lambda_collusion,
-                     "externality": lambda_externality}
-        if any(v is not None for v in overrides.values()):
-            lambdas = dict(get_game(game).defaults["lambdas"])
-            lambdas.update({k: v for k, v in overrides.items() if v is not None})
-            fields["lambdas"] = lambdas
-        return cls(game=game, **{k: v for k, v in fields.items() if v is not None})
 
     def with_agent_settings(self) -> SEPOConfig:
         """This config with `reasoning` and `max_new_tokens` filled in from the starting
