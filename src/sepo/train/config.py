@@ -8,6 +8,7 @@ LoRA r 16 / α 32 / dropout 0.05 on q,k,v,o).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -32,12 +33,16 @@ from sepo.limits import (  # noqa: F401
 
 CREDITS = ("per-pool", "aux", "constant")
 NORMALIZATIONS = ("per-round", "episode")
+ADVANTAGES = ("batch", "group", "none")
+#: docs/method.md, "Advantages": why this default.
+DEFAULT_ADVANTAGE = "group"
 MIXED_PRECISIONS = ("no", "bf16", "fp16")
 DEVICES = ("cpu", "cuda")
 LAMBDA_KEYS = ("exploit", "collusion", "externality")
 
 Credit = Literal["per-pool", "aux", "constant"]
 Normalize = Literal["per-round", "episode"]
+AdvantageScale = Literal["batch", "group", "none"]
 MixedPrecision = Literal["no", "bf16", "fp16"]
 
 
@@ -101,6 +106,12 @@ class SEPOConfig(StrictModel):
                                                    "(paper's released code)")
     normalize: Normalize = Field("per-round", description="advantage per (group, round) or per "
                                                           "episode")
+    advantage: AdvantageScale = Field(
+        DEFAULT_ADVANTAGE,
+        description="what divides the group-centred rewards: group (each group's own std: "
+                    "GRPO, the paper; it cancels λ in the exploit and collusive pools) | batch "
+                    "(one scale over the whole step, all pools: the λ weights keep their "
+                    "size) | none (no division, Dr. GRPO)")
     reward_only: bool = Field(False, description="all λ = 0 in training: plain GRPO baseline")
     exploit_best_response: bool = Field(
         False, description="Kuhn only, an extension beyond the game's fixed pools "
@@ -181,6 +192,11 @@ class SEPOConfig(StrictModel):
     @classmethod
     def _normalize(cls, v: Any) -> Any:
         return _choice("normalize", v, NORMALIZATIONS)
+
+    @field_validator("advantage", mode="before")
+    @classmethod
+    def _advantage(cls, v: Any) -> Any:
+        return _choice("advantage", v, ADVANTAGES)
 
     @field_validator("mixed_precision", mode="before")
     @classmethod
@@ -273,6 +289,8 @@ class SEPOConfig(StrictModel):
         if self.reward_only:
             return "reward-only"
         name = "sepo" if self.credit == "per-pool" else f"sepo-{self.credit}"
+        if self.advantage != DEFAULT_ADVANTAGE:
+            name += f"-{self.advantage}-scale"
         return name if self.normalize == "per-round" else f"{name}-episode-norm"
 
     # Fields that may differ between a run and its resumption (everything else must match,
@@ -299,4 +317,11 @@ def load_config(path: str | Path) -> SEPOConfig:
         path = path / "config.json"
     if not path.exists():
         raise SepoError(f"no SEPO config at {path}")
-    return SEPOConfig.model_validate_json(path.read_text())
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise SepoError(f"{path} is not a SEPO config ({err})") from None
+    # A run saved before `advantage` existed scaled per group: resuming it must not switch.
+    if isinstance(saved, dict):
+        saved.setdefault("advantage", "group")
+    return SEPOConfig.model_validate(saved)
