@@ -892,10 +892,12 @@ def test_resume_reproduces_an_uninterrupted_ipd_run(tiny_lm_path: Path, tmp_path
                                                     small_pools: None) -> None:
     # Seed 3: the test model writes a parseable answer (last line only) in steps 2 and 3, so
     # the step after the resume really trains.
-    straight = run_config("ipd", tiny_lm_path, tmp_path / "straight", steps=3, seed=3)
+    # With a budget, so that the multiplier's state must survive the resume too.
+    budget = {"budgets": {"exploit": 0.0}, "budget_warmup": 0, "budget_window": 2}
+    straight = run_config("ipd", tiny_lm_path, tmp_path / "straight", steps=3, seed=3, **budget)
     trainer.train_sepo(straight, progress=False)
 
-    split = run_config("ipd", tiny_lm_path, tmp_path / "split", steps=2, seed=3)
+    split = run_config("ipd", tiny_lm_path, tmp_path / "split", steps=2, seed=3, **budget)
     result = trainer.train_sepo(split, progress=False)
     run = tmp_path / "split"
     # A 2-step run writes every file of the run directory.
@@ -930,6 +932,17 @@ def test_resume_reproduces_an_uninterrupted_ipd_run(tiny_lm_path: Path, tmp_path
     start = _weights(tiny_lm_path)
     assert any(not torch.equal(start[name], tensor) for name, tensor in final_straight.items())
     assert _run_rows(tmp_path / "straight") == _run_rows(run)
+    # λe followed dual ascent on the logged measurements: log λ += lr × (window mean − 0).
+    lam = [float(r["lambda_exploit"]) for r in rows]
+    measured = [float(r["measured_exploit"]) for r in rows]
+    assert lam[0] == 2.4  # the game's λe, the starting point
+    for t in (1, 2):
+        window = measured[max(0, t - 2):t]
+        scale = get_game("ipd").scale  # the excess in reward units: s·e
+        expected = min(lam[t - 1] * math.exp(0.5 * scale * sum(window) / len(window)), 100.0)
+        assert lam[t] == pytest.approx(expected, rel=1e-12)
+    assert lam[2] > lam[1] > lam[0]  # the agent was exploited (e > 0), over a budget of 0
+    assert float(rows[0]["lambda_collusion"]) == 1.0  # not budgeted: fixed
 
 
 @pytest.mark.slow

@@ -499,6 +499,10 @@ def train(
         help=f"Advantage normalisation: {' | '.join(NORMALIZATIONS)}.")] = None,
     advantage: Annotated[str | None, typer.Option(
         help=SEPOConfig.model_fields["advantage"].description)] = None,
+    budget: Annotated[list[str] | None, typer.Option(
+        "--budget", help="A safety budget METRIC=VALUE (exploit, collusion or externality), "
+                         "repeatable, e.g. --budget exploit=0.3: that λ is then learned by "
+                         "dual ascent to keep the metric within the budget.")] = None,
     reward_only: Annotated[bool, typer.Option(
         "--reward-only", help="All λ = 0: the plain GRPO baseline.")] = False,
     exploit_best_response: Annotated[bool, typer.Option(
@@ -561,7 +565,9 @@ def train(
 
     config = SEPOConfig.from_options(
         game, model=model, out=out, steps=steps, group_size=group_size, credit=credit,
-        normalize=normalize, advantage=advantage, reward_only=reward_only, lora=lora,
+        normalize=normalize, advantage=advantage,
+        budgets=dict(parse_setting(item, "--budget") for item in budget) if budget else None,
+        reward_only=reward_only, lora=lora,
         lora_merged_rollouts=lora_merged_rollouts, exploit_best_response=exploit_best_response,
         best_response_groups=best_response_groups, lr=lr, beta=beta, temperature=temperature,
         max_new_tokens=max_new_tokens, reasoning=reasoning, updates_per_step=updates_per_step,

@@ -55,6 +55,7 @@ clip spuriously; `dropout=True` turns it on).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import shutil
@@ -76,10 +77,11 @@ from sepo.engine import Engine, Episode, EpisodeRecord
 from sepo.errors import SepoError, UnknownNameError
 from sepo.games import get_game, get_strategy
 from sepo.games.base import AGENT, ExactSolvable, Game, Strategy, capability, derive_seed
-from sepo.metrics import episode_gap, finite_or_none, round_rewards
+from sepo.metrics import LAMBDA_NAMES, episode_gap, finite_or_none, role_metrics, round_rewards
 from sepo.prefix_sharing import packed_completion_logits, shared_prompt_prefix
 from sepo.rundir import check_output_dir, describing_os_errors, model_input_paths
 from sepo.train import checkpoint as ckpt
+from sepo.train.budgets import BudgetSettings, SafetyBudgets
 from sepo.train.config import ADVANTAGES, NORMALIZATIONS, Lambdas, SEPOConfig, load_config
 
 #: First part of every seed the trainer derives ("SEPO TRAIN"), apart from evaluation seeds.
@@ -213,10 +215,11 @@ def _role_mean_penalty(game: Game, records: Sequence[EpisodeRecord],
     return total
 
 
-def compute_rewards(game: Game, records: Sequence[EpisodeRecord],
-                    config: SEPOConfig) -> StepRewards:
-    """Per-round rewards of one step's records under the config's credit assignment."""
-    lambdas = config.train_lambdas
+def compute_rewards(game: Game, records: Sequence[EpisodeRecord], config: SEPOConfig,
+                    lambdas: Lambdas | None = None) -> StepRewards:
+    """Per-round rewards of one step's records under the config's credit assignment, with
+    `lambdas` (this step's multipliers under safety budgets) or the config's training λ."""
+    lambdas = config.train_lambdas if lambdas is None else lambdas
     groups: list[int | None] = [r.tags.get("group") for r in records]
 
     if config.credit == "per-pool":
@@ -677,6 +680,7 @@ STEP_COLUMNS = (
     "decisions", "trained_decisions", "fallback_rate", "completion_tokens",
     "advantage_share_train", "advantage_share_exploit", "advantage_share_collusive",
     "zero_variance_groups", *(f"{c}_{m}" for c in REWARD_COMPONENTS for m in ("mean", "std")),
+    *(f"lambda_{name}" for name in LAMBDA_NAMES), *(f"measured_{name}" for name in LAMBDA_NAMES),
     "time_rollout", "time_rewards", "time_update", "time_step",
 )
 EVAL_COLUMNS = ("eval_safety", "eval_exploit", "eval_pay_per_round", "eval_collusion",
@@ -737,6 +741,30 @@ def advantage_stats(game: Game, records: Sequence[EpisodeRecord], groups: Sequen
         stats[f"{name}_mean"] = float(np.mean(xs)) if xs else math.nan
         stats[f"{name}_std"] = float(np.std(xs)) if xs else math.nan
     return stats
+
+
+def step_budgets(config: SEPOConfig, game: Game) -> SafetyBudgets | None:
+    """The run's safety-budget multipliers, starting at its fixed λ (None without budgets)."""
+    if not config.budgets:
+        return None
+    settings = BudgetSettings(config.budgets, units={"exploit": game.scale},
+                              lr=config.budget_lr, window=config.budget_window,
+                              warmup=config.budget_warmup, lambda_min=config.lambda_min,
+                              lambda_max=config.lambda_max)
+    return SafetyBudgets.start(settings, config.train_lambdas.as_dict())
+
+
+def measured_penalties(game: Game, records: Sequence[EpisodeRecord],
+                       accelerator: Any) -> dict[str, float]:
+    """e, c and x of the whole step's episodes (every process's), by pool role: what the
+    budgets constrain. Every process gets the same values, so the multipliers stay equal."""
+    if accelerator.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        # Rounds and tags are all the metrics read; the decisions' traces stay local.
+        slim = [dataclasses.replace(r, decisions=[]) for r in records]
+        records = gather_object(slim)
+    return role_metrics(game, records)
 
 
 # ====================================================================== 8. the run
@@ -995,6 +1023,10 @@ def _train_locked(config: SEPOConfig, game: Game, run_dir: Path, accelerator: An
             _restore_best(run_dir, state)
             ckpt.prune_checkpoints(run_dir, config.keep_checkpoints)
 
+    budgets = step_budgets(config, game)
+    if budgets is not None and resume_from is not None:
+        budgets.load_state(state.budgets)
+
     writer = None
     if main:
         writer = SummaryWriter(str(run_dir / "tb"), purge_step=state.step + 1)
@@ -1015,14 +1047,22 @@ def _train_locked(config: SEPOConfig, game: Game, run_dir: Path, accelerator: An
                                                   adaptive)).run()
             t1 = time.perf_counter()
             # 2. Rewards per round, 3. advantages per (group, round), decisions to train on.
-            rewards = compute_rewards(game, records, config)
+            fixed = config.train_lambdas
+            lambdas = fixed if budgets is None else Lambdas(**budgets.lambdas(fixed.as_dict()))
+            rewards = compute_rewards(game, records, config, lambdas)
+            measured = measured_penalties(game, records, accelerator)
+            if budgets is not None:
+                budgets.update(step, measured)  # the next step's λ
+                state.budgets = budgets.state()
             advantages = compute_advantages(
                 rewards.per_round, rewards.groups, config.normalize, config.advantage,
                 reduce=_summed_across(accelerator))
             samples = decision_samples(records, advantages, rewards.groups)
             row = {"step": step, **rollout_stats(records, rewards, samples),
                    **advantage_stats(game, records, rewards.groups, rewards.per_round,
-                                     samples, config.normalize)}
+                                     samples, config.normalize),
+                   **{f"lambda_{k}": v for k, v in lambdas.as_dict().items()},
+                   **{f"measured_{k}": v for k, v in measured.items()}}
             t2 = time.perf_counter()
             # 4.-5. Loss, gradient, clipped AdamW step.
             row["lr"] = scheduler.get_last_lr()[0]
