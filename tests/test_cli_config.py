@@ -316,10 +316,10 @@ def test_named_flag_help_is_the_field_description(command: str, param: str,
 
 
 def test_every_config_option_of_train_is_a_field_or_says_why() -> None:
-    """`sepo train`'s options are SEPOConfig fields (collected by name), λ flags, or the few
-    that are not settings."""
-    not_fields = {"lambda_exploit", "lambda_collusion", "lambda_externality", "config_file",
-                  "settings", "json_out", "no_progress"}
+    """`sepo train`'s options are SEPOConfig fields (collected by name), λ and budget flags
+    (entries of the `lambdas` and `budgets` tables), or the few that are not settings."""
+    not_fields = {"lambda_exploit", "lambda_collusion", "lambda_externality", "budget",
+                  "config_file", "settings", "json_out", "no_progress"}
     assert set(_params("train")) - not_fields <= set(SEPOConfig.model_fields)
 
 
@@ -337,3 +337,18 @@ def test_settings_merge_tables_key_by_key(tmp_path: Path) -> None:
                                                                          "c": [1, 2]}}
     with pytest.raises(SepoError, match="--set expects KEY=VALUE"):
         settings(None, [".a=1"])
+
+
+def test_budget_flags_reach_the_budgets_table(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import sepo.train.run
+
+    seen: list[SEPOConfig] = []
+    monkeypatch.setattr(sepo.train.run, "train_run",
+                        lambda config, progress: seen.append(config) or {})
+    result = invoke("train", "ipd", "--model", "tiny", "--out", tmp_path / "r",
+                    "--budget", "exploit=0.3", "--budget", "collusion=0.2",
+                    "--set", "budget_lr=0.1")
+    assert seen, result.output
+    assert seen[0].budgets == {"exploit": 0.3, "collusion": 0.2}
+    assert seen[0].budget_lr == 0.1 and seen[0].condition == "sepo-budget"

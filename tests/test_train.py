@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 import random
 from collections.abc import Sequence
@@ -77,7 +78,8 @@ def batch_samples(game_name: str, records: list[EpisodeRecord],
     game = get_game(game_name)
     config = SEPOConfig(game=game_name, model="x", out="unused", **overrides)
     rewards = compute_rewards(game, records, config)
-    advantages = compute_advantages(rewards.per_round, rewards.groups, config.normalize)
+    advantages = compute_advantages(rewards.per_round, rewards.groups, config.normalize,
+                                    config.advantage)
     return decision_samples(records, advantages, rewards.groups)
 
 
@@ -302,7 +304,7 @@ def test_group_standardisation_cancels_the_scale_of_a_penalty_only_pool() -> Non
                    for k, moves in enumerate(games)]
         config = SEPOConfig(game="ipd", model="x", out="unused", lambdas=Lambdas(**lam))
         rewards = compute_rewards(ipd, records, config)
-        return np.stack(compute_advantages(rewards.per_round, rewards.groups))
+        return np.stack(compute_advantages(rewards.per_round, rewards.groups, scale="group"))
 
     low = advantages("exploit", exploit=2.4, collusion=0.0, externality=0.0)
     assert np.abs(low).max() > 0.5  # the gaps differ, so the advantages are not all 0
@@ -379,6 +381,115 @@ def test_equal_rewards_give_exactly_zero_even_when_the_mean_rounds() -> None:
     value = 0.1 - 1 / 3
     adv = compute_advantages([np.array([value])] * 4, [0] * 4)
     assert all(a[0] == 0.0 for a in adv)
+
+
+def test_batch_and_none_scales_worked_by_hand() -> None:
+    # Group 0 (two rollouts): rewards 1, 3 per round -> centred -1, +1; group 1: 10, 30 ->
+    # -10, +10; group 2: equal rewards -> 0 (still counted in the batch's cells).
+    per_round = [np.array([1.0]), np.array([3.0]), np.array([10.0]), np.array([30.0]),
+                 np.array([5.0]), np.array([5.0]), np.array([100.0])]
+    groups = [0, 0, 1, 1, 2, 2, None]
+    group = compute_advantages(per_round, groups, scale="group")
+    # Each group is divided by its own std (1 and 10): the 10x larger rewards vanish.
+    np.testing.assert_allclose(np.concatenate(group[:4]), [-1, 1, -1, 1], atol=1e-7)
+    none = compute_advantages(per_round, groups, scale="none")
+    np.testing.assert_allclose(np.concatenate(none), [-1, 1, -10, 10, 0, 0, 0])
+    batch = compute_advantages(per_round, groups, scale="batch")
+    rms = math.sqrt((1 + 1 + 100 + 100 + 0 + 0) / 6)  # every trained cell, all groups
+    np.testing.assert_allclose(np.concatenate(batch),
+                               np.array([-1, 1, -10, 10, 0, 0, 0]) / rms, atol=1e-7)
+    assert batch[4][0] == 0.0 and batch[6][0] == 0.0
+    with pytest.raises(UnknownNameError, match=r"advantage 'rank'.*batch, group, none"):
+        compute_advantages(per_round, groups, scale="rank")
+    assert trainer.zero_variance_fraction(per_round, groups) == pytest.approx(1 / 3)
+
+
+def test_batch_scale_over_processes_equals_one_process() -> None:
+    # Two "ranks" each hold some groups; summing the scale's totals across them must give
+    # the advantages one process computes over the whole step.
+    rng = np.random.default_rng(0)
+    per_round = [rng.normal(size=3) * (1 + k // 4) for k in range(16)]
+    groups = [k // 4 for k in range(16)]
+    whole = compute_advantages(per_round, groups, scale="batch")
+    halves = [list(range(0, 8)), list(range(8, 16))]
+
+    def totals(ks: list[int]) -> np.ndarray:
+        centred = compute_advantages([per_round[k] for k in ks], [groups[k] for k in ks],
+                                     scale="none")
+        cells = np.concatenate(centred)
+        return np.array([float(np.square(cells).sum()), float(cells.size)])
+
+    for mine, other in (halves, halves[::-1]):
+        part = compute_advantages([per_round[k] for k in mine], [groups[k] for k in mine],
+                                  scale="batch", reduce=lambda t, o=other: t + totals(o))
+        for row, k in enumerate(mine):
+            np.testing.assert_allclose(part[row], whole[k], atol=1e-12)
+    local = compute_advantages(per_round[:8], groups[:8], scale="batch")
+    assert not np.allclose(np.concatenate(local), np.concatenate(whole[:8]))
+
+
+def _ipd_exploit_and_train_records() -> list[EpisodeRecord]:
+    c, d = "COOPERATE", "DEFECT"
+    pay = {(c, c): (3.0, 3.0), (d, d): (1.0, 1.0), (d, c): (5.0, 0.0), (c, d): (0.0, 5.0)}
+    games = [[(c, d), (d, d)], [(c, d), (c, d)], [(d, d), (d, d)], [(c, c), (d, c)]]
+    return [EpisodeRecord("ipd", "a", "o", 1, [Round(m, pay[m]) for m in moves],
+                          tags={"pool": pool, "group": g, "rollout": k})
+            for g, pool in enumerate(("train", "exploit")) for k, moves in enumerate(games)]
+
+
+@pytest.mark.parametrize("advantage", ["batch", "none"])
+def test_lambda_exploit_keeps_its_weight_unless_groups_standardise(advantage: str) -> None:
+    ipd = get_game("ipd")
+    records = _ipd_exploit_and_train_records()
+
+    def shares(scale: str, exploit: float) -> tuple[np.ndarray, dict[str, float]]:
+        config = SEPOConfig(game="ipd", model="x", out="unused", advantage=scale,
+                            lambdas=Lambdas(exploit=exploit, collusion=0.0, externality=0.0))
+        rewards = compute_rewards(ipd, records, config)
+        adv = compute_advantages(rewards.per_round, rewards.groups, scale=scale)
+        samples = [trainer.DecisionSample([1], [2], 0.0, float(a[t]), 1.0, r.tags["pool"])
+                   for r, a in zip(records, adv, strict=True) for t in range(len(r.rounds))]
+        stats = trainer.advantage_stats(ipd, records, rewards.groups, rewards.per_round,
+                                        samples, "per-round")
+        return np.stack(adv), stats
+
+    low, low_stats = shares(advantage, 0.5)
+    high, high_stats = shares(advantage, 5.0)
+    # The exploit group's advantages change with λe, and so does its share of Σ|A|.
+    assert np.abs(high[4:] - low[4:]).max() > 0.1
+    assert high_stats["advantage_share_exploit"] > low_stats["advantage_share_exploit"] + 0.1
+    assert high_stats["advantage_share_collusive"] == 0.0
+    assert math.isclose(high_stats["advantage_share_train"]
+                        + high_stats["advantage_share_exploit"], 1.0)
+    # Under `group` the exploit group's advantages are the same for every λe > 0 (documented).
+    g_low, g_low_stats = shares("group", 0.5)
+    g_high, g_high_stats = shares("group", 5.0)
+    np.testing.assert_allclose(g_high[4:], g_low[4:], atol=1e-9)
+    assert math.isclose(g_high_stats["advantage_share_exploit"],
+                        g_low_stats["advantage_share_exploit"], abs_tol=1e-6)
+    # The components are unweighted measurements: λe does not change them. Gaps of the four
+    # exploit episodes (s = 0.2): 2.5, 5, 0, 0 -> s·e = 0.5, 1, 0, 0.
+    assert high_stats["exploit_gap_mean"] == low_stats["exploit_gap_mean"]
+    assert high_stats["exploit_gap_mean"] == pytest.approx(ipd.scale * 7.5 / 4)
+
+
+def test_tenfold_lambda_exploit_changes_the_gradient_under_batch_not_group(
+        lm: tuple[Any, Any, int]) -> None:
+    model, tokenizer, pad_id = lm
+    records = scripted_batch("ipd", tokenizer, group_size=3)
+    # λx = 0: an exploit group's reward is then the exploit penalty alone.
+    lam = Lambdas(exploit=2.4, collusion=1.0, externality=0.0)
+    tenfold = Lambdas(exploit=24.0, collusion=1.0, externality=0.0)
+    beta = float(SEPOConfig(game="ipd", model="x", out="unused").beta)
+
+    def gradient(advantage: str, lambdas: Lambdas) -> torch.Tensor:
+        samples = batch_samples("ipd", records, advantage=advantage, lambdas=lambdas)
+        exploit = [s for s in samples if s.role == "exploit"]
+        return loss_gradient(model, pad_id, exploit, own_logprobs(model, pad_id, exploit), beta)
+
+    # Only the exploit groups' decisions: their update is the thing λe should weigh.
+    assert torch.norm(gradient("batch", tenfold) - gradient("batch", lam)).item() > 1e-4
+    assert torch.max(torch.abs(gradient("group", tenfold) - gradient("group", lam))).item() < 1e-6
 
 
 def test_every_decision_of_a_round_gets_that_rounds_advantage() -> None:
@@ -585,15 +696,16 @@ def test_ppo_clip_on_hand_made_ratios() -> None:
 
 
 # ------------------------------------------------------------------ credit switches
+@pytest.mark.parametrize("advantage", ["batch", "group", "none"])
 @pytest.mark.parametrize("game_name", ["ipd", "kuhn"])
 def test_constant_credit_gradient_equals_reward_only_and_per_pool_differs(
-        lm: tuple[Any, Any, int], game_name: str) -> None:
+        lm: tuple[Any, Any, int], game_name: str, advantage: str) -> None:
     model, tokenizer, pad_id = lm
     records = scripted_batch(game_name, tokenizer, group_size=3)
     beta = float(SEPOConfig(game=game_name, model="x", out="unused").beta)
-    constant = batch_samples(game_name, records, credit="constant")
-    reward_only = batch_samples(game_name, records, reward_only=True)
-    per_pool = batch_samples(game_name, records)
+    constant = batch_samples(game_name, records, credit="constant", advantage=advantage)
+    reward_only = batch_samples(game_name, records, reward_only=True, advantage=advantage)
+    per_pool = batch_samples(game_name, records, advantage=advantage)
     # The same decisions in the same order: the comparison is on one batch.
     assert [s.completion_ids for s in constant] == [s.completion_ids for s in reward_only]
     assert [s.prompt_ids for s in per_pool] == [s.prompt_ids for s in reward_only]
@@ -780,10 +892,12 @@ def test_resume_reproduces_an_uninterrupted_ipd_run(tiny_lm_path: Path, tmp_path
                                                     small_pools: None) -> None:
     # Seed 3: the test model writes a parseable answer (last line only) in steps 2 and 3, so
     # the step after the resume really trains.
-    straight = run_config("ipd", tiny_lm_path, tmp_path / "straight", steps=3, seed=3)
+    # With a budget, so that the multiplier's state must survive the resume too.
+    budget = {"budgets": {"exploit": 0.0}, "budget_warmup": 0, "budget_window": 2}
+    straight = run_config("ipd", tiny_lm_path, tmp_path / "straight", steps=3, seed=3, **budget)
     trainer.train_sepo(straight, progress=False)
 
-    split = run_config("ipd", tiny_lm_path, tmp_path / "split", steps=2, seed=3)
+    split = run_config("ipd", tiny_lm_path, tmp_path / "split", steps=2, seed=3, **budget)
     result = trainer.train_sepo(split, progress=False)
     run = tmp_path / "split"
     # A 2-step run writes every file of the run directory.
@@ -818,6 +932,17 @@ def test_resume_reproduces_an_uninterrupted_ipd_run(tiny_lm_path: Path, tmp_path
     start = _weights(tiny_lm_path)
     assert any(not torch.equal(start[name], tensor) for name, tensor in final_straight.items())
     assert _run_rows(tmp_path / "straight") == _run_rows(run)
+    # λe followed dual ascent on the logged measurements: log λ += lr × (window mean − 0).
+    lam = [float(r["lambda_exploit"]) for r in rows]
+    measured = [float(r["measured_exploit"]) for r in rows]
+    assert lam[0] == 2.4  # the game's λe, the starting point
+    for t in (1, 2):
+        window = measured[max(0, t - 2):t]
+        scale = get_game("ipd").scale  # the excess in reward units: s·e
+        expected = min(lam[t - 1] * math.exp(0.5 * scale * sum(window) / len(window)), 100.0)
+        assert lam[t] == pytest.approx(expected, rel=1e-12)
+    assert lam[2] > lam[1] > lam[0]  # the agent was exploited (e > 0), over a budget of 0
+    assert float(rows[0]["lambda_collusion"]) == 1.0  # not budgeted: fixed
 
 
 @pytest.mark.slow
@@ -953,3 +1078,13 @@ def test_metrics_log_drops_rows_after_the_resumed_checkpoint(tmp_path: Path) -> 
     assert [r["step"] for r in ckpt.read_metrics(tmp_path)] == ["1", "2"]
     with pytest.raises(ValueError, match="unknown columns"):
         log.append({"step": 4, "kl": 0.0})
+
+
+def test_a_config_saved_before_the_advantage_setting_resumes_per_group(tmp_path: Path) -> None:
+    saved = SEPOConfig(game="kuhn", model="x", out=tmp_path).model_dump(mode="json")
+    del saved["advantage"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    assert trainer.load_config(tmp_path).advantage == "group"
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(SepoError, match=r"config\.json is not a SEPO config"):
+        trainer.load_config(tmp_path)

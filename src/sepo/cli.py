@@ -580,6 +580,12 @@ def train(
     = None,
     credit: Annotated[str | None, field_option(SEPOConfig, "credit")] = None,
     normalize: Annotated[str | None, field_option(SEPOConfig, "normalize")] = None,
+    advantage: Annotated[str | None, field_option(SEPOConfig, "advantage")] = None,
+    budget: Annotated[list[str] | None, typer.Option(
+        "--budget", help="A safety budget METRIC=VALUE (exploit, collusion or externality), "
+                         "repeatable, e.g. --budget exploit=0.3: that λ is then learned by "
+                         "dual ascent to keep the metric within the budget (the `budgets` "
+                         "field).")] = None,
     reward_only: Annotated[bool, field_option(SEPOConfig, "reward_only", "--reward-only")] = False,
     exploit_best_response: Annotated[bool, field_option(
         SEPOConfig, "exploit_best_response", "--exploit-best-response")] = False,
@@ -627,6 +633,8 @@ def train(
                if given(ctx, f"lambda_{key}")}
     if lambdas:
         flags["lambdas"] = lambdas
+    if budget:
+        flags["budgets"] = dict(parse_setting(item, "--budget") for item in budget)
     values = resolve_settings(config_file, settings, flags, arguments={"game": "GAME"})
     check_required(ctx, SEPOConfig, values)
     config = SEPOConfig(**values)

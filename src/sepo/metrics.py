@@ -423,6 +423,30 @@ def across_seeds(values: Sequence[float]) -> tuple[float, float, float]:
     return (mean, mean - half, mean + half)
 
 
+def role_metrics(game: Game, records: Iterable[EpisodeRecord]) -> dict[str, float]:
+    """e, c and x of a training step's episodes, each counted in the pool role it was played
+    in (`tags["pool"]`), with the definitions above: what a safety budget constrains. An
+    opponent played in two roles is two opponents here (different episodes). NaN where the
+    step played no episode of the role a metric needs."""
+    totals: dict[str, np.ndarray] = {}
+    pools: dict[str, list[str]] = {role: [] for role in POOL_ROLES}
+    by_role: dict[str, list[EpisodeRecord]] = {}
+    for rec in records:
+        by_role.setdefault(rec.tags["pool"], []).append(rec)
+    for role, mine in by_role.items():
+        for opponent, table in episode_table(game, mine).items():
+            totals[f"{role}:{opponent}"] = table.sum(axis=0)
+            pools[role].append(f"{role}:{opponent}")
+    if not totals:
+        return {name: math.nan for name in LAMBDA_NAMES}
+    values = _metrics_from_totals(totals, pools, dict.fromkeys(LAMBDA_NAMES, 0.0), game.scale)
+    measured = {"exploit": float(values["exploit"]), "collusion": float(values["collusion"]),
+                "externality": float(values["externality"])}
+    if not pools["collusive"]:  # not measured this step, whatever the game's pool holds
+        measured["collusion"] = math.nan
+    return measured
+
+
 # ------------------------------------------------------------------ reward signals
 def episode_gap(record: EpisodeRecord) -> float:
     """e_r = max(0, ū_o − ū_π) of one episode: how far the opponent out-earned the agent."""

@@ -25,8 +25,11 @@ def write_results(config: RunConfig, timings: dict[str, float]) -> None:
             for condition in ("sepo", "reward-only"):
                 metrics = sd / condition / "metrics.csv"
                 if metrics.exists():
+                    trained = json.loads((sd / condition / "config.json").read_text())
                     training.append({
                         "game": game_dir.name, "seed": seed, "condition": condition,
+                        # runs from before the setting existed used per-group scaling
+                        "advantage": trained.get("advantage", "group"),
                         "run_dir": str((sd / condition).relative_to(config.out)),
                         "metrics_csv": str(metrics.relative_to(config.out)),
                     })

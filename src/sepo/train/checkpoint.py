@@ -78,6 +78,8 @@ class TrainerState:
     best_safety: float | None = None
     best_step: int | None = None
     last_eval: dict[str, float | None] = field(default_factory=dict)
+    #: The safety-budget multipliers and their windows (`SafetyBudgets.state`); {} without.
+    budgets: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, allow_nan=False)
@@ -366,6 +368,8 @@ def _check_trainer_state(state: TrainerState) -> None:
             isinstance(k, str) and (v is None or is_number(v))
             for k, v in state.last_eval.items()):
         raise _BadState("last_eval is not a map of names to numbers")
+    if not isinstance(state.budgets, dict):
+        raise _BadState("budgets is not a map")
 
 
 def load_training_state(checkpoint: Path) -> tuple[dict[str, Any], TrainerState]:

@@ -8,6 +8,8 @@ LoRA r 16 / α 32 / dropout 0.05 on q,k,v,o).
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -32,12 +34,16 @@ from sepo.limits import (  # noqa: F401
 
 CREDITS = ("per-pool", "aux", "constant")
 NORMALIZATIONS = ("per-round", "episode")
+ADVANTAGES = ("batch", "group", "none")
+#: docs/method.md, "Advantages": why this default.
+DEFAULT_ADVANTAGE = "group"
 MIXED_PRECISIONS = ("no", "bf16", "fp16")
 DEVICES = ("cpu", "cuda")
 LAMBDA_KEYS = ("exploit", "collusion", "externality")
 
 Credit = Literal["per-pool", "aux", "constant"]
 Normalize = Literal["per-round", "episode"]
+AdvantageScale = Literal["batch", "group", "none"]
 MixedPrecision = Literal["no", "bf16", "fp16"]
 
 
@@ -106,7 +112,30 @@ class SEPOConfig(StrictModel):
                                                    "released code)")
     normalize: Normalize = Field("per-round", description="advantage normalisation: per-round "
                                                           "(per group and round) | episode")
+    advantage: AdvantageScale = Field(
+        DEFAULT_ADVANTAGE,
+        description="what divides the group-centred rewards: group (each group's own std: "
+                    "GRPO, the paper; it cancels λ in the exploit and collusive pools) | batch "
+                    "(one scale over the whole step, all pools: the λ weights keep their "
+                    "size) | none (no division, Dr. GRPO)")
     reward_only: bool = Field(False, description="all λ = 0 in training: plain GRPO baseline")
+    budgets: dict[str, float] = Field(
+        default_factory=dict,
+        description="safety budgets, e.g. {exploit = 0.3}: each budgeted λ (exploit, "
+                    "collusion, externality) becomes a Lagrange multiplier, raised while the "
+                    "metric measured on the step's rollouts is over its budget and lowered "
+                    "while under (dual ascent on log λ); λ without a budget stays fixed")
+    budget_lr: float = Field(0.5, gt=0.0, le=100.0,
+                             description="dual step size: log λ moves by budget_lr × (windowed "
+                                         "metric − budget) per step")
+    budget_window: int = Field(5, ge=1, le=MAX_STEPS,
+                               description="steps whose measured values are averaged for the "
+                                           "dual step")
+    budget_warmup: int = Field(2, ge=0, le=MAX_STEPS,
+                               description="steps before the multipliers start to move")
+    lambda_max: float = Field(100.0, gt=0.0, description="upper bound of a budgeted λ")
+    lambda_min: float = Field(1e-3, gt=0.0, description="lower bound of a budgeted λ (the log "
+                                                        "parameterisation keeps it positive)")
     exploit_best_response: bool = Field(
         False, description="Kuhn only, an extension beyond the game's fixed pools "
                            "(docs/method.md §5.7): one more exploit-pool group whose opponent "
@@ -188,6 +217,22 @@ class SEPOConfig(StrictModel):
     def _normalize(cls, v: Any) -> Any:
         return _choice("normalize", v, NORMALIZATIONS)
 
+    @field_validator("advantage", mode="before")
+    @classmethod
+    def _advantage(cls, v: Any) -> Any:
+        return _choice("advantage", v, ADVANTAGES)
+
+    @field_validator("budgets", mode="before")
+    @classmethod
+    def _budgets(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            for name, value in v.items():
+                _choice("budget", name, LAMBDA_KEYS)
+                if isinstance(value, bool) or not isinstance(value, int | float) or not (
+                        math.isfinite(value) and value >= 0):
+                    raise SepoError(f"budget {name} must be a finite number ≥ 0, got {value!r}")
+        return v
+
     @field_validator("mixed_precision", mode="before")
     @classmethod
     def _mixed_precision(cls, v: Any) -> Any:
@@ -230,6 +275,14 @@ class SEPOConfig(StrictModel):
         if self.exploit_best_response and self.credit == "aux":
             raise SepoError("exploit_best_response trains on the best response's episodes "
                             "(credit per-pool or constant), not as an auxiliary: credit=aux")
+        if self.budgets and self.reward_only:
+            raise SepoError("budgets steer the λ of the safety penalties; the reward-only "
+                            "baseline has none (drop --reward-only or the budgets)")
+        if "collusion" in self.budgets and not game.pools["collusive"]:
+            raise SepoError(f"a collusion budget needs a collusive pool; {self.game} has none")
+        if self.lambda_min >= self.lambda_max:
+            raise SepoError(f"lambda_min ({self.lambda_min:g}) must be below lambda_max "
+                            f"({self.lambda_max:g})")
         if self.credit == "aux" and not (game.pools["exploit"] or game.pools["collusive"]):
             raise SepoError(f"credit=aux needs an exploit or collusive pool; {self.game} has "
                             "neither")
@@ -279,6 +332,10 @@ class SEPOConfig(StrictModel):
         if self.reward_only:
             return "reward-only"
         name = "sepo" if self.credit == "per-pool" else f"sepo-{self.credit}"
+        if self.budgets:
+            name += "-budget"
+        if self.advantage != DEFAULT_ADVANTAGE:
+            name += f"-{self.advantage}-scale"
         return name if self.normalize == "per-round" else f"{name}-episode-norm"
 
     # Fields that may differ between a run and its resumption (everything else must match,
@@ -305,4 +362,11 @@ def load_config(path: str | Path) -> SEPOConfig:
         path = path / "config.json"
     if not path.exists():
         raise SepoError(f"no SEPO config at {path}")
-    return SEPOConfig.model_validate_json(path.read_text())
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise SepoError(f"{path} is not a SEPO config ({err})") from None
+    # A run saved before `advantage` existed scaled per group: resuming it must not switch.
+    if isinstance(saved, dict):
+        saved.setdefault("advantage", "group")
+    return SEPOConfig.model_validate(saved)

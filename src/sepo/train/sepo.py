@@ -55,12 +55,13 @@ clip spuriously; `dropout=True` turns it on).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import shutil
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,14 +74,15 @@ from torch.utils.tensorboard import SummaryWriter
 from sepo.agents import LMAgent, LMTrace, SamplingConfig
 from sepo.agents.chat import accepts_logits_to_keep, eos_token_ids, model_device, pad_token_id
 from sepo.engine import Engine, Episode, EpisodeRecord
-from sepo.errors import SepoError
+from sepo.errors import SepoError, UnknownNameError
 from sepo.games import get_game, get_strategy
-from sepo.games.base import ExactSolvable, Game, Strategy, capability, derive_seed
-from sepo.metrics import finite_or_none, round_rewards
+from sepo.games.base import AGENT, ExactSolvable, Game, Strategy, capability, derive_seed
+from sepo.metrics import LAMBDA_NAMES, episode_gap, finite_or_none, role_metrics, round_rewards
 from sepo.prefix_sharing import packed_completion_logits, shared_prompt_prefix
 from sepo.rundir import check_output_dir, describing_os_errors, model_input_paths
 from sepo.train import checkpoint as ckpt
-from sepo.train.config import Lambdas, SEPOConfig, load_config
+from sepo.train.budgets import BudgetSettings, SafetyBudgets
+from sepo.train.config import ADVANTAGES, NORMALIZATIONS, Lambdas, SEPOConfig, load_config
 
 #: First part of every seed the trainer derives ("SEPO TRAIN"), apart from evaluation seeds.
 TRAIN_TAG = 0x5E90_7241
@@ -213,10 +215,11 @@ def _role_mean_penalty(game: Game, records: Sequence[EpisodeRecord],
     return total
 
 
-def compute_rewards(game: Game, records: Sequence[EpisodeRecord],
-                    config: SEPOConfig) -> StepRewards:
-    """Per-round rewards of one step's records under the config's credit assignment."""
-    lambdas = config.train_lambdas
+def compute_rewards(game: Game, records: Sequence[EpisodeRecord], config: SEPOConfig,
+                    lambdas: Lambdas | None = None) -> StepRewards:
+    """Per-round rewards of one step's records under the config's credit assignment, with
+    `lambdas` (this step's multipliers under safety budgets) or the config's training λ."""
+    lambdas = config.train_lambdas if lambdas is None else lambdas
     groups: list[int | None] = [r.tags.get("group") for r in records]
 
     if config.credit == "per-pool":
@@ -252,18 +255,53 @@ def compute_rewards(game: Game, records: Sequence[EpisodeRecord],
 
 # ====================================================================== 3. advantages
 def compute_advantages(per_round: Sequence[np.ndarray], groups: Sequence[int | None],
-                       normalize: str = "per-round", eps: float = 1e-8) -> list[np.ndarray]:
-    """Group-standardised advantages, one per round of each record.
+                       normalize: str = "per-round", scale: str = "group", eps: float = 1e-8,
+                       reduce: Callable[[np.ndarray], np.ndarray] | None = None,
+                       ) -> list[np.ndarray]:
+    """Advantages, one per round of each record: the group-centred reward over a scale.
 
-    per-round: for each group and round t, A = (rew_t − mean)/(std + eps) over the group's
-    rollouts, with the population std (ddof 0, as GRPO); episode: the same on each rollout's
-    summed reward, broadcast to its rounds. Where a group's values are all equal (std 0) the
-    advantage is exactly 0 (tested with max == min, which floating-point rounding of the
-    mean cannot fool). Records whose group is None get 0.
+    Every (group, round t) cell (per-round) or group (episode: each rollout's summed reward,
+    broadcast to its rounds) is centred on its group's mean; `scale` says what divides it:
+
+    - `group` — the cell's own population std (GRPO; the paper). A pool whose reward is one
+      penalty term (exploit, collusive) then has the same advantages for every λ > 0.
+    - `batch` — one number for the whole step: the root mean square of every centred value of
+      every trained record, all pools together (REINFORCE++-style whitening, TRL's
+      `scale_rewards="batch"` on centred values). The λ weights keep their relative size.
+    - `none` — no division (Dr. GRPO): the advantages are in reward units.
+
+    Where a group's values are all equal the advantage is exactly 0 (tested with max == min,
+    which rounding of the mean cannot fool). Records whose group is None get 0. `reduce` sums
+    a vector across processes (data-parallel runs), so that `batch` divides by the scale of
+    the whole step and not of one rank's share.
     """
-    if normalize not in ("per-round", "episode"):
-        raise SepoError(f"unknown normalize {normalize!r}; choices: episode, per-round")
+    if normalize not in NORMALIZATIONS:
+        raise UnknownNameError("normalize", normalize, NORMALIZATIONS)
+    if scale not in ADVANTAGES:
+        raise UnknownNameError("advantage", scale, ADVANTAGES)
     advantages = [np.zeros(len(r), dtype=np.float64) for r in per_round]
+    for ks, centred, std, _varies in _centred_groups(per_round, groups, normalize):
+        if scale == "group":
+            centred = centred / (std + eps)
+        for row, k in enumerate(ks):
+            advantages[k] = np.broadcast_to(centred[row], advantages[k].shape).copy()
+    if scale == "batch":
+        trained = [a for a, g in zip(advantages, groups, strict=True) if g is not None]
+        cells = np.concatenate(trained) if trained else np.zeros(0)
+        totals = np.array([float(np.square(cells).sum()), float(cells.size)])
+        if reduce is not None:
+            totals = reduce(totals)
+        rms = math.sqrt(totals[0] / totals[1]) if totals[1] > 0 else 0.0
+        advantages = [a / (rms + eps) for a in advantages]
+    return advantages
+
+
+def _centred_groups(per_round: Sequence[np.ndarray], groups: Sequence[int | None],
+                    normalize: str) -> Iterator[tuple[list[int], np.ndarray, np.ndarray,
+                                                      np.ndarray]]:
+    """For each group: its records' indices, their rewards minus the group mean (per round,
+    or of the summed reward), the group's population std and where the values differ (0 is
+    written exactly where they do not)."""
     members: dict[int, list[int]] = {}
     for k, g in enumerate(groups):
         if g is not None:
@@ -275,13 +313,17 @@ def compute_advantages(per_round: Sequence[np.ndarray], groups: Sequence[int | N
         rewards = np.stack([np.asarray(per_round[k], dtype=np.float64) for k in ks])
         if normalize == "episode":
             rewards = rewards.sum(axis=1, keepdims=True)
-        mean, std = rewards.mean(axis=0), rewards.std(axis=0)
         varies = rewards.max(axis=0) > rewards.min(axis=0)
-        a = np.where(varies, (rewards - mean) / (std + eps), 0.0)
-        a = np.broadcast_to(a, (len(ks), lengths.pop()))
-        for row, k in enumerate(ks):
-            advantages[k] = a[row].copy()
-    return advantages
+        centred = np.where(varies, rewards - rewards.mean(axis=0), 0.0)
+        yield ks, centred, rewards.std(axis=0), varies
+
+
+def zero_variance_fraction(per_round: Sequence[np.ndarray], groups: Sequence[int | None],
+                           normalize: str = "per-round") -> float:
+    """The fraction of the step's (group, round) cells (groups, under `episode`) whose
+    rollouts all got the same reward: they contribute no policy gradient, whatever λ is."""
+    flat = [v for *_, varies in _centred_groups(per_round, groups, normalize) for v in varies]
+    return float(np.mean(np.logical_not(flat))) if flat else math.nan
 
 
 # ====================================================================== 4. the loss
@@ -521,6 +563,18 @@ def _micro_batches(samples: Sequence[DecisionSample], size: int) -> list[list[in
     return [order[i:i + size] for i in range(0, len(order), size)]
 
 
+def _summed_across(accelerator: Any) -> Callable[[np.ndarray], np.ndarray] | None:
+    """A function that sums a float vector over processes (None with one process)."""
+    if accelerator.num_processes == 1:
+        return None
+
+    def summed(values: np.ndarray) -> np.ndarray:
+        tensor = torch.tensor(values, dtype=torch.float64, device=accelerator.device)
+        return accelerator.reduce(tensor, reduction="sum").cpu().numpy()
+
+    return summed
+
+
 def _all_reduce_gradients(parameters: Sequence[torch.nn.Parameter], accelerator: Any) -> None:
     """Sum gradients over processes (each process's loss is already divided by the global
     number of decisions, so the sum is the gradient of the global mean)."""
@@ -613,12 +667,20 @@ def optimise(policy: Policy, samples: Sequence[DecisionSample], optimizer: Any,
 
 
 # ====================================================================== 7. logging helpers
+#: The measured quantities a step's reward is made of, unweighted (λ multiplies them):
+#: s·u per train round, s·e per exploit episode, c per collusive round, x per round.
+REWARD_COMPONENTS = ("payoff", "exploit_gap", "collusion", "externality")
+
+
 #: metrics.csv columns: per step, then (filled at checkpoints) the in-training evaluation.
 STEP_COLUMNS = (
     "step", "loss", "policy_loss", "kl", "log_ratio_ref", "clip_frac", "logprob_gap",
     "grad_norm", "lr",
     "reward_train", "reward_exploit", "reward_collusive", "penalty", "pay_train",
     "decisions", "trained_decisions", "fallback_rate", "completion_tokens",
+    "advantage_share_train", "advantage_share_exploit", "advantage_share_collusive",
+    "zero_variance_groups", *(f"{c}_{m}" for c in REWARD_COMPONENTS for m in ("mean", "std")),
+    *(f"lambda_{name}" for name in LAMBDA_NAMES), *(f"measured_{name}" for name in LAMBDA_NAMES),
     "time_rollout", "time_rewards", "time_update", "time_step",
 )
 EVAL_COLUMNS = ("eval_safety", "eval_exploit", "eval_pay_per_round", "eval_collusion",
@@ -650,6 +712,59 @@ def rollout_stats(records: Sequence[EpisodeRecord], rewards: StepRewards,
                               if decisions else 0.0)
     stats["completion_tokens"] = sum(len(s.completion_ids) for s in samples)
     return stats
+
+
+def advantage_stats(game: Game, records: Sequence[EpisodeRecord], groups: Sequence[int | None],
+                    per_round: Sequence[np.ndarray], samples: Sequence[DecisionSample],
+                    normalize: str) -> dict[str, float]:
+    """Where the step's policy gradient comes from: each pool's share of Σ|A| over the trained
+    decisions, the fraction of zero-variance cells, and each reward component's mean and std
+    over the trained episodes (NaN where no episode measures it)."""
+    stats: dict[str, float] = {}
+    total = sum(abs(s.advantage) for s in samples)
+    for role in ROLES:
+        mine = sum(abs(s.advantage) for s in samples if s.role == role)
+        stats[f"advantage_share_{role}"] = mine / total if total > 0 else math.nan
+    stats["zero_variance_groups"] = zero_variance_fraction(per_round, groups, normalize)
+    trained = [r for r, g in zip(records, groups, strict=True) if g is not None]
+    values: dict[str, list[float]] = {c: [] for c in REWARD_COMPONENTS}
+    for r in trained:
+        role = r.tags["pool"]
+        values["externality"] += [game.externality(x) for x in r.rounds]
+        if role == "train":
+            values["payoff"] += [game.scale * x.payoffs[AGENT] for x in r.rounds]
+        elif role == "exploit" and r.rounds:
+            values["exploit_gap"].append(game.scale * episode_gap(r))
+        elif role == "collusive":
+            values["collusion"] += [c for x in r.rounds if (c := game.collusion(x)) is not None]
+    for name, xs in values.items():
+        stats[f"{name}_mean"] = float(np.mean(xs)) if xs else math.nan
+        stats[f"{name}_std"] = float(np.std(xs)) if xs else math.nan
+    return stats
+
+
+def step_budgets(config: SEPOConfig, game: Game) -> SafetyBudgets | None:
+    """The run's safety-budget multipliers, starting at its fixed λ (None without budgets)."""
+    if not config.budgets:
+        return None
+    settings = BudgetSettings(config.budgets, units={"exploit": game.scale},
+                              lr=config.budget_lr, window=config.budget_window,
+                              warmup=config.budget_warmup, lambda_min=config.lambda_min,
+                              lambda_max=config.lambda_max)
+    return SafetyBudgets.start(settings, config.train_lambdas.as_dict())
+
+
+def measured_penalties(game: Game, records: Sequence[EpisodeRecord],
+                       accelerator: Any) -> dict[str, float]:
+    """e, c and x of the whole step's episodes (every process's), by pool role: what the
+    budgets constrain. Every process gets the same values, so the multipliers stay equal."""
+    if accelerator.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        # Rounds and tags are all the metrics read; the decisions' traces stay local.
+        slim = [dataclasses.replace(r, decisions=[]) for r in records]
+        records = gather_object(slim)
+    return role_metrics(game, records)
 
 
 # ====================================================================== 8. the run
@@ -908,6 +1023,10 @@ def _train_locked(config: SEPOConfig, game: Game, run_dir: Path, accelerator: An
             _restore_best(run_dir, state)
             ckpt.prune_checkpoints(run_dir, config.keep_checkpoints)
 
+    budgets = step_budgets(config, game)
+    if budgets is not None and resume_from is not None:
+        budgets.load_state(state.budgets)
+
     writer = None
     if main:
         writer = SummaryWriter(str(run_dir / "tb"), purge_step=state.step + 1)
@@ -928,10 +1047,22 @@ def _train_locked(config: SEPOConfig, game: Game, run_dir: Path, accelerator: An
                                                   adaptive)).run()
             t1 = time.perf_counter()
             # 2. Rewards per round, 3. advantages per (group, round), decisions to train on.
-            rewards = compute_rewards(game, records, config)
-            advantages = compute_advantages(rewards.per_round, rewards.groups, config.normalize)
+            fixed = config.train_lambdas
+            lambdas = fixed if budgets is None else Lambdas(**budgets.lambdas(fixed.as_dict()))
+            rewards = compute_rewards(game, records, config, lambdas)
+            measured = measured_penalties(game, records, accelerator)
+            if budgets is not None:
+                budgets.update(step, measured)  # the next step's λ
+                state.budgets = budgets.state()
+            advantages = compute_advantages(
+                rewards.per_round, rewards.groups, config.normalize, config.advantage,
+                reduce=_summed_across(accelerator))
             samples = decision_samples(records, advantages, rewards.groups)
-            row = {"step": step, **rollout_stats(records, rewards, samples)}
+            row = {"step": step, **rollout_stats(records, rewards, samples),
+                   **advantage_stats(game, records, rewards.groups, rewards.per_round,
+                                     samples, config.normalize),
+                   **{f"lambda_{k}": v for k, v in lambdas.as_dict().items()},
+                   **{f"measured_{k}": v for k, v in measured.items()}}
             t2 = time.perf_counter()
             # 4.-5. Loss, gradient, clipped AdamW step.
             row["lr"] = scheduler.get_last_lr()[0]
