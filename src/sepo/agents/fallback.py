@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from sepo.agents.chat import ContinuationIds, Prompt
-from sepo.agents.sampling import BatchState
+from sepo.agents.fast.sampling import BatchState
 from sepo.games.base import Action
 
 

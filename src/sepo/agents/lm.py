@@ -3,7 +3,7 @@
 `LMAgent.decide` gets every live episode's decision of one engine step (any mix of games and
 seats), renders each as a chat prompt (`sepo.prompts.chat_messages`, the tokenizer's chat
 template with the generation prompt), and samples all completions in ONE batched decoding loop
-(`sepo.agents.sampling.sample_batch`: left padding, a KV cache, finished rows leaving the
+(`sepo.agents.fast.sampling.sample_batch`: left padding, a KV cache, finished rows leaving the
 batch). A sequence stops at its end-of-sequence token, or as soon as its current last line is
 exactly one legal action in canonical form (outside an open `<think>` block), or at
 `max_new_tokens`; generation ends when every sequence has stopped. Each completion is parsed
@@ -50,7 +50,7 @@ from sepo.agents.chat import (
     visible_answer,
 )
 from sepo.agents.fallback import ActionTrie, ConstrainedChoice, constrained_decode
-from sepo.agents.sampling import BufferPool, sample_batch
+from sepo.agents.fast import BufferPool, sample_batch
 from sepo.engine import Decision, DecisionRequest
 from sepo.errors import SepoError
 from sepo.games.base import (

@@ -269,7 +269,7 @@ def _train_sft(game: str | Sequence[str], model: str | Path | tuple[Any, Any],
     from transformers.trainer_callback import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
-    from sepo.prefix_sharing import shared_prompt_prefix
+    from sepo.agents.fast import shared_prompt_prefix
 
     config = config or SFTRunConfig()
     games = resolve_games(game)

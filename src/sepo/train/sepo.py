@@ -72,12 +72,12 @@ from torch.utils.tensorboard import SummaryWriter
 
 from sepo.agents import LMAgent, LMTrace, SamplingConfig
 from sepo.agents.chat import accepts_logits_to_keep, eos_token_ids, model_device, pad_token_id
+from sepo.agents.fast import packed_completion_logits, shared_prompt_prefix
 from sepo.engine import Engine, Episode, EpisodeRecord
 from sepo.errors import SepoError
 from sepo.games import get_game, get_strategy
 from sepo.games.base import ExactSolvable, Game, Strategy, capability, derive_seed
 from sepo.metrics import finite_or_none, round_rewards
-from sepo.prefix_sharing import packed_completion_logits, shared_prompt_prefix
 from sepo.rundir import check_output_dir, describing_os_errors, model_input_paths
 from sepo.train import checkpoint as ckpt
 from sepo.train.config import Lambdas, SEPOConfig, load_config
@@ -324,10 +324,10 @@ def sequence_logprobs(model: Any, samples: Sequence[DecisionSample], pad_id: int
     positions that predict completion tokens go through the LM head (`logits_to_keep`) when
     the model supports it: for a large vocabulary that is most of the memory of the forward
     pass. With `share_prefix`, the prompt prefix the whole batch shares (the game's system
-    prompt) is run once (`sepo.prefix_sharing`): the same log-probs and gradients up to float
-    rounding, for about half the FLOPs on `tiny`; where `packing_supported`, the rest of the
-    rows runs packed, without padding, and only the completion-predicting positions reach the
-    LM head (`packed_completion_logits`).
+    prompt) is run once (`sepo.agents.fast.prefix_sharing`): the same log-probs and gradients
+    up to float rounding, for about half the FLOPs on `tiny`; where `packing_supported`, the
+    rest of the rows runs packed, without padding, and only the completion-predicting positions
+    reach the LM head (`packed_completion_logits`).
     """
     device = model_device(model)
     if share_prefix:
