@@ -52,7 +52,7 @@ from sepo.limits import (
     MAX_SEED,
 )
 from sepo.models.loading import DTYPES, check_device, check_dtype
-from sepo.train.config import CREDITS, MIXED_PRECISIONS, NORMALIZATIONS, SEPOConfig
+from sepo.train.config import CREDITS, ENGINES, MIXED_PRECISIONS, NORMALIZATIONS, SEPOConfig
 
 try:  # typer ≥ 0.2x carries its own copy of click; older versions use click itself
     from typer._click import exceptions as _click_errors
@@ -176,6 +176,19 @@ def check_top_p(value: float | None) -> float | None:
     return value
 
 
+def check_engine(value: str | None) -> str | None:
+    if value is not None and value not in ENGINES:
+        raise typer.BadParameter(f"must be one of {', '.join(ENGINES)}, got {value!r}")
+    return value
+
+
+#: The help of `--engine`, for every command that samples from a model.
+ENGINE_HELP = (f"What samples from the model: {' | '.join(ENGINES)}. 'fast' (the default): "
+               "sepo's own engine on transformers internals, several times faster on CPU (where "
+               "it cannot run the model, sepo warns and uses 'generate'); 'generate': "
+               "transformers' public generate only.")
+
+
 def load_model_agent(model: str, **options: Any) -> Any:
     """An LM agent (`sepo.agents.load_lm_agent`); options left as None take its defaults."""
     try:
@@ -291,6 +304,8 @@ def eval_command(
         min=1, max=MAX_NEW_TOKENS, help="LM tokens per answer.")] = None,
     reasoning: Annotated[bool | None, typer.Option(
         "--reasoning/--no-reasoning", help="Let the LM write a short thought first.")] = None,
+    engine: Annotated[str | None, typer.Option(callback=check_engine, help=ENGINE_HELP)]
+    = None,
     device: Annotated[str | None, typer.Option(
         callback=check_device, help="Torch device for --model: cpu, cuda, cuda:N, mps or auto.")]
     = None,
@@ -325,7 +340,7 @@ def eval_command(
     else:
         player = load_model_agent(model, temperature=temperature, top_p=top_p,
                                   max_new_tokens=max_new_tokens, reasoning=reasoning,
-                                  seed=seed, device=device, dtype=dtype)
+                                  seed=seed, engine=engine, device=device, dtype=dtype)
     with progress_bar(f"evaluating on {game_.name}") as update:
         report = evaluate(game_, player, episodes=episodes, seeds=seeds, n_boot=n_boot,
                           seed=seed, progress=update)
@@ -528,6 +543,9 @@ def train(
         "--max-new-tokens", help="Generation budget per decision.")] = None,
     reasoning: Annotated[bool | None, typer.Option(
         "--reasoning/--no-reasoning", help="A short thought before the action.")] = None,
+    engine: Annotated[str | None, typer.Option(
+        callback=check_engine, help=ENGINE_HELP + " Also the loss: 'generate' runs plain "
+                                                  "forward passes.")] = None,
     updates_per_step: Annotated[int | None, typer.Option(
         "--updates-per-step", help="Optimiser passes over each step's rollouts.")] = None,
     micro_batch_size: Annotated[int | None, typer.Option(
@@ -562,7 +580,8 @@ def train(
         normalize=normalize, reward_only=reward_only, lora=lora,
         lora_merged_rollouts=lora_merged_rollouts, exploit_best_response=exploit_best_response,
         best_response_groups=best_response_groups, lr=lr, beta=beta, temperature=temperature,
-        max_new_tokens=max_new_tokens, reasoning=reasoning, updates_per_step=updates_per_step,
+        max_new_tokens=max_new_tokens, reasoning=reasoning, engine=engine,
+        updates_per_step=updates_per_step,
         micro_batch_size=micro_batch_size, share_prompt_prefix=share_prompt_prefix,
         checkpoint_every=checkpoint_every, eval_episodes=eval_episodes, seed=seed,
         mixed_precision=mixed_precision, device=device, resume=resume,

@@ -7,7 +7,8 @@
 - `cache_keyword`, `cache_field`, `returned_cache`: the name under which a forward takes and
   returns the cache, which `transformers` 5.25 renamed (`past_key_values` → `cache`).
 
-These depend on `transformers`' cache internals, so they live in the fast engine.
+These depend on `transformers`' cache internals, so they live in the fast engine; the plain
+engine (`sepo.agents.plain`) lets `generate` manage its own cache.
 """
 
 from __future__ import annotations

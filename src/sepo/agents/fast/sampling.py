@@ -2,8 +2,8 @@
 
 `sample_batch` generates a completion for every prompt of a step in one batched decoding loop
 (prefill, then one token per step for all live sequences). It is written here rather than
-delegated to `transformers`' `generate` for what a rollout batch needs and `generate` cannot
-do:
+delegated to `transformers`' `generate` (which the plain engine, `sepo.agents.plain`, uses)
+for what a rollout batch needs and `generate` cannot do:
 
 - **Finished sequences leave the batch.** Answers end at very different lengths (an action
   line after 3 tokens, a rambling text at `max_new_tokens`); `generate` keeps computing every
@@ -31,11 +31,12 @@ tokens only, so batched and one-at-a-time greedy decoding agree (tested).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
 from sepo.agents.chat import accepts_logits_to_keep, left_pad, model_device
+from sepo.agents.decoding import RowWatcher, TokenChooser
 from sepo.agents.fast.cache import (
     BufferPool,
     GrowingKVLayer,
@@ -64,14 +65,6 @@ DECODE_RESERVE = 32
 #: faster, and their activations (the MLP's 3 × hidden per token) pass glibc's 32 MB threshold
 #: for a fresh `mmap`, whose page faults cost more than the copy into them.
 PREFILL_CHUNK_TOKENS = 8192
-
-
-class RowWatcher(Protocol):
-    """Decides, token by token, when each row's completion is over."""
-
-    def update(self, rows: Sequence[int], tokens: Sequence[int]) -> list[bool]:
-        """Append `tokens[k]` to row `rows[k]`'s completion; whether each row is now done."""
-        ...
 
 
 def shared_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
@@ -338,3 +331,46 @@ def sample_batch(model: Any, prompts: Sequence[Sequence[int]], *, temperature: f
     batch.release()
     return list(zip(tokens, logprobs, strict=True))
 
+
+@torch.no_grad()
+def choose_tokens(model: Any, prompts: Sequence[Sequence[int]], chooser: TokenChooser, *,
+                  pad_id: int, reserve: int) -> None:
+    """Continue the prompts, one token per row at a time, as `chooser` chooses from each
+    step's logits, until it is finished: one prefill (shared prefix and identical prompts
+    computed once), then a cached decoding step per token (`reserve`: tokens of cache room)."""
+    batch = BatchState.prefill(model, prompts, pad_id=pad_id, reserve=reserve)
+    while not chooser.finished:
+        tokens = chooser.choose(batch.logits)
+        if chooser.finished:
+            break
+        batch.step(tokens)
+    batch.release()
+
+
+class _RunToEnd:
+    """A row watcher that lets every row run to `max_new_tokens`."""
+
+    def update(self, rows: Sequence[int], tokens: Sequence[int]) -> list[bool]:
+        return [False] * len(rows)
+
+
+def unsupported(model: Any) -> str | None:
+    """Why `sample_batch` cannot sample from `model`, or None where it can.
+
+    The check is a run: two greedy tokens for two prompts of different lengths that share a
+    `MIN_SHARED_PREFIX`-token prefix, which takes every path a real batch takes (the shared
+    prefix's pass, cascade attention where `cascade_supported`, left padding, the growing cache
+    or the model's own, a cached decoding step). What breaks there (an architecture the engine
+    was not written for, a `transformers` that renamed an argument) would break every step."""
+    config = getattr(model, "config", None)
+    if config is None:
+        return "the model has no config"
+    if getattr(config, "is_encoder_decoder", False):
+        return "the model is an encoder-decoder"
+    prompts = [[0] * (MIN_SHARED_PREFIX + 2), [0] * (MIN_SHARED_PREFIX + 1)]
+    try:
+        sample_batch(model, prompts, temperature=0, top_p=1.0, max_new_tokens=2, pad_id=0,
+                     watcher=_RunToEnd())
+    except Exception as err:  # any failure here means: use the plain engine instead
+        return f"{type(err).__name__}: {err}"
+    return None
