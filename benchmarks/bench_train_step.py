@@ -24,11 +24,11 @@ step runs one reference forward and `updates_per_step` forward + backward passes
 reported is achieved FLOP/s of the gradient step ÷ measured matmul FLOP/s; it counts work
 done only (padding tokens are not counted in T, and a shared prefix counts once).
 
-Where the loss packs the rows after the prefix (`sepo.prefix_sharing.packing_supported`: tiny
-on CPU), each row i's r_i tokens are counted as they are, with no padding anywhere: the
-attention term is 2·L·H·(P_b² + Σ_i (2·P_b·r_i + r_i²)) and K_b is the number of completion
-tokens, the only positions that reach the LM head. "tokens (padded)" is then the tokens the
-matmuls ran, which equals the useful count.
+Where the loss packs the rows after the prefix (`packing_supported` of
+`sepo.agents.fast.prefix_sharing`: tiny on CPU), each row i's r_i tokens are counted as they
+are, with no padding anywhere: the attention term is 2·L·H·(P_b² + Σ_i (2·P_b·r_i + r_i²))
+and K_b is the number of completion tokens, the only positions that reach the LM head.
+"tokens (padded)" is then the tokens the matmuls ran, which equals the useful count.
 
     python benchmarks/bench_train_step.py                    # markdown tables
     python benchmarks/bench_train_step.py --json
@@ -83,7 +83,11 @@ def model_shape(model: Any) -> dict[str, int]:
 def update_flops(model: Any, samples: list[Any], shape: dict[str, int], micro_batch_size: int,
                  updates: int, share_prefix: bool) -> dict[str, float]:
     """Model FLOPs of one `optimise` call on `samples` (see the module docstring)."""
-    from sepo.prefix_sharing import packed_prefix_tokens, packing_supported, shared_prefix_tokens
+    from sepo.agents.fast.prefix_sharing import (
+        packed_prefix_tokens,
+        packing_supported,
+        shared_prefix_tokens,
+    )
     from sepo.train.sepo import _micro_batches
 
     forward = 0.0

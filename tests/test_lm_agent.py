@@ -32,8 +32,8 @@ from sepo.agents import (
     load_lm_agent,
 )
 from sepo.agents.chat import ContinuationIds, build_prompts, left_pad, think_is_open, visible_answer
+from sepo.agents.fast.sampling import draw_tokens, sample_batch, shared_prefix_length
 from sepo.agents.lm import fallback_messages
-from sepo.agents.sampling import draw_tokens, sample_batch, shared_prefix_length
 from sepo.engine import Decision, DecisionRequest, Engine, Episode, StrategyPlayer
 from sepo.errors import SepoError
 from sepo.games import game_names, get_game
@@ -365,7 +365,7 @@ def test_models_with_their_own_cache_sample_every_row_as_alone(
     """Sliding-window or linear-attention layers keep the model's own cache (no shared
     prefix), but left padding, repeated prompts and compaction must still give each row
     exactly its own continuation, past the window, with the log-probs of a plain forward."""
-    from sepo.agents.sampling import new_cache
+    from sepo.agents.fast.cache import new_cache
 
     model = own_cache_miniature(64).eval()
     assert new_cache(model, reserve=4) is None  # the model's own cache, not the growing one

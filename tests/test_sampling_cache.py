@@ -18,19 +18,14 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from sepo.agents import sampling
-from sepo.agents.cascade import (
+from sepo.agents.fast import sampling
+from sepo.agents.fast.cache import BufferPool, GrowingKVLayer
+from sepo.agents.fast.cascade import (
     cascade_attention_forward,
     cascade_supported,
     row_attention_mask,
 )
-from sepo.agents.sampling import (
-    MIN_SHARED_PREFIX,
-    BufferPool,
-    GrowingKVLayer,
-    draw_categorical,
-    sample_batch,
-)
+from sepo.agents.fast.sampling import MIN_SHARED_PREFIX, draw_categorical, sample_batch
 
 
 def gqa_llama(seed: int = 0) -> LlamaForCausalLM:

@@ -390,8 +390,8 @@ def test_shared_prompt_prefix_gives_the_full_passs_loss_and_gradients(
     import torch
 
     from sepo.agents import build_prompt
+    from sepo.agents.fast.prefix_sharing import shared_prompt_prefix
     from sepo.models import load_model
-    from sepo.prefix_sharing import shared_prompt_prefix
 
     model, tokenizer = load_model(str(tiny_lm_path), device="cpu", dtype="float32")
     if lora:
@@ -514,7 +514,7 @@ def test_shared_prompt_prefix_on_other_architectures(architecture: str) -> None:
         Qwen2ForCausalLM,
     )
 
-    from sepo.prefix_sharing import shared_prefix_tokens, shared_prompt_prefix
+    from sepo.agents.fast.prefix_sharing import shared_prefix_tokens, shared_prompt_prefix
 
     torch.manual_seed(0)
     small = {"vocab_size": 300, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}
@@ -548,7 +548,7 @@ def test_no_shared_prefix_for_sliding_window_or_linear_attention(
     shared and the loss and gradients are exactly the plain pass's."""
     import torch
 
-    from sepo.prefix_sharing import shared_prefix_tokens, shared_prompt_prefix
+    from sepo.agents.fast.prefix_sharing import shared_prefix_tokens, shared_prompt_prefix
 
     model = own_cache_miniature(300).train()
     ids, mask = prefixed_batch()

@@ -542,11 +542,11 @@ def test_shared_prompt_prefix_gives_the_full_passs_logprobs_and_gradients(
     gradient of a loss through both passes. Packed: the rows after the prefix run as one
     unpadded sequence; not packed (models `packing_supported` rejects): the prefix's keys and
     values are repeated over the padded rows."""
-    import sepo.prefix_sharing
-    from sepo.prefix_sharing import shared_prefix_tokens
+    from sepo.agents.fast import prefix_sharing
+    from sepo.agents.fast.prefix_sharing import shared_prefix_tokens
 
     if not packed:
-        monkeypatch.setattr(sepo.prefix_sharing, "packing_supported", lambda model: False)
+        monkeypatch.setattr(prefix_sharing, "packing_supported", lambda model: False)
     model, tokenizer, pad_id = lm
     config = SEPOConfig(game=game_name, model="x", out="unused", lora=lora)
     policy = trainer.build_policy(copy.deepcopy(model), tokenizer, config)
@@ -606,7 +606,7 @@ def test_packed_rows_match_the_padded_pass_with_grouped_query_attention(model_ty
     equal the padded full pass's."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from sepo.prefix_sharing import packed_prefix_tokens, packing_supported
+    from sepo.agents.fast.prefix_sharing import packed_prefix_tokens, packing_supported
 
     torch.manual_seed(0)
     config = AutoConfig.for_model(model_type, vocab_size=97, hidden_size=64,
@@ -645,7 +645,7 @@ def test_packed_rows_match_the_padded_pass_with_grouped_query_attention(model_ty
 
 def test_no_shared_prefix_when_prompts_differ_early_or_checkpointing_is_on(
         lm: tuple[Any, Any, int]) -> None:
-    from sepo.prefix_sharing import shared_prefix_tokens
+    from sepo.agents.fast.prefix_sharing import shared_prefix_tokens
 
     model, tokenizer, pad_id = lm
 

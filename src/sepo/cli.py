@@ -59,7 +59,7 @@ from sepo.limits import (
 from sepo.models.loading import DTYPES, check_device, check_dtype
 from sepo.pipeline import RunConfig
 from sepo.sft.train import SFTRunConfig
-from sepo.train.config import LAMBDA_KEYS, Lambdas, SEPOConfig
+from sepo.train.config import ENGINES, LAMBDA_KEYS, Lambdas, SEPOConfig
 
 try:  # typer ≥ 0.2x carries its own copy of click; older versions use click itself
     from typer._click import exceptions as _click_errors
@@ -183,6 +183,19 @@ def check_top_p(value: float | None) -> float | None:
     if value is not None and not 0 < value <= 1:  # also refuses NaN
         raise typer.BadParameter(f"must be in (0, 1], got {value}")
     return value
+
+
+def check_engine(value: str | None) -> str | None:
+    if value is not None and value not in ENGINES:
+        raise typer.BadParameter(f"must be one of {', '.join(ENGINES)}, got {value!r}")
+    return value
+
+
+#: The help of `--engine`, for every command that samples from a model.
+ENGINE_HELP = (f"What samples from the model: {' | '.join(ENGINES)}. 'fast' (the default): "
+               "sepo's own engine on transformers internals, several times faster on CPU (where "
+               "it cannot run the model, sepo warns and uses 'generate'); 'generate': "
+               "transformers' public generate only.")
 
 
 def load_model_agent(model: str, **options: Any) -> Any:
@@ -379,6 +392,8 @@ def eval_command(
         min=1, max=MAX_NEW_TOKENS, help="LM tokens per answer.")] = None,
     reasoning: Annotated[bool | None, typer.Option(
         "--reasoning/--no-reasoning", help="Let the LM write a short thought first.")] = None,
+    engine: Annotated[str | None, typer.Option(callback=check_engine, help=ENGINE_HELP)]
+    = None,
     device: Annotated[str | None, typer.Option(
         callback=check_device, help="Torch device for --model: cpu, cuda, cuda:N, mps or auto.")]
     = None,
@@ -413,7 +428,7 @@ def eval_command(
     else:
         player = load_model_agent(model, temperature=temperature, top_p=top_p,
                                   max_new_tokens=max_new_tokens, reasoning=reasoning,
-                                  seed=seed, device=device, dtype=dtype)
+                                  seed=seed, engine=engine, device=device, dtype=dtype)
     with progress_bar(f"evaluating on {game_.name}") as update:
         report = evaluate(game_, player, episodes=episodes, seeds=seeds, n_boot=n_boot,
                           seed=seed, progress=update)
@@ -604,6 +619,7 @@ def train(
     max_new_tokens: Annotated[int | None, field_option(SEPOConfig, "max_new_tokens")] = None,
     reasoning: Annotated[bool | None, field_option(
         SEPOConfig, "reasoning", "--reasoning/--no-reasoning")] = None,
+    engine: Annotated[str | None, field_option(SEPOConfig, "engine")] = None,
     updates_per_step: Annotated[int | None, field_option(SEPOConfig, "updates_per_step")] = None,
     micro_batch_size: Annotated[int | None, field_option(SEPOConfig, "micro_batch_size")] = None,
     share_prompt_prefix: Annotated[bool | None, field_option(

@@ -1,11 +1,19 @@
-"""Upper bounds of the numbers a user gives, checked before any work starts.
+"""Upper bounds of the numbers a user gives, and the sampling engines' names, checked before
+any work starts.
 
-Each is far above any real run; past it a typo (an extra zero, 10**23) would run for months or
-allocate memory until the machine kills the process. They live in this module of constants,
-below every layer, because the CLI's options, the configs and the LM agent all check them.
+Each bound is far above any real run; past it a typo (an extra zero, 10**23) would run for
+months or allocate memory until the machine kills the process. They live in this module of
+constants, below every layer, because the CLI's options, the configs and the LM agent all check
+them, and the configs must not import the agent (and torch) to do so.
 """
 
 from __future__ import annotations
+
+from typing import Literal
+
+#: The LM agent's sampling engines (`sepo.agents.decoding`), the default first.
+Engine = Literal["fast", "generate"]
+ENGINES: tuple[Engine, ...] = ("fast", "generate")
 
 #: Seeds: SFT seeds numpy's legacy generator (transformers' `set_seed`), which takes 32 bits.
 MAX_SEED = 2**32 - 1

@@ -1,8 +1,14 @@
 """Language-model agents: `LMAgent` plays any game as a `Player` with one batched generation per
 engine step, parses with the game's parser, falls back to constrained decoding, and returns the
-training trace of every decision (`LMTrace`)."""
+training trace of every decision (`LMTrace`).
+
+The generation runs on one of two engines, chosen by `SamplingConfig.engine` (`ENGINES`):
+the fast CPU engine of `sepo.agents.fast`, the only code on `transformers` internals, or
+`transformers`' plain `generate` (`sepo.agents.plain`); `sepo.agents.engines` switches.
+"""
 
 from sepo.agents.chat import Prompt, build_prompt
+from sepo.agents.decoding import ENGINES, Engine
 from sepo.agents.fallback import ActionTrie, ConstrainedChoice, constrained_decode
 from sepo.agents.lm import (
     LMAgent,
@@ -14,9 +20,11 @@ from sepo.agents.lm import (
 from sepo.games.kuhn import POLICY_KEYS as KUHN_INFOSETS  # the keys of `LMAgent.kuhn_policy`
 
 __all__ = [
+    "ENGINES",
     "KUHN_INFOSETS",
     "ActionTrie",
     "ConstrainedChoice",
+    "Engine",
     "LMAgent",
     "LMTrace",
     "Prompt",

@@ -214,30 +214,6 @@ def model_device(model: Any) -> torch.device:
         return torch.device("cpu")
 
 
-def cache_keyword(model: Any) -> str:
-    """The forward's name for the KV cache: `cache` from transformers 5.25 on, which keeps
-    `past_key_values` only as a deprecated alias (and drops a cache passed under it when
-    `cache` is also given, as a wrapping forward does), else `past_key_values`."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    try:
-        return "cache" if "cache" in inspect.signature(base.forward).parameters \
-            else "past_key_values"
-    except (TypeError, ValueError):
-        return "past_key_values"
-
-
-def cache_field(output: Any) -> str:
-    """The output's field for the cache: `cache` from transformers 5.25 on, where the old
-    name is an alias that logs a deprecation warning (see `cache_keyword`)."""
-    return "cache" if "cache" in getattr(output, "__dataclass_fields__", {}) \
-        else "past_key_values"
-
-
-def returned_cache(output: Any) -> Any:
-    """The cache a forward returned (see `cache_field`)."""
-    return getattr(output, cache_field(output), None)
-
-
 def accepts_logits_to_keep(model: Any) -> bool:
     """Whether the model's forward takes `logits_to_keep` (computing the LM head only where
     it is needed saves a batch × length × vocabulary tensor)."""

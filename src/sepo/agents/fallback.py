@@ -5,8 +5,9 @@ asks for one legal action, and the model answers under a constraint: its logits 
 to the tokens that continue some legal action's canonical text (`game.format_action`), walking
 a trie of those texts' token sequences until one is complete. Single-token words take one
 forward pass; numbers and `[a, b, c]` demand vectors (bounded by the item counts, since only
-legal vectors are in the trie) take a few more, batched across every failure of the step with
-a KV cache. The result is always a legal action, whatever the model or its text.
+legal vectors are in the trie) take a few more, batched across every failure of the step (on
+either sampling engine, `sepo.agents.engines`). The result is always a legal action, whatever
+the model or its text.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from typing import Any
 import torch
 
 from sepo.agents.chat import ContinuationIds, Prompt
-from sepo.agents.sampling import BatchState
+from sepo.agents.decoding import Engine
+from sepo.agents.engines import choose_tokens
 from sepo.games.base import Action
 
 
@@ -81,60 +83,83 @@ def _choose(logits: torch.Tensor, allowed: list[int], temperature: float,
     return allowed[int(torch.multinomial(probs, 1, generator=generator))]
 
 
+class TrieWalk:
+    """The constrained choice of every row, one token at a time: each row walks its trie from
+    the root, choosing among the children of its node (and, where the node completes an
+    action, an end-of-sequence token) until an action is complete. A `TokenChooser` for either
+    engine's `choose_tokens`."""
+
+    def __init__(self, tries: Sequence[ActionTrie], *, temperature: float,
+                 end_ids: Sequence[int], pad_id: int,
+                 generator: torch.Generator | None = None) -> None:
+        self.temperature = temperature
+        self.logprob_temperature = temperature if temperature > 0 else 1.0
+        self.end = [int(e) for e in end_ids]
+        self.pad_id = pad_id
+        self.generator = generator
+        self.nodes: list[_Node | None] = [t.root for t in tries]
+        self.chosen: list[list[int]] = [[] for _ in tries]
+        self.logprobs: list[list[float]] = [[] for _ in tries]
+        self.actions: list[Action] = [None] * len(tries)
+        # An empty trie has nothing to write.
+        self.done = [node is None or not node.children for node in self.nodes]
+        #: Tokens of the longest path: how many choices the walk can take at most.
+        self.longest = max((_depth(t.root) for t in tries), default=0) + 1
+
+    @property
+    def finished(self) -> bool:
+        return all(self.done)
+
+    def choose(self, logits: torch.Tensor) -> torch.Tensor:
+        """Each unfinished row's next token, chosen from its row of `logits` (batch ×
+        vocabulary); padding for the finished rows."""
+        step_logprobs = torch.log_softmax(logits / self.logprob_temperature, dim=-1)
+        next_tokens = torch.full((len(self.nodes),), self.pad_id, dtype=torch.long)
+        for i, node in enumerate(self.nodes):
+            if self.done[i] or node is None:
+                continue
+            allowed = list(node.children)
+            if node.terminal and self.end:
+                allowed += [e for e in self.end if e not in node.children]
+            token = _choose(logits[i], allowed, self.temperature, self.generator)
+            self.chosen[i].append(token)
+            self.logprobs[i].append(float(step_logprobs[i, token]))
+            child = node.children.get(token)
+            if child is None:  # chose to end: the action of this node is complete
+                self.actions[i], self.done[i] = node.action, True
+                continue
+            self.nodes[i] = child
+            if not child.children or (child.terminal and not self.end):
+                self.actions[i], self.done[i] = child.action, True
+            next_tokens[i] = token
+        return next_tokens
+
+    def choices(self) -> list[ConstrainedChoice]:
+        return [ConstrainedChoice(a, c, lp)
+                for a, c, lp in zip(self.actions, self.chosen, self.logprobs, strict=True)]
+
+
 @torch.no_grad()
 def constrained_decode(model: Any, prompts: Sequence[Sequence[int]], tries: Sequence[ActionTrie],
                        *, temperature: float, end_ids: Sequence[int], pad_id: int,
-                       generator: torch.Generator | None = None) -> list[ConstrainedChoice]:
+                       generator: torch.Generator | None = None,
+                       engine: Engine = "fast") -> list[ConstrainedChoice]:
     """Decode one legal action per prompt, restricted to the paths of its trie.
 
-    Batched: one forward pass over all the (left-padded) prompts, their shared prefix computed
-    once, then one single-token step per further token of the longest action, reusing the KV
-    cache. At a node where an action
-    is complete but a longer one continues (e.g. "1" and "10" with digit tokens), ending is
-    one more option, written as an end-of-sequence token. `temperature` 0 takes the argmax.
+    Batched: one forward pass over all the (left-padded) prompts, then one single-token step
+    per further token of the longest action, reusing the KV cache, on `engine`
+    (`sepo.agents.engines.choose_tokens`). The choices depend only on the logits and
+    `generator`, so both engines choose alike where their logits agree. At a node where an
+    action is complete but a longer one continues (e.g. "1" and "10" with digit tokens), ending
+    is one more option, written as an end-of-sequence token. `temperature` 0 takes the argmax.
     """
     if len(prompts) != len(tries):
         raise ValueError(f"{len(prompts)} prompts but {len(tries)} tries")
     if not prompts:
         return []
-    logprob_temperature = temperature if temperature > 0 else 1.0
-    longest = max((_depth(t.root) for t in tries), default=0)
-    batch = BatchState.prefill(model, prompts, pad_id=pad_id, reserve=longest + 1)
-
-    nodes: list[_Node | None] = [t.root for t in tries]
-    chosen: list[list[int]] = [[] for _ in prompts]
-    logprobs: list[list[float]] = [[] for _ in prompts]
-    actions: list[Action] = [None] * len(prompts)
-    done = [False] * len(prompts)
-    end = [int(e) for e in end_ids]
-    for i, node in enumerate(nodes):
-        if node is None or not node.children:  # an empty trie: nothing to write
-            done[i] = True
-
-    while not all(done):
-        logits = batch.logits
-        step_logprobs = torch.log_softmax(logits / logprob_temperature, dim=-1)
-        next_tokens = torch.full((len(prompts),), pad_id, dtype=torch.long)
-        for i, node in enumerate(nodes):
-            if done[i] or node is None:
-                continue
-            allowed = list(node.children)
-            ends_here = node.terminal and bool(end)
-            if ends_here:
-                allowed += [e for e in end if e not in node.children]
-            token = _choose(logits[i], allowed, temperature, generator)
-            chosen[i].append(token)
-            logprobs[i].append(float(step_logprobs[i, token]))
-            child = node.children.get(token)
-            if child is None:  # chose to end: the action of this node is complete
-                actions[i], done[i] = node.action, True
-                continue
-            nodes[i] = child
-            if not child.children or (child.terminal and not end):
-                actions[i], done[i] = child.action, True
-            next_tokens[i] = token
-        if all(done):
-            break
-        batch.step(next_tokens)
-
-    return [ConstrainedChoice(a, c, lp) for a, c, lp in zip(actions, chosen, logprobs, strict=True)]
+    walk = TrieWalk(tries, temperature=temperature, end_ids=end_ids, pad_id=pad_id,
+                    generator=generator)
+    if not walk.finished:
+        choose_tokens(engine, model, prompts, walk, pad_id=pad_id, eos_ids=walk.end,
+                      max_new_tokens=walk.longest)
+    return walk.choices()

@@ -2,14 +2,15 @@
 
 `LMAgent.decide` gets every live episode's decision of one engine step (any mix of games and
 seats), renders each as a chat prompt (`sepo.prompts.chat_messages`, the tokenizer's chat
-template with the generation prompt), and samples all completions in ONE batched decoding loop
-(`sepo.agents.sampling.sample_batch`: left padding, a KV cache, finished rows leaving the
-batch). A sequence stops at its end-of-sequence token, or as soon as its current last line is
-exactly one legal action in canonical form (outside an open `<think>` block), or at
-`max_new_tokens`; generation ends when every sequence has stopped. Each completion is parsed
-with its game's parser; the ones that name no legal action go, together, through the
-constrained fallback (`sepo.agents.fallback`). Every decision carries an `LMTrace` with the
-token ids and log-probabilities the trainer needs.
+template with the generation prompt), and samples all completions in ONE batched generation,
+left-padded, on the engine `SamplingConfig.engine` selects (`sepo.agents.engines`): the fast
+engine's decoding loop (`sepo.agents.fast`: a KV cache, finished rows leaving the batch), or
+`transformers`' `generate` (`sepo.agents.plain`). A sequence stops at its end-of-sequence
+token, or as soon as its current last line is exactly one legal action in canonical form
+(outside an open `<think>` block), or at `max_new_tokens`; generation ends when every sequence
+has stopped. Each completion is parsed with its game's parser; the ones that name no legal
+action go, together, through the constrained fallback (`sepo.agents.fallback`). Every decision
+carries an `LMTrace` with the token ids and log-probabilities the trainer needs.
 
 Log-probability convention (the trainer must recompute exactly this, with gradients):
 for a trace with prompt ids P, completion ids C = c_1..c_n and temperature T,
@@ -49,10 +50,11 @@ from sepo.agents.chat import (
     think_is_open,
     visible_answer,
 )
+from sepo.agents.decoding import ENGINES, Engine
+from sepo.agents.engines import buffer_pool, resolve, sample
 from sepo.agents.fallback import ActionTrie, ConstrainedChoice, constrained_decode
-from sepo.agents.sampling import BufferPool, sample_batch
 from sepo.engine import Decision, DecisionRequest
-from sepo.errors import SepoError
+from sepo.errors import SepoError, UnknownNameError
 from sepo.games.base import (
     Action,
     ExactSolvable,
@@ -93,6 +95,11 @@ class SamplingConfig:
     - `reasoning`: ask for one short sentence of reasoning before the action line.
     - `seed`: sampling seed; with the agent's call counter it seeds every call, so the same
       seed and the same sequence of calls reproduce the same play on CPU.
+    - `engine`: what samples, `"fast"` or `"generate"`. `"fast"` (the default): sepo's own
+      batched decoding loop on `transformers` internals (`sepo.agents.fast`), several times
+      faster on the CPU; where it cannot run the model, the agent warns and uses `"generate"`.
+      `"generate"`: `transformers`' public `generate` only (`sepo.agents.plain`). Greedy play
+      is the same on both; sampled play follows the same distribution with other draws.
     """
 
     temperature: float = 0.8
@@ -100,6 +107,7 @@ class SamplingConfig:
     max_new_tokens: int | None = None
     reasoning: bool = True
     seed: int = 0
+    engine: Engine = "fast"
 
     def __post_init__(self) -> None:
         if not (isinstance(self.temperature, int | float) and math.isfinite(self.temperature)
@@ -117,6 +125,8 @@ class SamplingConfig:
                             f"got {self.max_new_tokens!r}")
         if not isinstance(self.seed, int):
             raise SepoError(f"sampling seed must be an integer, got {self.seed!r}")
+        if self.engine not in ENGINES:
+            raise UnknownNameError("sampling engine", self.engine, ENGINES)
 
     @property
     def greedy(self) -> bool:
@@ -227,9 +237,11 @@ class LMAgent:
         self.eos_ids = eos_token_ids(model, tokenizer)
         self.pad_id = pad_token_id(tokenizer, self.eos_ids)
         self.continuations = ContinuationIds(tokenizer)
-        #: Cache buffers reused from one engine step to the next (on CPU, where a fresh large
-        #: buffer costs its page faults; CUDA's caching allocator does this already).
-        self.buffers = BufferPool() if model_device(model).type == "cpu" else None
+        #: The engine that samples: `config.engine`, or "generate" where the fast engine cannot
+        #: run this model (`sepo.agents.engines.resolve`, which warns).
+        self.engine: Engine = resolve(self.config.engine, model)
+        #: Cache buffers reused from one engine step to the next (`engines.buffer_pool`).
+        self.buffers = buffer_pool(self.engine, model)
         self.calls = 0
         self.decisions = 0
         self.parse_failures = 0
@@ -292,12 +304,11 @@ class LMAgent:
     def _generate(self, prompts: Sequence[Prompt], action_lines: Sequence[frozenset[str]],
                   seed: int) -> list[tuple[list[int], list[float]]]:
         cfg = self.config
-        device = model_device(self.model)
-        generator = torch.Generator(device=device).manual_seed(seed)
         watcher = ActionLineWatcher(self.tokenizer, prompts, action_lines, self.eos_ids)
-        return sample_batch(self.model, [p.ids for p in prompts], temperature=cfg.temperature,
-                            top_p=cfg.top_p, max_new_tokens=cfg.new_tokens, pad_id=self.pad_id,
-                            watcher=watcher, generator=generator, pool=self.buffers)
+        return sample(self.engine, self.model, [p.ids for p in prompts],
+                      temperature=cfg.temperature, top_p=cfg.top_p,
+                      max_new_tokens=cfg.new_tokens, pad_id=self.pad_id, eos_ids=self.eos_ids,
+                      watcher=watcher, seed=seed, pool=self.buffers)
 
     def _decode(self, ids: Sequence[int]) -> str:
         """The completion's text; a final EOS is not text (other special tokens are kept, so
@@ -354,7 +365,8 @@ class LMAgent:
             choices = constrained_decode(
                 self.model, [p.ids for p in prompts], tries,
                 temperature=float(self.config.temperature), end_ids=self.eos_ids,
-                pad_id=self.pad_id, generator=torch.Generator().manual_seed(seed))
+                pad_id=self.pad_id, generator=torch.Generator().manual_seed(seed),
+                engine=self.engine)
         finally:
             self.model.train(was_training)
         for choice, acts in zip(choices, legal, strict=True):
@@ -496,7 +508,8 @@ def read_agent_settings(model: str | Path) -> dict[str, Any]:
 
 def load_lm_agent(model: str, *, temperature: float = 0.8, top_p: float = 1.0,
                   max_new_tokens: int | None = None, reasoning: bool | None = None,
-                  seed: int = 0, device: str | None = None, dtype: str | None = None) -> LMAgent:
+                  seed: int = 0, engine: Engine = "fast", device: str | None = None,
+                  dtype: str | None = None) -> LMAgent:
     """An `LMAgent` for a model name (`tiny`, `smollm2-135m`) or any HF causal-LM id or path.
 
     `reasoning` and `max_new_tokens` left as None come from the checkpoint's
@@ -510,6 +523,6 @@ def load_lm_agent(model: str, *, temperature: float = 0.8, top_p: float = 1.0,
     if max_new_tokens is None:
         max_new_tokens = settings.get("max_new_tokens")
     config = SamplingConfig(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                            reasoning=reasoning, seed=seed)
+                            reasoning=reasoning, seed=seed, engine=engine)
     lm, tokenizer = load_model(model, device=device, dtype=dtype)
     return LMAgent(lm, tokenizer, config, name=model)

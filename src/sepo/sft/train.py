@@ -99,8 +99,9 @@ class SFTRunConfig(BaseModel):
         False, description="saves memory on large models; slows small ones (off on CPU)")
     share_prompt_prefix: bool = Field(
         True, description="run the prompt prefix common to a batch (the game's system prompt) "
-        "once and reuse its keys and values: the same loss and gradients up to rounding, for "
-        "a fraction of the FLOPs (off with gradient checkpointing)")
+        "once and reuse its keys and values (the fast engine, sepo.agents.fast): the same loss "
+        "and gradients up to rounding, for a fraction of the FLOPs (off with gradient "
+        "checkpointing); off: transformers' plain forward passes")
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto, cpu or cuda ('auto': cuda when a GPU is available, "
         "else cpu)")
@@ -272,7 +273,7 @@ def _train_sft(game: str | Sequence[str], model: str | Path | tuple[Any, Any],
     from transformers.trainer_callback import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
-    from sepo.prefix_sharing import shared_prompt_prefix
+    from sepo.agents.engines import fast_or_none
 
     config = config or SFTRunConfig()
     games = resolve_games(game)
@@ -364,7 +365,8 @@ def _train_sft(game: str | Sequence[str], model: str | Path | tuple[Any, Any],
         if not config.progress:  # quiet means quiet: no log dicts printed to stdout either
             trainer.remove_callback(PrinterCallback)
         trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-        with (shared_prompt_prefix(trainer.model) if config.share_prompt_prefix
+        fast = fast_or_none("SFT's shared prompt prefix") if config.share_prompt_prefix else None
+        with (fast.shared_prompt_prefix(trainer.model) if fast is not None
               else contextlib.nullcontext()):
             eval_initial = float(trainer.evaluate()["eval_loss"])
             started = time.perf_counter()

@@ -21,6 +21,7 @@ from sepo.games import ExactSolvable, capability, games_with, get_game
 
 # The bounds are `sepo.limits`'s; imported here too, where the config fields check them.
 from sepo.limits import (  # noqa: F401
+    ENGINES,
     MAX_BOOTSTRAP,
     MAX_BOOTSTRAP_DRAWS,
     MAX_EPISODES,
@@ -30,6 +31,7 @@ from sepo.limits import (  # noqa: F401
     MAX_NEW_TOKENS,
     MAX_SEED,
     MAX_STEPS,
+    Engine,
 )
 
 CREDITS = ("per-pool", "aux", "constant")
@@ -103,6 +105,14 @@ class SEPOConfig(StrictModel):
     reasoning: bool | None = Field(None, description="let the model write a short thought "
                                    "first; default: the starting checkpoint's sepo_agent.json "
                                    "(how SFT trained it), else on")
+    engine: Engine = Field(
+        "fast", description="what samples the rollouts and runs the loss: 'fast', sepo's own "
+                            "engine on transformers internals (sepo.agents.fast; several times "
+                            "faster on CPU; where it cannot run the model, the agent warns and "
+                            "samples with 'generate'), or 'generate', transformers' public "
+                            "generate and plain forward passes only (share_prompt_prefix then "
+                            "has no effect); greedy play is the same on both, sampled play "
+                            "follows the same distribution with other draws")
 
     # --- objective
     lambdas: Lambdas | None = Field(None, description="penalty weights; default: the game's "
@@ -162,10 +172,11 @@ class SEPOConfig(StrictModel):
     micro_batch_size: int = Field(64, ge=1, le=65536,
                                   description="decisions per forward/backward")
     share_prompt_prefix: bool = Field(
-        True, description="run the prompt prefix common to a micro-batch (the system prompt) "
-                          "once and reuse its keys and values, and (Llama/Qwen on CPU) run "
-                          "the rows after it packed, without padding: the same log-probs and "
-                          "gradients up to rounding, for about half the FLOPs on tiny")
+        True, description="with engine 'fast': run the prompt prefix common to a micro-batch "
+                          "(the system prompt) once and reuse its keys and values, and "
+                          "(Llama/Qwen on CPU) run the rows after it packed, without padding: "
+                          "the same log-probs and gradients up to rounding, for about half the "
+                          "FLOPs on tiny")
     dropout: bool = Field(False, description="apply the model's (and LoRA's) dropout in the loss "
                                              "forward; off by default: the sequence-level ratio "
                                              "compounds per-token dropout noise")
@@ -237,6 +248,11 @@ class SEPOConfig(StrictModel):
     @classmethod
     def _mixed_precision(cls, v: Any) -> Any:
         return _choice("mixed precision", v, MIXED_PRECISIONS)
+
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _engine(cls, v: Any) -> Any:
+        return _choice("sampling engine", v, ENGINES)
 
     @field_validator("device", mode="before")
     @classmethod

@@ -73,12 +73,12 @@ from torch.utils.tensorboard import SummaryWriter
 
 from sepo.agents import LMAgent, LMTrace, SamplingConfig
 from sepo.agents.chat import accepts_logits_to_keep, eos_token_ids, model_device, pad_token_id
+from sepo.agents.engines import fast_or_none
 from sepo.engine import Engine, Episode, EpisodeRecord
 from sepo.errors import SepoError, UnknownNameError
 from sepo.games import get_game, get_strategy
 from sepo.games.base import AGENT, ExactSolvable, Game, Strategy, capability, derive_seed
 from sepo.metrics import LAMBDA_NAMES, episode_gap, finite_or_none, role_metrics, round_rewards
-from sepo.prefix_sharing import packed_completion_logits, shared_prompt_prefix
 from sepo.rundir import check_output_dir, describing_os_errors, model_input_paths
 from sepo.train import checkpoint as ckpt
 from sepo.train.budgets import BudgetSettings, SafetyBudgets
@@ -366,16 +366,18 @@ def sequence_logprobs(model: Any, samples: Sequence[DecisionSample], pad_id: int
     positions that predict completion tokens go through the LM head (`logits_to_keep`) when
     the model supports it: for a large vocabulary that is most of the memory of the forward
     pass. With `share_prefix`, the prompt prefix the whole batch shares (the game's system
-    prompt) is run once (`sepo.prefix_sharing`): the same log-probs and gradients up to float
-    rounding, for about half the FLOPs on `tiny`; where `packing_supported`, the rest of the
-    rows runs packed, without padding, and only the completion-predicting positions reach the
-    LM head (`packed_completion_logits`).
+    prompt) is run once (the fast engine's `sepo.agents.fast.prefix_sharing`): the same
+    log-probs and gradients up to float rounding, for about half the FLOPs on `tiny`; where
+    `packing_supported`, the rest of the rows runs packed, without padding, and only the
+    completion-predicting positions reach the LM head (`packed_completion_logits`). Without it,
+    or where the fast engine cannot be imported, plain forward passes.
     """
     device = model_device(model)
-    if share_prefix:
-        logits = packed_completion_logits(model, [s.prompt_ids + s.completion_ids
-                                                  for s in samples],
-                                          [len(s.prompt_ids) for s in samples])
+    fast = fast_or_none("the loss's shared prompt prefix") if share_prefix else None
+    if fast is not None:
+        logits = fast.packed_completion_logits(model, [s.prompt_ids + s.completion_ids
+                                                       for s in samples],
+                                               [len(s.prompt_ids) for s in samples])
         if logits is not None:
             owner = torch.tensor([i for i, s in enumerate(samples) for _ in s.completion_ids],
                                  device=device)
@@ -399,7 +401,7 @@ def sequence_logprobs(model: Any, samples: Sequence[DecisionSample], pad_id: int
     # No attention mask: with right padding, causality alone keeps every real token from
     # seeing the padding after it (padding positions are never scored), and a mask-free batch
     # takes the fused causal attention kernel instead of materialising a B x S x S mask.
-    with shared_prompt_prefix(model) if share_prefix else nullcontext():
+    with fast.shared_prompt_prefix(model) if fast is not None else nullcontext():
         if accepts_logits_to_keep(model):
             logits = model(input_ids=input_ids, logits_to_keep=keep).logits
         else:
@@ -601,13 +603,15 @@ def optimise(policy: Policy, samples: Sequence[DecisionSample], optimizer: Any,
     adv = torch.tensor([s.advantage for s in samples], device=device)
     mode = policy.model.train if config.dropout else policy.model.eval
 
+    # The fast engine's shared-prefix forwards only where the run uses the fast engine.
+    share_prefix = config.share_prompt_prefix and config.engine == "fast"
     # The reference's log-probs, once per step (they do not change within it).
     ref = torch.zeros(len(samples), device=device)
     with torch.no_grad(), policy.reference_model() as reference, accelerator.autocast():
         reference.eval()
         for idx in batches:
             ref[idx] = sequence_logprobs(reference, [samples[i] for i in idx], policy.pad_id,
-                                         config.share_prompt_prefix)
+                                         share_prefix)
 
     parameters = policy.trainable_parameters()
     sums = {"loss": 0.0, "policy": 0.0, "kl": 0.0, "log_ratio_ref": 0.0, "clipped": 0.0,
@@ -617,7 +621,7 @@ def optimise(policy: Policy, samples: Sequence[DecisionSample], optimizer: Any,
         for idx in batches:
             with accelerator.autocast():
                 logprobs = sequence_logprobs(policy.model, [samples[i] for i in idx],
-                                             policy.pad_id, config.share_prompt_prefix)
+                                             policy.pad_id, share_prefix)
             if epoch == 0:
                 # π_old is the policy before this step's first optimiser step, as the trainer's
                 # own forward computes it: the log-probs recorded while sampling (cached,
@@ -793,7 +797,8 @@ def evaluate_checkpoint(game: Game, policy: Policy, config: SEPOConfig) -> dict[
         agent = LMAgent(model, policy.tokenizer, SamplingConfig(
             temperature=config.temperature, top_p=config.top_p,
             max_new_tokens=config.max_new_tokens, reasoning=config.reasoning,
-            seed=derive_seed(TRAIN_TAG, config.seed, _EVAL_STREAM)), name="sepo-eval")
+            seed=derive_seed(TRAIN_TAG, config.seed, _EVAL_STREAM), engine=config.engine),
+            name="sepo-eval")
         report = evaluate(game, agent, episodes=config.eval_episodes, seeds=1,
                           lambdas=config.lambdas.as_dict(), n_boot=config.eval_bootstrap,
                           seed=0, roles=ROLES)
@@ -1001,8 +1006,8 @@ def _train_locked(config: SEPOConfig, game: Game, run_dir: Path, accelerator: An
     agent = LMAgent(policy.model, tokenizer, SamplingConfig(
         temperature=config.temperature, top_p=config.top_p,
         max_new_tokens=config.max_new_tokens, reasoning=config.reasoning,
-        seed=derive_seed(TRAIN_TAG, config.seed, _SAMPLING_STREAM,
-                         accelerator.process_index)), name=f"sepo:{config.model}")
+        seed=derive_seed(TRAIN_TAG, config.seed, _SAMPLING_STREAM, accelerator.process_index),
+        engine=config.engine), name=f"sepo:{config.model}")
     policy.model.eval()
 
     # --- resume: weights, optimiser, scheduler, random states, the loop's own state

@@ -15,7 +15,7 @@ are untouched. Anything it was not written for takes the backbone's own forward:
 `inputs_embeds` or `position_ids` passed in, gradient checkpointing (whose re-run forward would
 write the rows' keys into the shared cache a second time), and caches that are not plain full
 attention (sliding-window or linear-attention layers). Generation shares its prefix its own way
-(`sepo.agents.sampling`).
+(`sepo.agents.fast.sampling`).
 
 The SEPO loss goes one step further where it can (`packed_completion_logits`): after the shared
 prefix, the rows' remaining tokens run *packed*, one after another in a single sequence with no
@@ -39,9 +39,10 @@ from typing import Any
 import torch
 from transformers import AttentionInterface
 
-from sepo.agents.cascade import attention_implementation, cascade_supported
-from sepo.agents.chat import accepts_logits_to_keep, cache_field, cache_keyword, model_device
-from sepo.agents.sampling import MIN_SHARED_PREFIX, new_cache, shared_prefix_length
+from sepo.agents.chat import accepts_logits_to_keep, model_device
+from sepo.agents.fast.cache import cache_field, cache_keyword, new_cache
+from sepo.agents.fast.cascade import attention_implementation, cascade_supported
+from sepo.agents.fast.sampling import MIN_SHARED_PREFIX, shared_prefix_length
 
 #: The KV cache's keyword in a forward, before and from transformers 5.25 (`cache_keyword`).
 CACHE_NAMES = ("past_key_values", "cache")
@@ -160,8 +161,8 @@ def packed_attention_forward(module: Any, query: torch.Tensor, key: torch.Tensor
     `packed_completion_logits`. Returns (1, N, heads, dim), as `transformers`' attention
     functions do."""
     if sepo_packed is None or attention_mask is None:
-        raise RuntimeError("packed attention needs the rows' layout and mask "
-                           "(run the model through sepo.prefix_sharing.packed_completion_logits)")
+        raise RuntimeError("packed attention needs the rows' layout and mask (run the model "
+                           "through sepo.agents.fast.prefix_sharing.packed_completion_logits)")
     layout = sepo_packed
     heads, n, dim = query.shape[1], query.shape[2], query.shape[3]
     prefix = key.shape[2] - n
