@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from pathlib import Path
 
 import pytest
 
@@ -95,7 +96,7 @@ def test_role_metrics_of_a_hand_built_step() -> None:
     assert math.isnan(role_metrics(ipd, records[:3])["collusion"])
 
 
-def test_budget_settings_are_checked(tmp_path: object) -> None:
+def test_budget_settings_are_checked() -> None:
     ok = SEPOConfig(game="ipd", model="x", out="r", budgets={"exploit": 0.3, "collusion": 0.2})
     assert ok.condition == "sepo-budget"
     with pytest.raises(UnknownNameError, match=r"budget 'exploitability'.*collusion, exploit"):
@@ -108,3 +109,13 @@ def test_budget_settings_are_checked(tmp_path: object) -> None:
         SEPOConfig(game="kuhn", model="x", out="r", budgets={"collusion": 0.1})
     with pytest.raises(SepoError, match="lambda_min"):
         SEPOConfig(game="kuhn", model="x", out="r", lambda_min=5.0, lambda_max=1.0)
+
+
+def test_run_gives_budgets_to_sepo_and_not_to_reward_only(tmp_path: Path) -> None:
+    from sepo.pipeline import RunConfig
+
+    run = RunConfig(games=["ipd"], out=tmp_path, sepo={"budgets": {"exploit": 0.3}})
+    sepo = run.sepo_config("ipd", 0, tmp_path / "sft", tmp_path / "s", reward_only=False)
+    baseline = run.sepo_config("ipd", 0, tmp_path / "sft", tmp_path / "r", reward_only=True)
+    assert sepo.budgets == {"exploit": 0.3} and sepo.condition == "sepo-budget"
+    assert baseline.budgets == {} and baseline.reward_only

@@ -221,3 +221,24 @@ def test_not_a_run_directory_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "results.json").write_text("{not json")
     with pytest.raises(SepoError, match="not valid JSON"):
         load_results(tmp_path)
+
+
+def test_lambda_panels_only_where_a_budget_moved_lambda(tmp_path: Path) -> None:
+    from sepo.report import _training_curves
+
+    def metrics(name: str, lambdas: list[float]) -> dict[str, object]:
+        rows = ["step,loss,lambda_exploit,lambda_collusion,advantage_share_exploit"]
+        rows += [f"{k + 1},0.5,{lam},1.0,0.25" for k, lam in enumerate(lambdas)]
+        (tmp_path / f"{name}.csv").write_text("\n".join(rows) + "\n")
+        return {"game": "ipd", "seed": 0, "condition": name, "_root": str(tmp_path),
+                "metrics_csv": f"{name}.csv"}
+
+    fixed = [metrics("sepo", [2.4, 2.4, 2.4]), metrics("reward-only", [0.0, 0.0, 0.0])]
+    curves = _training_curves(tmp_path, fixed, "ipd")
+    assert "lambda_exploit" not in curves["sepo"][0]  # fixed λ: no panel
+    assert curves["sepo"][0]["advantage_share_exploit"] == [(1, 0.25), (2, 0.25), (3, 0.25)]
+    budget = [*fixed, metrics("sepo-budget", [2.4, 3.1, 4.0])]
+    curves = _training_curves(tmp_path, budget, "ipd")
+    assert curves["sepo-budget"][0]["lambda_exploit"] == [(1, 2.4), (2, 3.1), (3, 4.0)]
+    assert curves["sepo"][0]["lambda_exploit"] == [(1, 2.4), (2, 2.4), (3, 2.4)]
+    assert "lambda_collusion" not in curves["sepo-budget"][0]  # constant everywhere

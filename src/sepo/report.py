@@ -106,7 +106,13 @@ TRAINING_PANELS: tuple[tuple[str, str], ...] = (
     ("eval_exploit", "checkpoint eval: Exploit (↓)"),
     ("eval_pay_per_round", "checkpoint eval: Pay/r (↑)"),
     ("eval_exact_exploitability", "checkpoint eval: Kuhn exact exploitability (↓)"),
+    ("advantage_share_exploit", "exploit pool's share of Σ|advantage|"),
+    ("lambda_exploit", "λe in training (moves under an exploit budget)"),
+    ("lambda_collusion", "λc in training (moves under a collusion budget)"),
+    ("lambda_externality", "λx in training (moves under an externality budget)"),
 )
+#: Panels drawn only where some run's values change (a λ without a budget is a flat line).
+CHANGING_ONLY = frozenset({"lambda_exploit", "lambda_collusion", "lambda_externality"})
 
 # ------------------------------------------------------------------ small helpers
 def format_value(value: float | None, interval: Sequence[float | None] | None) -> str:
@@ -480,6 +486,13 @@ def _training_curves(run_dir: Path, training: Sequence[Mapping[str, Any]],
                 if col in row:
                     columns.setdefault(col, []).append((row["step"], row[col]))
         curves.setdefault(t["condition"], {})[t["seed"]] = columns
+    for col in CHANGING_ONLY:
+        series = [points for seeds in curves.values() for columns in seeds.values()
+                  if (points := columns.get(col))]
+        if not any(len({v for _, v in points}) > 1 for points in series):
+            for seeds in curves.values():
+                for columns in seeds.values():
+                    columns.pop(col, None)
     return {c: curves[c] for c in sorted(curves, key=condition_sort_key)}
 
 

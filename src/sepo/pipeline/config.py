@@ -218,6 +218,8 @@ class RunConfig(StrictModel):
             # Its λ = 0 gives the adaptive exploiter's group constant rewards: it would only add
             # episodes and change the baseline's random draws. The baseline stays the plain one.
             extra.pop("exploit_best_response", None)
+            # A budget steers the λ of penalties the baseline does not have.
+            extra.pop("budgets", None)
         if self.base_is_tiny():
             extra.setdefault("lr", b.tiny_lr)
         return SEPOConfig(**self.sepo_settings(game, seed, model, out, reward_only=reward_only),

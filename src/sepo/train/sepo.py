@@ -8,9 +8,12 @@ One step of `train_sepo`:
    LM agent makes one batched `generate` per round for the whole step.
 2. **Rewards** per round (docs/method.md §5.3), by the episode's pool role (`credit=per-pool`):
    train s·u_t − λx·x_t; exploit −λe·s·e_r − λx·x_t; collusive −λc·c_t.
-3. **Advantages** per (group, round t): A = (rew − mean)/(std + 1e-8) over the group's n
-   rollouts (population std), 0 where the n rewards are equal. Every decision of round t of a
-   rollout gets that rollout's A_t (a Kuhn hand can hold two decisions).
+3. **Advantages** per (group, round t): the reward minus the group's mean over its n rollouts
+   (0 where the n rewards are equal), divided by the group's std (`advantage=group`, GRPO),
+   by one scale for the whole step (`batch`, which keeps the λ weights), or by nothing
+   (`none`); docs/method.md §5.4. Every decision of round t of a rollout gets that rollout's
+   A_t (a Kuhn hand can hold two decisions). Under `budgets`, the λ of step t+1 follows dual
+   ascent on the metrics measured in steps up to t (§5.4.1, `sepo.train.budgets`).
 4. **Loss** per decision: the PPO clipped surrogate on the sequence-level ratio
    exp(Σ log π_θ − Σ log π_old) of the decision's generated tokens (π_old: the trainer's own
    forward before the step's first update, not the sampler's log-probs), plus
