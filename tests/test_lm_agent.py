@@ -22,7 +22,6 @@ from hypothesis import strategies as st
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from sepo.agents import (
-    KUHN_INFOSETS,
     ActionTrie,
     LMAgent,
     LMTrace,
@@ -39,6 +38,7 @@ from sepo.errors import SepoError
 from sepo.games import game_names, get_game
 from sepo.games.base import AGENT, OPPONENT, Game
 from sepo.games.ipd import IPDGame
+from sepo.games.kuhn import POLICY_KEYS
 from sepo.prompts import chat_messages
 
 LM = tuple[Any, Any]
@@ -673,16 +673,16 @@ def test_kuhn_policy_in_one_forward_pass_matches_per_sequence_passes(tiny_lm: LM
     agent = LMAgent(model, tokenizer, SamplingConfig(temperature=temperature))
     hook = model.register_forward_pre_hook(count, with_kwargs=True)
     try:
-        policy = agent.kuhn_policy()
+        policy = agent.tabular_policy(get_game("kuhn"))
     finally:
         hook.remove()
     assert len(calls) == 1 and calls[0][0] == 24  # 12 info sets × 2 actions, one pass
-    assert set(policy) == set(KUHN_INFOSETS)
+    assert set(policy) == set(POLICY_KEYS)
     assert all(0.0 <= p <= 1.0 for p in policy.values())
 
     game = get_game("kuhn")
     continuations = ContinuationIds(tokenizer)
-    for key in KUHN_INFOSETS:
+    for key in POLICY_KEYS:
         state, seat = game.state_for_infoset(key)
         prompt = build_prompt(tokenizer, chat_messages(game, state, seat, reasoning=False))
         lp = {}
@@ -697,9 +697,10 @@ def test_kuhn_policy_in_one_forward_pass_matches_per_sequence_passes(tiny_lm: LM
 
 def test_kuhn_policy_under_greedy_decoding_is_pure(tiny_lm: LM) -> None:
     model, tokenizer = tiny_lm
-    sampled = LMAgent(model, tokenizer, SamplingConfig(temperature=1.0)).kuhn_policy()
-    greedy = LMAgent(model, tokenizer, SamplingConfig(temperature=0)).kuhn_policy()
-    for key in KUHN_INFOSETS:
+    kuhn = get_game("kuhn")
+    sampled = LMAgent(model, tokenizer, SamplingConfig(temperature=1.0)).tabular_policy(kuhn)
+    greedy = LMAgent(model, tokenizer, SamplingConfig(temperature=0)).tabular_policy(kuhn)
+    for key in POLICY_KEYS:
         assert greedy[key] in (0.0, 0.5, 1.0)
         assert greedy[key] == (1.0 if sampled[key] > 0.5 else 0.0 if sampled[key] < 0.5 else 0.5)
 
@@ -708,7 +709,7 @@ def test_kuhn_exact_reads_the_lm_policy(tiny_lm: LM) -> None:
     kuhn_exact = pytest.importorskip("sepo.kuhn_exact")
     model, tokenizer = tiny_lm
     agent = LMAgent(model, tokenizer, SamplingConfig(temperature=1.0))
-    assert kuhn_exact.policy_of(agent) == pytest.approx(agent.kuhn_policy())
+    assert kuhn_exact.policy_of(agent) == pytest.approx(agent.tabular_policy(get_game("kuhn")))
 
 
 def test_left_padding_positions_count_real_tokens_only() -> None:

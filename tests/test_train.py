@@ -248,7 +248,7 @@ def test_adaptive_exploiter_is_the_exact_best_response_to_the_current_policy(
         SEPOConfig(game="kuhn", model="x", out="unused"), agent) == {}
     config = SEPOConfig(game="kuhn", model="x", out="unused", exploit_best_response=True)
     (exploiter,) = trainer.adaptive_opponents(config, agent).values()
-    policy = agent.kuhn_policy()
+    policy = agent.tabular_policy(get_game("kuhn"))
     value = per_hand_value(exploiter.policy(), policy)
     assert value == pytest.approx(exploitability(policy), abs=1e-9)
     assert value > 0.05  # the untrained test model is far from Nash

@@ -28,7 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import typer
 from pydantic import BaseModel
+
+from sepo.errors import UnknownNameError
+from sepo.games import GENERIC_BUDGET, GameBudget, game_names
 
 #: Where `python -m sepo.configref` writes (a source checkout: src/sepo/ → the repository root).
 DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
@@ -122,7 +126,6 @@ def _literal_choices(tp: Any) -> list[Any]:
 def _validator_choices(model: type[BaseModel]) -> dict[str, list[str]]:
     """Choices that a field validator enforces: a validator that refuses an unknown name with
     `UnknownNameError` lists them, so it is asked about a name no choice has."""
-    from sepo.errors import UnknownNameError
 
     found: dict[str, list[str]] = {}
     for decorator in model.__pydantic_decorators__.field_validators.values():
@@ -261,7 +264,6 @@ _OPERATORS: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
 # ====================================================================== the command line
 def _commands() -> dict[str, Any]:
     """Every command of the CLI by its full name ("sepo model build"), as click commands."""
-    import typer
 
     from sepo.cli import app
 
@@ -465,7 +467,6 @@ def _section(section: Section, commands: Mapping[str, Any]) -> list[str]:
 
 
 def _per_game() -> list[str]:
-    from sepo.games import GENERIC_BUDGET, GameBudget, game_names
     from sepo.pipeline import RunConfig
     from sepo.train.config import LAMBDA_KEYS, SEPOConfig
 

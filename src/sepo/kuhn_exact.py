@@ -13,6 +13,7 @@ policy in both seats. References: Nash 0, AlwaysBet 1/3, TightPassive 1/4, Loose
 
 from __future__ import annotations
 
+from sepo.games import get_game
 from sepo.games.kuhn import (
     OPENER_KEYS,
     POLICY_KEYS,
@@ -49,14 +50,15 @@ def policy_of(player: object) -> KuhnPolicy | None:
     """The per-hand Kuhn policy of a player, when it has one.
 
     A table strategy (or a `StrategyPlayer` wrapping one) gives its table; any object with a
-    `kuhn_policy()` method (the LM agent) gives what that returns; anything else gives None.
+    `tabular_policy(game)` method (the LM agent) gives what that returns for Kuhn; anything
+    else gives None.
     Generic code uses `sepo.evaluation.read_tabular_policy`, which works for any game with
     the `ExactSolvable` capability.
     """
     strategy = getattr(player, "strategy", player)  # StrategyPlayer wraps a strategy
     if isinstance(strategy, TablePolicyStrategy):
         return strategy.policy()
-    reader = getattr(player, "kuhn_policy", None)
+    reader = getattr(player, "tabular_policy", None)
     if callable(reader):
-        return check_policy(reader())
+        return check_policy(reader(get_game("kuhn")))
     return None

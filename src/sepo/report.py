@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from rich.table import Table
 
 from sepo import plots
 from sepo.errors import SepoError, describe_validation_error
@@ -361,7 +362,6 @@ def rich_table(aggregates: Sequence[Mapping[str, Any]], game: str, *,
     """The same table for the terminal (a `rich.table.Table`): condition rows when it fits in
     `width` columns, else transposed (metric rows, one column per condition), which fits in
     about 110."""
-    from rich.table import Table
 
     metrics = game_metrics(game)
     rows = table_rows(aggregates, game)

@@ -31,11 +31,13 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
 from sepo.errors import SepoError
+from sepo.models.paths import cache_dir
 
 #: Written into every output directory sepo creates: `{"made_by": "<command>"}`. Its content
 #: is fixed (no time, no pid) so that the same command writes byte-identical directories.
@@ -198,9 +200,6 @@ def model_input_paths(model: str | Path) -> list[Path]:
     if path.exists():
         return [path]
     if str(model) in ("tiny", "smollm2-135m"):
-        from importlib import resources
-
-        from sepo.models.paths import cache_dir
 
         shipped = [Path(str(resources.files("sepo").joinpath("data", "tiny")))]
         return [cache_dir() / "models", *(shipped if model == "tiny" else [])]

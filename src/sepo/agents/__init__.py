@@ -17,11 +17,9 @@ from sepo.agents.lm import (
     fallback_messages,
     load_lm_agent,
 )
-from sepo.games.kuhn import POLICY_KEYS as KUHN_INFOSETS  # the keys of `LMAgent.kuhn_policy`
 
 __all__ = [
     "ENGINES",
-    "KUHN_INFOSETS",
     "ActionTrie",
     "ConstrainedChoice",
     "Engine",

@@ -462,13 +462,6 @@ class LMAgent:
                 policy[decision.key] = 1.0 / (1.0 + math.exp(-diff)) if diff > -700 else 0.0
         return policy
 
-    def kuhn_policy(self) -> dict[str, float]:
-        """`tabular_policy` of Kuhn poker (P(BET, or CALL facing a bet) at its 12 information
-        sets): the name scripts, tests and `sepo.kuhn_exact.policy_of` know."""
-        from sepo.games import get_game
-
-        return self.tabular_policy(get_game("kuhn"))
-
 
 #: The failed answer shown in the fallback's conversation is cut to its last characters: a
 #: model's own answer is bounded by `max_new_tokens` anyway, and any text handed to

@@ -7,6 +7,7 @@ Heavy imports (torch, transformers) happen on first use, so importing this packa
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from sepo.models.loading import (
@@ -24,8 +25,6 @@ _LAZY = {"TinyConfig": "sepo.models.tiny", "build_tiny": "sepo.models.tiny"}
 
 def __getattr__(name: str) -> Any:  # PEP 562: `sepo.models.TinyConfig` without importing torch
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'sepo.models' has no attribute {name!r}")
 

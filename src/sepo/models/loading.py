@@ -25,6 +25,8 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import typer
+
 from sepo.errors import SepoError, UnknownNameError
 
 # `weights_digest` and `transformers_progress` are re-exported: callers import them from here.
@@ -49,16 +51,12 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 # `typer.BadParameter` makes the CLI's one-line error name the option.
 def check_device(value: str | None) -> str | None:
     if value is not None and not DEVICE_PATTERN.fullmatch(value):
-        import typer
-
         raise typer.BadParameter(str(UnknownNameError("device", value, DEVICE_CHOICES)))
     return value
 
 
 def check_dtype(value: str | None) -> str | None:
     if value is not None and value not in DTYPES:
-        import typer
-
         raise typer.BadParameter(str(UnknownNameError("dtype", value, DTYPES)))
     return value
 #: `org/name`: the shape of a Hugging Face model id.

@@ -13,6 +13,8 @@ import importlib.metadata
 import time
 from pathlib import Path
 
+from rich.console import Console
+
 from sepo.errors import MissingDependencyError, SepoError
 from sepo.models.paths import cache_dir
 from sepo.models.util import save_model_dir, transformers_progress
@@ -69,8 +71,6 @@ def smollm2_path(*, force: bool = False, progress: bool = True, root: Path | Non
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if progress:
-        from rich.console import Console
-
         Console(stderr=True).print(f"converting {source.name} to a cached checkpoint "
                                    "(once; about a minute)...")
     t0 = time.perf_counter()

@@ -27,7 +27,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from sepo.games.base import derive_seed
+from sepo.console import new_progress
+from sepo.games.base import AGENT, derive_seed
 from sepo.machine import cpu_name
 from sepo.models import corpus
 from sepo.models.paths import cache_dir
@@ -41,6 +42,7 @@ from sepo.models.tiny_config import (  # noqa: F401
     TinyConfig,
 )
 from sepo.models.util import save_model_dir, weights_digest
+from sepo.prompts import chat_messages
 
 BUILD_INFO = "sepo_build.json"
 
@@ -227,7 +229,6 @@ def _progress(show: bool, label: str, total: int) -> Iterator[Any]:
     if not show:
         yield lambda status="": None
         return
-    from sepo.console import new_progress
 
     with new_progress("{task.description}", "bar", "count", "elapsed", "remaining",
                       "{task.fields[status]}") as bar:
@@ -354,8 +355,6 @@ def format_check(model: Any, tokenizer: Any, games: Sequence[Any] | None = None,
     counts of the actions named, and their entropy divided by the log of the number of
     distinct legal actions met (`action_entropy`, 1 = uniform, 0 = always the same).
     """
-    from sepo.games.base import AGENT
-    from sepo.prompts import chat_messages
 
     games = list(games) if games is not None else corpus.available_games()
     out: dict[str, dict[str, Any]] = {}

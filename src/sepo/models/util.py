@@ -9,6 +9,7 @@ transformers are imported on first use, so importing this module is cheap.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -54,7 +55,6 @@ def weights_digest(model: Any) -> str:
     through training, in every number downstream (docs/BENCHMARKS.md, "Reproducibility across
     machines"). The digest tells the two cases apart.
     """
-    import hashlib
 
     import torch
 

@@ -50,7 +50,7 @@ machine on `tiny` (see `docs/RESULTS.md` for the timings):
 
 Kuhn runs without reasoning by default (its `[budget]` sets `reasoning = false`): its exact
 exploitability is read from the model's action distribution on action-only prompts
-(`LMAgent.kuhn_policy`), so training and evaluating on those same prompts makes the exact
+(`LMAgent.tabular_policy`), so training and evaluating on those same prompts makes the exact
 number the policy that was trained and played, and it keeps each decision a few tokens.
 """
 

@@ -5,10 +5,13 @@ environment the numbers were made in (versions, CPU/GPU, the base build's weight
 from __future__ import annotations
 
 import json
+import platform
 from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from sepo.machine import cpu_name
 from sepo.pipeline.config import RunConfig
 from sepo.pipeline.layout import CONFIG_FILE, TIMINGS_FILE
 from sepo.report import CONDITION_ORDER, RESULTS_FILE, RESULTS_SCHEMA, write_json_atomic
@@ -54,12 +57,9 @@ def environment(config: RunConfig) -> dict[str, Any]:
     rounding differs between CPUs (and GPUs), so a tiny build, and all trained from it, can
     differ elsewhere (docs/BENCHMARKS.md, "Reproducibility across machines"): the versions,
     the device and the base build's weights digest say which case a comparison is."""
-    import platform
-    from importlib.metadata import PackageNotFoundError, version
 
     import torch
 
-    from sepo.machine import cpu_name
     from sepo.models import resolve
     from sepo.models.tiny import build_info
     from sepo.models.util import weights_digest
@@ -97,8 +97,6 @@ def _now() -> str:
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version("sepo")
     except PackageNotFoundError:

@@ -17,6 +17,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+
+from sepo.console import new_progress
 from sepo.games import get_game
 from sepo.games.base import derive_seed
 from sepo.pipeline.config import RunConfig
@@ -55,8 +58,6 @@ class _Log:
     """Stage lines on the console (rich), with elapsed times; silent when quiet."""
 
     def __init__(self, quiet: bool) -> None:
-        from rich.console import Console
-
         self.console = Console(quiet=quiet, highlight=False)
         if not self.console.is_terminal:  # a log file: no need to wrap at 80 columns
             self.console = Console(quiet=quiet, highlight=False, width=200)
@@ -196,8 +197,6 @@ def _stage_eval(config: RunConfig, game: str, seed: int, condition: str, model: 
 
 @contextmanager
 def _progress(log: _Log) -> Iterator[Callable[[int, int], None]]:
-    from sepo.console import new_progress
-
     with new_progress("bar", "count", "elapsed", console=log.console, transient=True) as bar:
         task = bar.add_task("rounds", total=None)
         yield lambda done, total: bar.update(task, completed=done, total=total)

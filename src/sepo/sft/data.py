@@ -30,7 +30,7 @@ from typing import Any
 
 from sepo.engine import Decision, DecisionRequest, Engine, Episode, StrategyPlayer
 from sepo.errors import SepoError
-from sepo.games import Game, GameState, Strategy, game_names, get_game
+from sepo.games import Game, GameState, Strategy, game_names, get_game, get_strategy
 from sepo.games.base import Action, derive_seed
 from sepo.prompts import chat_messages
 from sepo.rundir import (
@@ -158,8 +158,6 @@ def demonstrator_mixture(game: Game,
     """The demonstrator weights of SFT episodes: the game's mixture (docs/method.md §2.3), or,
     with `only`, those strategies of the game with equal weights (e.g. TitForTat-only data)."""
     if only:
-        from sepo.games import get_strategy
-
         names = [get_strategy(game, n).name for n in dict.fromkeys(only)]
         return {n: 1.0 / len(names) for n in names}
     weights = {n: float(w) for n, w in game.demonstrators.items()}

@@ -13,10 +13,17 @@ import math
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from sepo.config_model import StrictModel
-from sepo.errors import SepoError, UnknownNameError
+from sepo.errors import SepoError, UnknownNameError, describe_validation_error
 from sepo.games import ExactSolvable, capability, games_with, get_game
 
 # The bounds are `sepo.limits`'s; imported here too, where the config fields check them.
@@ -309,10 +316,8 @@ class SEPOConfig(StrictModel):
         checkpoint's `sepo_agent.json` (an SFT checkpoint says whether it was trained to
         reason, and how long its answers run), else the agent's defaults. A value of the file
         out of range is a one-line `SepoError` naming the file and the field."""
-        from pydantic import ValidationError
 
         from sepo.agents.lm import AGENT_SETTINGS_FILE, read_agent_settings
-        from sepo.errors import describe_validation_error
 
         settings = read_agent_settings(self.model)
         reasoning = self.reasoning

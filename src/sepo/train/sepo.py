@@ -77,6 +77,7 @@ from torch.utils.tensorboard import SummaryWriter
 from sepo.agents import LMAgent, LMTrace, SamplingConfig
 from sepo.agents.chat import accepts_logits_to_keep, eos_token_ids, model_device, pad_token_id
 from sepo.agents.engines import fast_or_none
+from sepo.console import new_progress
 from sepo.engine import Engine, Episode, EpisodeRecord
 from sepo.errors import SepoError, UnknownNameError
 from sepo.games import get_game, get_strategy
@@ -890,8 +891,6 @@ class _ProgressBar:
     def __init__(self, enabled: bool, total: int, start: int) -> None:
         self.bar = None
         if enabled:
-            from sepo.console import new_progress
-
             self.bar = new_progress("[bold]SEPO", "bar", "count", "{task.description}",
                                     "elapsed", "remaining")
             self.task = self.bar.add_task("", total=total, completed=start)
