@@ -631,6 +631,8 @@ def train(
     mixed_precision: Annotated[str | None, field_option(SEPOConfig, "mixed_precision")] = None,
     device: Annotated[str | None, field_option(SEPOConfig, "device")] = None,
     resume: Annotated[bool, field_option(SEPOConfig, "resume", "--resume")] = False,
+    report_to: Annotated[list[str] | None, field_option(SEPOConfig, "report_to", "--report-to",
+                                                        metavar="TRACKER")] = None,
     config_file: Annotated[Path | None, config_file_option(
         "SEPOConfig", ", with a [lambdas] table for the penalty weights")] = None,
     settings: Annotated[list[str] | None, set_option(

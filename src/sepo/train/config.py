@@ -40,6 +40,7 @@ from sepo.limits import (  # noqa: F401
     MAX_STEPS,
     Engine,
 )
+from sepo.train.tracking import check_report_to
 
 CREDITS = ("per-pool", "aux", "constant")
 NORMALIZATIONS = ("per-round", "episode")
@@ -221,6 +222,11 @@ class SEPOConfig(StrictModel):
         None, description="cpu or cuda; default: accelerate's choice (GPUs when present; pick "
                           "them with CUDA_VISIBLE_DEVICES, several with `accelerate launch`)")
     resume: bool = Field(False, description="continue from RUN_DIR's last checkpoint")
+    report_to: list[str] = Field(
+        default_factory=lambda: ["tensorboard"],
+        description="experiment trackers (accelerate's): tensorboard (RUN_DIR/tb), wandb, "
+                    "mlflow, several, or none; wandb and mlflow where installed "
+                    "(pip install 'sepo[wandb]' / 'sepo[mlflow]')")
 
     # ------------------------------------------------------------------ validation
     field_kind: ClassVar[str] = "SEPO config field"  # a misspelt field: StrictModel's error
@@ -239,6 +245,14 @@ class SEPOConfig(StrictModel):
     @classmethod
     def _advantage(cls, v: Any) -> Any:
         return _choice("advantage", v, ADVANTAGES)
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _report_to(cls, v: Any) -> Any:
+        names = v.split(",") if isinstance(v, str) else v
+        if isinstance(names, list | tuple):
+            return check_report_to([str(n).strip() for n in names])
+        return v
 
     @field_validator("budgets", mode="before")
     @classmethod
@@ -363,7 +377,7 @@ class SEPOConfig(StrictModel):
     # otherwise the resumed run is not the run that was checkpointed). `share_prompt_prefix`
     # changes how the loss is computed, not what: like `device`, only float rounding.
     RESUMABLE_CHANGES: ClassVar[tuple[str, ...]] = ("steps", "resume", "device", "out",
-                                                    "share_prompt_prefix")
+                                                    "share_prompt_prefix", "report_to")
 
     def check_resumable_from(self, saved: SEPOConfig) -> None:
         """Raise a clear error when `saved` (the run's config.json) is not this run's config."""

@@ -72,7 +72,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.tensorboard import SummaryWriter
 
 from sepo.agents import LMAgent, LMTrace, SamplingConfig
 from sepo.agents.chat import accepts_logits_to_keep, eos_token_ids, model_device, pad_token_id
@@ -85,6 +84,7 @@ from sepo.games.base import AGENT, ExactSolvable, Game, Strategy, capability, de
 from sepo.metrics import LAMBDA_NAMES, episode_gap, finite_or_none, role_metrics, round_rewards
 from sepo.rundir import check_output_dir, describing_os_errors, model_input_paths
 from sepo.train import checkpoint as ckpt
+from sepo.train import tracking
 from sepo.train.budgets import BudgetSettings, SafetyBudgets
 from sepo.train.config import ADVANTAGES, NORMALIZATIONS, Lambdas, SEPOConfig, load_config
 
@@ -926,7 +926,8 @@ def train_sepo(config: SEPOConfig, progress: bool = True) -> RunResult:
     # `accelerate launch` it belongs to the whole process. (Found on an H100: `sepo run` failed
     # at the SEPO stage with "AcceleratorState has already been initialized".)
     AcceleratorState._reset_state(reset_partial_state=False)
-    accelerator = Accelerator(cpu=config.device == "cpu", mixed_precision=config.mixed_precision)
+    accelerator = Accelerator(cpu=config.device == "cpu", mixed_precision=config.mixed_precision,
+                              log_with=config.report_to or None, project_dir=str(run_dir))
     fresh = not run_dir.exists()
     try:
         # One process per run directory for the whole run: a second `sepo train` on the same
@@ -1034,9 +1035,7 @@ def _train_locked(config: SEPOConfig, game: Game, run_dir: Path, accelerator: An
     if budgets is not None and resume_from is not None:
         budgets.load_state(state.budgets)
 
-    writer = None
-    if main:
-        writer = SummaryWriter(str(run_dir / "tb"), purge_step=state.step + 1)
+    tracking.start_trackers(accelerator, config.model_dump(mode="json"), state.step)
     groups = rollout_groups(game, config.credit, config.best_response_groups
                             if config.exploit_best_response else 0)
     local_groups = groups[accelerator.process_index::accelerator.num_processes]
@@ -1099,12 +1098,7 @@ def _train_locked(config: SEPOConfig, game: Game, run_dir: Path, accelerator: An
                 accelerator.wait_for_everyone()
             if main:
                 log.append(row)
-                assert writer is not None
-                for key, value in row.items():
-                    if key != "step" and value is not None and math.isfinite(float(value)):
-                        writer.add_scalar(key.replace("_", "/", 1) if key.startswith("eval_")
-                                          else f"train/{key}", float(value), step)
-                writer.flush()
+            tracking.log_row(accelerator, row, step)
             bar.update(step, row, state.last_eval.get("eval_safety"))
     except NonFiniteLossError as err:
         where = (f"the last checkpoint, {last_checkpoint}, is intact (resume with --resume, "
@@ -1115,8 +1109,7 @@ def _train_locked(config: SEPOConfig, game: Game, run_dir: Path, accelerator: An
         raise
     finally:
         bar.close()
-        if writer is not None:
-            writer.close()
+        accelerator.end_training()  # closes the trackers
 
     best = run_dir / ckpt.BEST
     return RunResult(run_dir=run_dir, steps=state.step, last_checkpoint=last_checkpoint,
