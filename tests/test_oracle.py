@@ -164,9 +164,10 @@ def test_kuhn_best_response_exploit_reward_is_the_signed_payoff_gap() -> None:
 
 
 def kuhn_best_response(kuhn: Game) -> Strategy:
-    refresh = build_oracle(kuhn, top=1, episodes=1).refresh(  # type: ignore[union-attr]
-        StrategyPlayer(kuhn.strategies["AlwaysBet"]), 1, 0)
-    return build_oracle(kuhn, top=1, episodes=1).exploiters(refresh)[0]  # type: ignore[union-attr]
+    """The exact oracle's exploiter of AlwaysBet."""
+    oracle = build_oracle(kuhn, top=1, episodes=1)
+    assert oracle is not None
+    return oracle.exploiters(oracle.refresh(StrategyPlayer(kuhn.strategies["AlwaysBet"]), 1, 0))[0]
 
 
 def test_exact_oracle_state_rebuilds_the_same_best_response() -> None:

@@ -309,8 +309,11 @@ class SEPOConfig(StrictModel):
         if self.beta is None:
             object.__setattr__(self, "beta", float(stage2.get("beta", 0.1)))
         if self.oracle_every is None:
-            object.__setattr__(self, "oracle_every",
-                               int(stage2.get("oracle_every", DEFAULT_ORACLE_EVERY)))
+            every = stage2.get("oracle_every", DEFAULT_ORACLE_EVERY)
+            if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+                raise SepoError(f"{self.game}.toml: [sepo] oracle_every must be an integer "
+                                f"≥ 1, got {every!r}")
+            object.__setattr__(self, "oracle_every", every)
         has_oracle = (capability(game, ExactSolvable) is not None
                       or has_exploiter_library(game))
         if self.oracle is None:
