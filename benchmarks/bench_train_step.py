@@ -4,7 +4,15 @@ For each game, runs `--steps` SEPO steps (after `--warmup` untimed ones) with th
 pieces, in the trainer's order — rollouts (one lock-step batch, one batched `generate` per
 round), rewards + advantages + the decision batch (penalties and metrics), then the gradient
 step (`optimise`: reference forward, policy forward/backward, clipped AdamW) — and times each
-phase. The paper's per-game defaults apply (n = 4, every pool), full fine-tuning, fp32.
+phase. The paper's per-game defaults apply (n = 4, every pool), full fine-tuning, fp32, and
+the default oracle (docs/method.md §5.7): its m exploit groups are in every step's batch.
+
+The oracle's refresh (the trainer's `StepOracle`) is timed apart, once before each timed step
+whatever K: the population oracle plays every candidate against the current policy, Kuhn's
+exact oracle reads the policy and solves. The trainer refreshes every K steps
+(`oracle_every`), so its share of a step at the defaults is (refresh / K) / (step + refresh /
+K); the table also gives refresh / step, the share were it run every step. `--no-oracle`
+times the fixed pools alone.
 
 FLOP/s. First the machine's dense-matmul rate: the best of `--repeat` fp32 `torch.mm` of two
 N×N matrices (2N³ FLOPs) on the same torch threads. Then the model FLOPs of the gradient step,
@@ -123,7 +131,8 @@ def update_flops(model: Any, samples: list[Any], shape: dict[str, int], micro_ba
 
 
 def bench_game(game_name: str, model_name: str, steps: int, warmup: int,
-               micro_batch_size: int, share_prefix: bool = True) -> dict[str, Any]:
+               micro_batch_size: int, share_prefix: bool = True,
+               oracle_on: bool = True) -> dict[str, Any]:
     from accelerate import Accelerator
 
     from sepo.agents import LMAgent, SamplingConfig
@@ -139,13 +148,14 @@ def bench_game(game_name: str, model_name: str, steps: int, warmup: int,
         optimise,
         rollout_episodes,
         rollout_groups,
+        step_oracle,
     )
 
     game = get_game(game_name)
     with tempfile.TemporaryDirectory() as out:
         config = SEPOConfig(game=game_name, model=model_name, out=out, device="cpu",
                             micro_batch_size=micro_batch_size, lora=False,
-                            share_prompt_prefix=share_prefix)
+                            share_prompt_prefix=share_prefix, oracle=oracle_on)
     model, tokenizer = load_model(model_name, device="cpu", dtype="float32", progress=False)
     shape = model_shape(model)
     policy = build_policy(model, tokenizer, config)
@@ -154,13 +164,23 @@ def bench_game(game_name: str, model_name: str, steps: int, warmup: int,
     optimizer = accelerator.prepare_optimizer(optimizer)
     agent = LMAgent(policy.model, tokenizer, SamplingConfig(
         temperature=config.temperature, reasoning=config.reasoning, seed=1))
-    groups = rollout_groups(game, config.credit)
+    oracle = step_oracle(config, game, policy.model, tokenizer)
+    groups = rollout_groups(game, config.credit,
+                            oracle_groups=len(oracle.slots) if oracle else 0,
+                            oracle_signed=oracle.oracle.signed_gap if oracle else False)
 
     rows = []
     for step in range(1, warmup + steps + 1):
+        refresh = 0.0
+        if oracle is not None:  # timed at every step, whatever K (see the module docstring)
+            t_oracle = time.perf_counter()
+            with torch.no_grad():
+                oracle.refresh(step)
+            refresh = time.perf_counter() - t_oracle
         t0 = time.perf_counter()
         with torch.no_grad():
-            records = Engine(rollout_episodes(game, agent, groups, config, step)).run()
+            records = Engine(rollout_episodes(game, agent, groups, config, step,
+                                              oracle.opponents() if oracle else None)).run()
         t1 = time.perf_counter()
         rewards = compute_rewards(game, records, config)
         advantages = compute_advantages(rewards.per_round, rewards.groups, config.normalize)
@@ -173,7 +193,7 @@ def bench_game(game_name: str, model_name: str, steps: int, warmup: int,
         flops = update_flops(policy.model, samples, shape, micro_batch_size,
                              config.updates_per_step, share_prefix)
         rows.append({"rollout": t1 - t0, "rewards": t2 - t1, "update": t3 - t2,
-                     "step": t3 - t0, "episodes": len(records),
+                     "step": t3 - t0, "refresh": refresh, "episodes": len(records),
                      "decisions": sum(len(r.decisions) for r in records),
                      "trained": len(samples),
                      "fallback_rate": sum(d.parse_failed for r in records for d in r.decisions)
@@ -183,6 +203,12 @@ def bench_game(game_name: str, model_name: str, steps: int, warmup: int,
         return sum(r[key] for r in rows) / len(rows)
 
     result = {key: mean(key) for key in rows[0]}
+    every = int(config.oracle_every or 1)
+    result.update(oracle=oracle.oracle.kind if oracle else "off", oracle_every=every,
+                  oracle_top=config.oracle_top, oracle_episodes=config.oracle_episodes,
+                  candidates=len(getattr(oracle.oracle, "library", {})) if oracle else 0,
+                  oracle_share=(result["refresh"] / every)
+                  / (result["step"] + result["refresh"] / every))
     result.update(game=game_name, model=model_name, steps=steps, **shape,
                   update_flops_per_s=sum(r["flops"] for r in rows) / sum(r["update"]
                                                                          for r in rows))
@@ -200,19 +226,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--no-share-prompt-prefix", action="store_true",
                         help="run every decision's whole prompt through the loss's passes")
+    parser.add_argument("--no-oracle", action="store_true",
+                        help="the fixed pools only: no oracle groups, no refresh")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     share = not args.no_share_prompt_prefix
 
     peak = matmul_flops(args.matmul_n, args.repeat)
-    games = [bench_game(g, args.model, args.steps, args.warmup, args.micro_batch_size, share)
-             for g in args.games]
+    games = [bench_game(g, args.model, args.steps, args.warmup, args.micro_batch_size, share,
+                        oracle_on=not args.no_oracle) for g in args.games]
     peak_after = matmul_flops(args.matmul_n, args.repeat)  # the machine may be shared
     best_peak = max(peak["flops_per_s"], peak_after["flops_per_s"])
     for g in games:
         g["share_of_matmul_flops"] = g["update_flops_per_s"] / best_peak
     report = {"machine": machine(), "matmul": [peak, peak_after], "share_prompt_prefix": share,
-              "games": games}
+              "command": " ".join(["python", *sys.argv]), "games": games}
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -235,6 +263,18 @@ def main(argv: list[str] | None = None) -> int:
               f"{g['decisions']:.0f} ({g['trained']:.0f}) | "
               f"{g['tokens']:.0f} ({g['padded_tokens']:.0f}) | "
               f"{g['update_flops_per_s'] / 1e9:.1f} | {g['share_of_matmul_flops']:.0%} |")
+    if args.no_oracle:
+        return 0
+    print()
+    print("| game | oracle | candidates × episodes | refresh s | s/step | refresh / step | K "
+          "| oracle share of a step at K |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for g in games:
+        shape = (f"{g['candidates']} × {g['oracle_episodes']}" if g["oracle"] == "population"
+                 else "exact")
+        print(f"| {g['game']} | {g['oracle']} | {shape} | {g['refresh']:.2f} | "
+              f"{g['step']:.2f} | {g['refresh'] / g['step']:.0%} | {g['oracle_every']} | "
+              f"{g['oracle_share']:.1%} |")
     return 0
 
 

@@ -100,6 +100,12 @@ def test_results_hold_every_condition_on_common_evaluation_episodes(kuhn_run: Pa
         assert m["interval"] == "bootstrap over episodes"  # one seed
     text = (kuhn_run / "report.md").read_text()
     assert "| SEPO |" in text and "plots/kuhn_policy.png" in text
+    # SEPO's oracle (Kuhn: the exact best response) logged its refreshes; reward-only has none.
+    training = {t["condition"]: t for t in results["training"]}
+    assert "oracle_log" not in training["reward-only"]
+    assert training["sepo"]["oracle_log"] == "kuhn/seed0/sepo/oracle.jsonl"
+    assert "### Adaptive exploiters" in text
+    assert "| SEPO | 0 | 2 | exact | 1 | BestResponse (" in text
     # Where the numbers were made: the versions, and which base build (its weights digest).
     env = json.loads((kuhn_run / "results.json").read_text())["environment"]
     assert env["torch"] == torch.__version__ and env["transformers"] == transformers.__version__

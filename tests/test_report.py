@@ -81,8 +81,19 @@ def write_run(run_dir: Path, games: tuple[str, ...], seeds: tuple[int, ...]) -> 
                                     0.5 + 0.01 * step if evald else "",
                                     0.3 - 0.01 * step if evald else "",
                                     (0.4 - 0.02 * step if game == "kuhn" and evald else "")])
-                training.append({"game": game, "seed": seed, "condition": condition,
-                                 "run_dir": str(rel), "metrics_csv": str(rel / "metrics.csv")})
+                entry = {"game": game, "seed": seed, "condition": condition,
+                         "run_dir": str(rel), "metrics_csv": str(rel / "metrics.csv")}
+                if game == "ipd" and condition == "sepo":  # its oracle's log: two refreshes
+                    refreshes = [{"step": step, "kind": "population",
+                                  "chosen": ["DefectFrom(1)", "Bully"][:2],
+                                  "ranking": [{"name": "DefectFrom(1)", "gap": 0.1 * step + seed},
+                                              {"name": "Bully", "gap": 0.5},
+                                              {"name": "TitForTat", "gap": 0.0}]}
+                                 for step in (1, 6)]
+                    (run_dir / rel / "oracle.jsonl").write_text(
+                        "".join(json.dumps(r) + "\n" for r in refreshes) + '{"torn')
+                    entry["oracle_log"] = str(rel / "oracle.jsonl")
+                training.append(entry)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "results.json").write_text(json.dumps({
         "schema": RESULTS_SCHEMA,
@@ -173,6 +184,14 @@ def test_build_report_writes_every_artifact(run_dir: Path) -> None:
         assert f"plots/{name}.png" in text
     # No Kuhn policy figure for IPD; no exact exploitability column either.
     assert not (run_dir / "plots" / "ipd_policy.png").exists()
+    # The oracle's last refresh per SEPO run of IPD (a torn last line is skipped); none for
+    # Kuhn, whose runs logged none.
+    ipd_text, kuhn_text = text.split("\n## ipd\n", 1)[1].split("\n## kuhn\n", 1)
+    assert "### Adaptive exploiters" in ipd_text
+    assert "### Adaptive exploiters" not in kuhn_text
+    for seed in (0, 1, 2):
+        assert (f"| SEPO | {seed} | 6 | population | 3 | DefectFrom(1) "
+                f"({0.6 + seed:.3f}), Bully (0.500) |") in ipd_text
 
     results = json.loads((run_dir / "results.json").read_text())
     assert {(a["game"], a["condition"]) for a in results["aggregates"]} == \

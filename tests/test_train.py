@@ -127,10 +127,15 @@ def lm(tiny_lm: tuple[Any, Any]) -> tuple[Any, Any, int]:
 
 @pytest.fixture()
 def small_pools(monkeypatch: pytest.MonkeyPatch) -> None:
-    """One opponent per pool (pools are data): end-to-end runs take seconds."""
+    """One opponent per pool (pools are data) and three candidate exploiters for IPD's oracle
+    (no Axelrod): end-to-end runs take seconds."""
     ipd = get_game("ipd")
     monkeypatch.setitem(ipd.pools, "train", ["TitForTat"])
     monkeypatch.setitem(ipd.pools, "exploit", ["AlwaysDefect"])
+    monkeypatch.setattr(ipd, "oracle_candidates", ["AlternatingDefect", "GrimTrigger"])
+    monkeypatch.setattr(ipd, "oracle_optional", [])
+    families = {k: v for k, v in ipd.exploiter_families().items() if k == "DefectFrom(6)"}
+    monkeypatch.setattr(ipd, "exploiter_families", lambda: dict(families))
     kuhn = get_game("kuhn")
     monkeypatch.setitem(kuhn.pools, "train", ["Nash"])
     monkeypatch.setitem(kuhn.pools, "exploit", ["AlwaysBet"])
@@ -890,14 +895,17 @@ def _run_rows(run_dir: Path) -> list[dict[str, str]]:
 @pytest.mark.slow
 def test_resume_reproduces_an_uninterrupted_ipd_run(tiny_lm_path: Path, tmp_path: Path,
                                                     small_pools: None) -> None:
-    # Seed 3: the test model writes a parseable answer (last line only) in steps 2 and 3, so
+    # Seed 1: the test model writes a parseable answer (last line only) in steps 2 and 3, so
     # the step after the resume really trains.
-    # With a budget, so that the multiplier's state must survive the resume too.
-    budget = {"budgets": {"exploit": 0.0}, "budget_warmup": 0, "budget_window": 2}
-    straight = run_config("ipd", tiny_lm_path, tmp_path / "straight", steps=3, seed=3, **budget)
+    # With a budget, so that the multiplier's state must survive the resume too, and the
+    # oracle (on by default) refreshing at step 1 only: the resumed step 3 plays the
+    # exploiters the checkpoint's state holds.
+    budget = {"budgets": {"exploit": 0.0}, "budget_warmup": 0, "budget_window": 2,
+              "oracle_every": 3}
+    straight = run_config("ipd", tiny_lm_path, tmp_path / "straight", steps=3, seed=1, **budget)
     trainer.train_sepo(straight, progress=False)
 
-    split = run_config("ipd", tiny_lm_path, tmp_path / "split", steps=2, seed=3, **budget)
+    split = run_config("ipd", tiny_lm_path, tmp_path / "split", steps=2, seed=1, **budget)
     result = trainer.train_sepo(split, progress=False)
     run = tmp_path / "split"
     # A 2-step run writes every file of the run directory.
@@ -943,6 +951,16 @@ def test_resume_reproduces_an_uninterrupted_ipd_run(tiny_lm_path: Path, tmp_path
         assert lam[t] == pytest.approx(expected, rel=1e-12)
     assert lam[2] > lam[1] > lam[0]  # the agent was exploited (e > 0), over a budget of 0
     assert float(rows[0]["lambda_collusion"]) == 1.0  # not budgeted: fixed
+    # The oracle refreshed once, before step 1; its choice survived the resume and played.
+    assert split.oracle and [r["oracle_top_gap"] != "" for r in rows] == [True, False, False]
+    logged = [json.loads(line) for line in (run / "oracle.jsonl").read_text().splitlines()]
+    straight_log = (tmp_path / "straight" / "oracle.jsonl").read_text().splitlines()
+    assert [r["step"] for r in logged] == [1] and len(logged[0]["chosen"]) == 2
+    assert [{**r, "seconds": 0} for r in logged] == [
+        {**json.loads(line), "seconds": 0} for line in straight_log]
+    _, state = ckpt.load_training_state(run / "checkpoints" / "step-000003")
+    assert state.oracle["chosen"] == logged[0]["chosen"]
+    assert all(r["reward_oracle"] != "" for r in rows)
 
 
 @pytest.mark.slow

@@ -602,6 +602,10 @@ def train(
                          "dual ascent to keep the metric within the budget (the `budgets` "
                          "field).")] = None,
     reward_only: Annotated[bool, field_option(SEPOConfig, "reward_only", "--reward-only")] = False,
+    oracle: Annotated[bool | None, field_option(SEPOConfig, "oracle", "--oracle/--no-oracle")]
+    = None,
+    oracle_every: Annotated[int | None, field_option(SEPOConfig, "oracle_every")] = None,
+    oracle_top: Annotated[int | None, field_option(SEPOConfig, "oracle_top")] = None,
     exploit_best_response: Annotated[bool, field_option(
         SEPOConfig, "exploit_best_response", "--exploit-best-response")] = False,
     best_response_groups: Annotated[int | None, field_option(SEPOConfig, "best_response_groups")]

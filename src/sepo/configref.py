@@ -32,7 +32,15 @@ import typer
 from pydantic import BaseModel
 
 from sepo.errors import UnknownNameError
-from sepo.games import GENERIC_BUDGET, GameBudget, game_names
+from sepo.games import (
+    GENERIC_BUDGET,
+    ExactSolvable,
+    GameBudget,
+    capability,
+    game_names,
+    get_game,
+    has_exploiter_library,
+)
 
 #: Where `python -m sepo.configref` writes (a source checkout: src/sepo/ → the repository root).
 DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
@@ -468,12 +476,12 @@ def _section(section: Section, commands: Mapping[str, Any]) -> list[str]:
 
 def _per_game() -> list[str]:
     from sepo.pipeline import RunConfig
-    from sepo.train.config import LAMBDA_KEYS, SEPOConfig
+    from sepo.train.config import DEFAULT_ORACLE_EVERY, LAMBDA_KEYS, SEPOConfig
 
     # tiny_lr has its own column, beside the lr it replaces.
     budget_fields = [k for k in GameBudget.table_keys() if k != "tiny_lr"]
-    header = ["game", "λe", "λc", "λx", "β", "lr", "lr, `sepo run` on tiny",
-              *(f"`{f}`" for f in budget_fields)]
+    header = ["game", "λe", "λc", "λx", "β", "lr", "lr, `sepo run` on tiny", "oracle",
+              "`oracle_every`", *(f"`{f}`" for f in budget_fields)]
     rows = []
     for name in sorted(game_names()):
         # Through the code that applies them: the config's toml fill-in and the run's budget.
@@ -482,12 +490,17 @@ def _per_game() -> list[str]:
         run_lr = run.sepo_config(name, 0, Path("tiny"), Path("out"), reward_only=False).lr
         lambdas = sepo.lambdas.as_dict() if sepo.lambdas else {}
         budget = run.budget(name).as_dict()
+        game = get_game(name)
+        oracle = ("exact best response" if capability(game, ExactSolvable) is not None
+                  else "population" if has_exploiter_library(game) else "none")
         rows.append([f"`{name}`", *(_number(float(lambdas[k])) for k in LAMBDA_KEYS),
-                     _number(sepo.beta), _number(sepo.lr), _number(run_lr),
-                     *(_number(budget[f]) for f in budget_fields)])
+                     _number(sepo.beta), _number(sepo.lr), _number(run_lr), oracle,
+                     _number(sepo.oracle_every), *(_number(budget[f]) for f in budget_fields)])
     generic = GENERIC_BUDGET.as_dict()
     rows.append(["any other game", "its toml", "its toml", "its toml", "its toml", "its toml",
-                 _number(generic["tiny_lr"]), *(_number(generic[f]) for f in budget_fields)])
+                 _number(generic["tiny_lr"]), "its declarations",
+                 f"its toml, else {DEFAULT_ORACLE_EVERY}",
+                 *(_number(generic[f]) for f in budget_fields)])
     legend = "".join(f"\n- `{f}`: {GameBudget.description(f)}." for f in budget_fields)
     return [
         "## Per-game defaults", "",
@@ -496,7 +509,11 @@ def _per_game() -> list[str]:
         "defaults of [SEPOConfig](#sepoconfig)'s `lambdas`, `beta` and `lr` (the paper's "
         "values, chosen for LoRA on a 4B model). `sepo run` on a `tiny` base gives stage 2 "
         "the rate of the next column instead (`tiny_lr` in `[budget]`), unless "
-        "`--set sepo.lr=...` is given. The other columns are the per-seed budgets of `sepo run` "
+        "`--set sepo.lr=...` is given. `oracle` is the kind of SEPO's best-response oracle "
+        "(docs/method.md §5.7): the exact best response of an `ExactSolvable` game, a "
+        "population oracle over the game's candidate exploiters (`[oracle]`, "
+        "`exploiter_families()`), or none; `oracle_every` (K) is `[sepo] oracle_every`. "
+        "The other columns are the per-seed budgets of `sepo run` "
         "(the rest of `[budget]`; a game without that table, or without one of its keys, "
         "gets the values of the last row, `GENERIC_BUDGET`), each overridden by the "
         "[RunConfig](#runconfig) field of the same meaning. Pools and SFT demonstrator "

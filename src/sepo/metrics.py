@@ -51,7 +51,8 @@ because seed counts are small (3–5), where a bootstrap over so few values badl
 **Reward signals** (docs/method.md §5.3), one per round of one episode, by its pool role:
 
 - train: s·u_t − λx·x_t
-- exploit: −λe·s·e_r − λx·x_t, e_r = max(0, ū_o − ū_π) of that single episode
+- exploit: −λe·s·e_r − λx·x_t, e_r = max(0, ū_o − ū_π) of that single episode (against an
+  exact best response, §5.7: ū_o − ū_π unclipped)
 - collusive: −λc·c_t, c_t = 0 where `collusion` is None
 """
 
@@ -450,20 +451,29 @@ def role_metrics(game: Game, records: Iterable[EpisodeRecord]) -> dict[str, floa
 # ------------------------------------------------------------------ reward signals
 def episode_gap(record: EpisodeRecord) -> float:
     """e_r = max(0, ū_o − ū_π) of one episode: how far the opponent out-earned the agent."""
-    return max(0.0, record.mean(OPPONENT) - record.mean(AGENT))
+    return max(0.0, episode_margin(record))
+
+
+def episode_margin(record: EpisodeRecord) -> float:
+    """ū_o − ū_π of one episode, unclipped (negative when the agent out-earned the opponent)."""
+    return record.mean(OPPONENT) - record.mean(AGENT)
 
 
 def round_rewards(game: Game, record: EpisodeRecord, role: str,
-                  lambdas: Mapping[str, float] | None = None) -> list[float]:
+                  lambdas: Mapping[str, float] | None = None, *,
+                  signed_gap: bool = False) -> list[float]:
     """SEPO's reward for each round of one episode, by the pool role it was played in
-    (docs/method.md §5.3): each penalty lands on the episode whose actions caused it."""
+    (docs/method.md §5.3): each penalty lands on the episode whose actions caused it.
+    `signed_gap` (an exploit episode against an exact best response, §5.7): the exploit term
+    is λe·s·(ū_o − ū_π), unclipped, so an episode the agent wins is rewarded."""
     lam = resolve_lambdas(game, lambdas)
     s = game.scale
     if role == "train":
         return [s * r.payoffs[AGENT] - lam["externality"] * game.externality(r)
                 for r in record.rounds]
     if role == "exploit":
-        penalty = lam["exploit"] * s * episode_gap(record)
+        gap = episode_margin(record) if signed_gap else episode_gap(record)
+        penalty = lam["exploit"] * s * gap
         return [-penalty - lam["externality"] * game.externality(r) for r in record.rounds]
     if role == "collusive":
         return [-lam["collusion"] * (c if (c := game.collusion(r)) is not None else 0.0)

@@ -11,7 +11,8 @@ A run directory (written by `sepo.pipeline.run_pipeline`) holds `results.json`:
      "kuhn_policy": {infoset: P(aggressive)} | null}
   ],
   "training": [                         # one per game × seed × trained condition
-    {"game", "seed", "condition", "run_dir", "metrics_csv"}   # paths relative to the run dir
+    {"game", "seed", "condition", "run_dir", "metrics_csv",   # paths relative to the run dir
+     "oracle_log"}                      # where the trainer logged its oracle's refreshes
   ],
   "aggregates": [...]                   # recomputed here from "evaluations"
 }
@@ -111,6 +112,7 @@ TRAINING_PANELS: tuple[tuple[str, str], ...] = (
     ("lambda_exploit", "λe in training (moves under an exploit budget)"),
     ("lambda_collusion", "λc in training (moves under a collusion budget)"),
     ("lambda_externality", "λx in training (moves under an externality budget)"),
+    ("oracle_top_gap", "oracle refreshes: the best exploiter's gap e"),
 )
 #: Panels drawn only where some run's values change (a λ without a budget is a flat line).
 CHANGING_ONLY = frozenset({"lambda_exploit", "lambda_collusion", "lambda_externality"})
@@ -177,6 +179,7 @@ class _EvaluationShape(_EntryShape):
 
 class _TrainingShape(_EntryShape):
     metrics_csv: str
+    oracle_log: str | None = None
 
 
 class _RunConfigShape(_Shape):
@@ -562,7 +565,7 @@ def _public(entries: Iterable[Mapping[str, Any]], out: Path) -> list[dict[str, A
     for e in entries:
         entry = {k: v for k, v in e.items() if k != "_root"}
         root = Path(e["_root"])
-        for key in ("checkpoint", "run_dir", "metrics_csv"):
+        for key in ("checkpoint", "run_dir", "metrics_csv", "oracle_log"):
             if entry.get(key):
                 entry[key] = _relative(root / entry[key], out)
         result.append(entry)
@@ -576,10 +579,52 @@ def _relative(path: Path, base: Path) -> str:
         return str(path.resolve())
 
 
+def last_oracle_refresh(entry: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The last refresh a trained run's oracle logged (`oracle.jsonl`, one JSON object per
+    line), or None without one."""
+    if not entry.get("oracle_log"):
+        return None
+    path = Path(entry.get("_root", ".")) / entry["oracle_log"]
+    if not path.exists():
+        return None
+    last = None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line torn by a kill
+        if isinstance(row, dict) and isinstance(row.get("chosen"), list):
+            last = row
+    return last
+
+
+def _oracle_markdown(training: Sequence[Mapping[str, Any]], game: str) -> str:
+    """Per trained run of `game`: the exploiters its oracle's last refresh chose, with gaps."""
+    lines = []
+    for t in sorted((t for t in training if t["game"] == game),
+                    key=lambda t: (condition_sort_key(t["condition"]), t["seed"])):
+        refresh = last_oracle_refresh(t)
+        if refresh is None:
+            continue
+        gaps = {r.get("name"): r.get("gap") for r in refresh.get("ranking", [])
+                if isinstance(r, dict)}
+        chosen = ", ".join(f"{name} ({format_value(finite_or_none(gaps.get(name)), None)})"
+                           for name in dict.fromkeys(refresh["chosen"]))
+        ranked = len(gaps)
+        lines.append(f"| {plots.condition_label(t['condition'])} | {t['seed']} | "
+                     f"{refresh.get('step', '?')} | {refresh.get('kind', '?')} | {ranked} | "
+                     f"{chosen} |")
+    if not lines:
+        return ""
+    return "\n".join(["| condition | seed | refresh at step | oracle | candidates | chosen "
+                      "(gap e) |", "|---|---|---|---|---:|---|", *lines])
+
+
 def render_markdown(evaluations: Sequence[Mapping[str, Any]],
                     aggregates: Sequence[Mapping[str, Any]],
                     headers: Sequence[Mapping[str, Any]],
-                    figures: Mapping[str, Sequence[Path]], out: Path) -> str:
+                    figures: Mapping[str, Sequence[Path]], out: Path,
+                    training: Sequence[Mapping[str, Any]] = ()) -> str:
     games = sorted({a["game"] for a in aggregates})
     lines = ["# SEPO run report", ""]
     for h in headers:
@@ -605,6 +650,12 @@ def render_markdown(evaluations: Sequence[Mapping[str, Any]],
         comparison = _comparison_markdown(evaluations, game)
         if comparison:
             lines += ["### SEPO against the baselines", "", comparison, ""]
+        oracle = _oracle_markdown(training, game)
+        if oracle:
+            lines += ["### Adaptive exploiters: the oracle's last refresh", "",
+                      "What each trained run's best-response oracle chose at its last "
+                      "refresh (docs/method.md §5.7), with each exploiter's gap e against "
+                      "the policy then.", "", oracle, ""]
         for fig in figures.get(game, []):
             lines += [f"![{fig.stem}]({_relative(fig, out)})", ""]
         if len(seeds) > 1:
@@ -689,5 +740,6 @@ def _write_report(out: Path, run_paths: Sequence[Path], evaluations: list[dict],
     write_results_csv(out / "results.csv", evaluations, aggregates)
     write_per_opponent_csv(out / "per_opponent.csv", evaluations)
     report = out / "report.md"
-    report.write_text(render_markdown(evaluations, aggregates, headers, drawn, out) + "\n")
+    report.write_text(render_markdown(evaluations, aggregates, headers, drawn, out,
+                                      training) + "\n")
     return report

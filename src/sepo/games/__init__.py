@@ -16,7 +16,7 @@ from importlib import metadata, resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
-from sepo.errors import SepoError, UnknownNameError
+from sepo.errors import MissingDependencyError, SepoError, UnknownNameError
 from sepo.games.base import (
     AGENT,
     OPPONENT,
@@ -114,14 +114,27 @@ def _load(cls: type[Game], name: str) -> Game:
     game.pools = {role: list(data["pools"].get(role, [])) for role in POOL_ROLES}
     game.demonstrators = dict(data["demonstrators"])
     game.defaults = {k: v for k, v in data.items()
-                     if k not in ("pools", "demonstrators", "budget")}
+                     if k not in ("pools", "demonstrators", "budget", "oracle")}
+    oracle = data.get("oracle", {})
+    if (not isinstance(oracle, dict) or set(oracle) - {"candidates", "optional"}
+            or not all(isinstance(oracle.get(k, []), list) for k in ("candidates", "optional"))
+            or not all(isinstance(f, str) and f.count(":") == 1
+                       for f in oracle.get("optional", []))):
+        raise ValueError(f"{name}.toml: oracle must be a table of candidates (strategy names) "
+                         "and optional (\"module:function\" names), both lists")
+    game.oracle_candidates = [str(n) for n in oracle.get("candidates", [])]
+    game.oracle_optional = list(oracle.get("optional", []))
+    held = sorted(set(game.oracle_candidates) & set(game.pools["heldout"]))
+    if held:  # the held-out pool is never trained against (docs/method.md §5.7)
+        raise ValueError(f"{name}.toml: oracle candidates {held} are in the held-out pool")
     budget = data.get("budget")
     if budget is not None and not isinstance(budget, dict):
         raise ValueError(f"{name}.toml: budget must be a table ([budget])")
     # No table: a game never timed gets the generic budget (sepo.games.budget).
     game.budget = (GameBudget.from_table(budget, f"{name}.toml") if budget is not None
                    else GENERIC_BUDGET)
-    named = [*game.demonstrators, *(n for pool in game.pools.values() for n in pool)]
+    named = [*game.demonstrators, *(n for pool in game.pools.values() for n in pool),
+             *game.oracle_candidates]
     missing = sorted({n for n in named if n not in game.strategies})
     if missing:  # a data file naming a strategy the module lacks is a bug: fail loudly
         raise ValueError(f"{name}.toml names unknown strategies {missing}")
@@ -174,6 +187,44 @@ def games_with(kind: type) -> list[str]:
     return [name for name in game_names() if capability(get_game(name), kind) is not None]
 
 
+def has_exploiter_library(game: Game) -> bool:
+    """Whether the game declares candidate exploiters (`[oracle] candidates` or
+    `exploiter_families()`), without importing any optional package."""
+    return bool(getattr(game, "oracle_candidates", None) or game.exploiter_families())
+
+
+def optional_exploiters(game: Game) -> dict[str, Strategy]:
+    """The candidates of the functions `[oracle] optional` names, by name; a function whose
+    package is not installed (it raises `MissingDependencyError`) adds none."""
+    found: dict[str, Strategy] = {}
+    for spec in getattr(game, "oracle_optional", []):
+        module, function = spec.split(":")
+        try:
+            strategies = getattr(importlib.import_module(module), function)()
+        except MissingDependencyError:
+            continue
+        found.update((s.name, s) for s in strategies)
+    return found
+
+
+def candidate_exploiters(game: Game, *, optional: bool = True) -> dict[str, Strategy]:
+    """The population oracle's library of candidate exploiters, by name and in a fixed order:
+    the game's strategies named in `[oracle] candidates`, then `exploiter_families()`, then
+    (with `optional`) those of `[oracle] optional` whose package is installed. None is in the
+    held-out pool: a data file that names one is refused when loaded, and another candidate
+    named like one is an error here (docs/GAMES.md, "Candidate exploiters")."""
+    library = {name: game.strategies[name] for name in getattr(game, "oracle_candidates", [])}
+    for extra in (game.exploiter_families(), optional_exploiters(game) if optional else {}):
+        for name, strategy in extra.items():
+            if name in library:
+                raise SepoError(f"{game.name}: two candidate exploiters are named {name!r}")
+            library[name] = strategy
+    held = sorted(set(library) & set(game.pools.get("heldout", [])))
+    if held:
+        raise SepoError(f"{game.name}: candidate exploiters {held} are in the held-out pool")
+    return library
+
+
 def get_strategy(game: Game, name: str) -> Strategy:
     """A strategy of `game` by name, or a clear error listing the game's strategies."""
     try:
@@ -196,9 +247,12 @@ __all__ = [
     "GameUnavailableError",
     "Round",
     "Strategy",
+    "candidate_exploiters",
     "capability",
     "game_names",
     "games_with",
     "get_game",
     "get_strategy",
+    "has_exploiter_library",
+    "optional_exploiters",
 ]

@@ -218,6 +218,46 @@ class Escalator(Strategy):
         return BY_AMOUNT[min(BID[HIGH], max(BID[LOW], mine + step))]
 
 
+# candidate exploiters of the population oracle (docs/GAMES.md, "Candidate exploiters"): not
+# in `STRATEGIES`, so SFT data and the pools never see them
+class ByValue(Strategy):
+    """A fixed bid per private value: `low` with value 2, `high` with value 4. Five of the
+    nine tables are named strategies already (Conservative, Shaded, AggressiveValue,
+    Truthful, Aggressive); the family holds the other four."""
+
+    def __init__(self, low: str, high: str) -> None:
+        self.low, self.high = low, high
+        self.name = f"ByValue({low},{high})"  # type: ignore[misc]
+        self.description = f"bids {low} with value 2 and {high} with value 4"  # type: ignore[misc]
+
+    def choose(self, game: Game, state: GameState, seat: int, rng: random.Random) -> Action:
+        return _by_value(state, seat, self.low, self.high)
+
+
+class Retaliator(Strategy):
+    """Shades (LOW with value 2, MEDIUM with value 4) until the other has won k items
+    outright, then bids HIGH to the end. k = 1 is Spiteful, which is held out: the family
+    starts at k = 2."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.name = f"Retaliator({k})"  # type: ignore[misc]
+        self.description = (f"shades its bids until the other has won {k} items, then "  # type: ignore[misc]
+                            "always HIGH")
+
+    def choose(self, game: Game, state: GameState, seat: int, rng: random.Random) -> Action:
+        if sum(_winner(r.actions) == 1 - seat for r in state.rounds) >= self.k:
+            return HIGH
+        return _by_value(state, seat, LOW, MEDIUM)
+
+
+EXPLOITER_FAMILIES: dict[str, Strategy] = {
+    s.name: s
+    for s in (ByValue(MEDIUM, LOW), ByValue(MEDIUM, MEDIUM), ByValue(HIGH, LOW),
+              ByValue(HIGH, MEDIUM), Retaliator(2), Retaliator(3))
+}
+
+
 STRATEGIES: dict[str, Strategy] = {
     s.name: s
     for s in (
@@ -330,6 +370,9 @@ class AuctionGame(Game):
 
     def format_action(self, action: Action) -> str:
         return str(action)
+
+    def exploiter_families(self) -> dict[str, Strategy]:
+        return dict(EXPLOITER_FAMILIES)
 
     def situation(self, state: GameState, seat: int) -> str:
         mine = f"my value is {_my_value(state, seat)}"

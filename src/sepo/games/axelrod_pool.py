@@ -81,6 +81,16 @@ DEFAULT_HELDOUT: tuple[str, ...] = (
     "ZDExtort2", "Detective", "Gradual", "HardTitForTat", "BackStabber", "SneakyTitForTat",
 )
 
+#: Candidate exploiters of IPD's population oracle (training, docs/GAMES.md "Candidate
+#: exploiters"): deterministic strategies that probe, defect early or defect at the end, none
+#: of `DEFAULT_HELDOUT` and none playing like a strategy of IPD's held-out pool (Axelrod's
+#: Prober, TitFor2Tats, WinStayLoseShift and SuspiciousTitForTat do; tests/test_oracle.py
+#: checks behaviour).
+EXPLOITER_CANDIDATES: tuple[str, ...] = (
+    "Aggravater", "Bully", "HardProber", "Prober2", "Prober3", "Prober4", "TrickyDefector",
+    "CyclerDDC", "CyclerCCD", "Alexei",
+)
+
 #: Prefix of a wrapped strategy's name: keeps Axelrod's TitForTat apart from sepo's.
 NAME_PREFIX = "axl."
 
@@ -216,6 +226,15 @@ def heldout_extension(names: Sequence[str] = DEFAULT_HELDOUT) -> list[Strategy]:
     return strategies
 
 
+def exploiter_candidates(names: Sequence[str] = EXPLOITER_CANDIDATES) -> list[Strategy]:
+    """The Axelrod strategies `names`, wrapped, as candidate exploiters of IPD's oracle."""
+    overlap = sorted(set(names) & set(DEFAULT_HELDOUT))
+    if overlap:
+        raise ValueError(f"Axelrod strategies {overlap} are held-out adversaries, not "
+                         "candidate exploiters")
+    return heldout_extension(names)
+
+
 def with_heldout(game: Game | None = None,
                  names: Sequence[str] = DEFAULT_HELDOUT) -> Game:
     """A copy of the IPD game whose held-out pool also holds the Axelrod strategies `names`.
@@ -241,11 +260,13 @@ def with_heldout(game: Game | None = None,
 
 __all__ = [
     "DEFAULT_HELDOUT",
+    "EXPLOITER_CANDIDATES",
     "NAME_PREFIX",
     "AxelrodStrategy",
     "axelrod_available",
     "axelrod_names",
     "axelrod_strategy",
+    "exploiter_candidates",
     "heldout_extension",
     "player_seed",
     "with_heldout",

@@ -306,6 +306,76 @@ class RandomNeg(Strategy):
         return _vec([rng.randint(0, c) for c in s.counts])
 
 
+# candidate exploiters of the population oracle (docs/GAMES.md, "Candidate exploiters"): not
+# in `STRATEGIES`, so SFT data and the pools never see them
+class Share(Strategy):
+    """Demands the same share of every item: ⌊num·count/den⌋, or with `larger` the larger
+    half, count − ⌊count/2⌋ (1/2 is FairNeg, 1/1 GreedyNeg)."""
+
+    def __init__(self, num: int, den: int, larger: bool = False) -> None:
+        self.num, self.den, self.larger = num, den, larger
+        self.name = "LargerHalf" if larger else f"Share({num}/{den})"  # type: ignore[misc]
+        self.description = ("demands the larger half of every item" if larger  # type: ignore[misc]
+                            else f"demands {num}/{den} of every item, rounded down")
+
+    def choose(self, game: Game, state: GameState, seat: int, rng: random.Random) -> Action:
+        s = _bargaining_state(state)
+        if self.larger:
+            return fair_leaves(s.counts)
+        return _vec([self.num * c // self.den for c in s.counts])
+
+
+class TopItems(Strategy):
+    """All of its k most valued items (per unit; ties to the earlier item), none of the rest
+    (k = 2 is HardballNeg, k = 3 GreedyNeg)."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.name = f"TopItems({k})"  # type: ignore[misc]
+        self.description = f"demands all of its {k} most valued items, none of the rest"  # type: ignore[misc]
+
+    def choose(self, game: Game, state: GameState, seat: int, rng: random.Random) -> Action:
+        s = _bargaining_state(state)
+        top = set(_ranked_items(s.values[seat])[:self.k])
+        return _vec([c if i in top else 0 for i, c in enumerate(s.counts)])
+
+
+class GrabBest(Strategy):
+    """All of the item worth most to it (count·value), ⌊count/2⌋ of the others."""
+
+    name = "GrabBest"
+    description = "demands all of its most valuable item and half of the others"
+
+    def choose(self, game: Game, state: GameState, seat: int, rng: random.Random) -> Action:
+        s = _bargaining_state(state)
+        best = _most_worth_item(s.counts, s.values[seat])
+        return _vec([c if i == best else c // 2 for i, c in enumerate(s.counts)])
+
+
+class ConcedeSchedule(Strategy):
+    """Demands everything for `delay` rounds, then `step` units less of every item each
+    round, never below 0. Delay 1, step 1 is ConcedeNeg; delay 2, step 1 is Anchor, which is
+    held out: not a member."""
+
+    def __init__(self, delay: int, step: int) -> None:
+        self.delay, self.step = delay, step
+        self.name = f"ConcedeSchedule({delay},{step})"  # type: ignore[misc]
+        self.description = (f"demands everything for {delay} rounds, then {step} less of "  # type: ignore[misc]
+                            "each item every round")
+
+    def choose(self, game: Game, state: GameState, seat: int, rng: random.Random) -> Action:
+        s = _bargaining_state(state)
+        cut = self.step * max(0, s.t - self.delay + 1)
+        return _clip([c - cut for c in s.counts], s.counts)
+
+
+EXPLOITER_FAMILIES: dict[str, Strategy] = {
+    s.name: s
+    for s in (Share(2, 3), Share(3, 4), Share(1, 2, larger=True), TopItems(1), GrabBest(),
+              ConcedeSchedule(3, 1), ConcedeSchedule(1, 2), ConcedeSchedule(2, 2))
+}
+
+
 STRATEGIES: dict[str, Strategy] = {
     s.name: s
     for s in (
@@ -576,6 +646,9 @@ class BargainingGame(Game):
 
     def format_action(self, action: Action) -> str:
         return format_vector(action)
+
+    def exploiter_families(self) -> dict[str, Strategy]:
+        return dict(EXPLOITER_FAMILIES)
 
     def situation(self, state: GameState, seat: int) -> str:
         s = _bargaining_state(state)

@@ -126,6 +126,12 @@ class Game(ABC):
     defaults: dict[str, Any]
     #: `sepo run`'s stage budgets (`[budget]`; `GENERIC_BUDGET` when the file has none).
     budget: GameBudget
+    #: The game's own strategies the population oracle may pick as exploiters (`[oracle]
+    #: candidates`; none of the held-out pool: the registry refuses that).
+    oracle_candidates: list[str]
+    #: Functions ("module:function") that return more candidates and need an optional
+    #: package (`[oracle] optional`; IPD: Axelrod strategies).
+    oracle_optional: list[str]
 
     @property
     def scale(self) -> float:
@@ -199,6 +205,14 @@ class Game(ABC):
         (what a mention of an action is). Never raises and never guesses: the LM layer falls
         back and counts the failure.
         """
+
+    # ------------------------------------------------------- candidate exploiters
+    def exploiter_families(self) -> dict[str, Strategy]:
+        """Parameterised candidate exploiters of the population oracle beyond the named
+        strategies (`sepo.games.candidate_exploiters`), by name: e.g. the members of a family
+        of demand schedules. None may play like a held-out strategy (tests/test_oracle.py
+        checks behaviour). Cheap to build: no optional package. Default: none."""
+        return {}
 
     def situation(self, state: GameState, seat: int) -> str:
         """One clause on what matters for `seat`'s decision now (its private information and

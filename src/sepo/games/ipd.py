@@ -145,6 +145,55 @@ class Joss(Strategy):
         return D if move == C and rng.random() < 0.1 else move
 
 
+# candidate exploiters of the population oracle (docs/GAMES.md, "Candidate exploiters"): not
+# in `STRATEGIES`, so SFT data and the pools never see them
+class DefectFrom(Strategy):
+    """Cooperates in rounds 1..k, then defects to the end: an end-game defector (k = 0 would
+    be AlwaysDefect, k = 8 AlwaysCooperate)."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.name = f"DefectFrom({k})"  # type: ignore[misc]
+        self.description = f"cooperates in rounds 1 to {k}, then defects"  # type: ignore[misc]
+
+    def choose(self, game: Game, state: GameState, seat: int, rng: random.Random) -> Action:
+        return D if state.t >= self.k else C
+
+
+class TitForTatUntil(Strategy):
+    """Tit for tat in rounds 1..k, then defects to the end."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.name = f"TitForTatUntil({k})"  # type: ignore[misc]
+        self.description = f"tit for tat in rounds 1 to {k}, then defects"  # type: ignore[misc]
+
+    def choose(self, game: Game, state: GameState, seat: int, rng: random.Random) -> Action:
+        if state.t >= self.k:
+            return D
+        return state.rounds[-1].actions[1 - seat] if state.rounds else C
+
+
+class DefectEvery(Strategy):
+    """Defects in rounds 1, 1 + n, 1 + 2n, ... and cooperates otherwise (n = 2 would be
+    AlternatingDefect)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.name = f"DefectEvery({n})"  # type: ignore[misc]
+        self.description = f"defects every {n} rounds from round 1"  # type: ignore[misc]
+
+    def choose(self, game: Game, state: GameState, seat: int, rng: random.Random) -> Action:
+        return D if state.t % self.n == 0 else C
+
+
+EXPLOITER_FAMILIES: dict[str, Strategy] = {
+    s.name: s
+    for s in (*(DefectFrom(k) for k in range(1, 8)), *(TitForTatUntil(k) for k in range(4, 8)),
+              DefectEvery(3), DefectEvery(4))
+}
+
+
 STRATEGIES: dict[str, Strategy] = {
     s.name: s
     for s in (
@@ -223,6 +272,9 @@ class IPDGame(Game):
 
     def format_action(self, action: Action) -> str:
         return str(action)
+
+    def exploiter_families(self) -> dict[str, Strategy]:
+        return dict(EXPLOITER_FAMILIES)
 
     def situation(self, state: GameState, seat: int) -> str:
         if not state.rounds:

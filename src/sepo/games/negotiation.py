@@ -172,6 +172,56 @@ class Nibbler(Strategy):
         return _clip(last[seat] + (-1 if breakdown(last) else 1))
 
 
+# candidate exploiters of the population oracle (docs/GAMES.md, "Candidate exploiters"): not
+# in `STRATEGIES`, so SFT data and the pools never see them
+class Demand(Strategy):
+    """Always demands d (5 is Fair, 7 Selfish, 8 Hardball; the family holds 6 and 9)."""
+
+    def __init__(self, d: int) -> None:
+        self.d = d
+        self.name = f"Demand({d})"  # type: ignore[misc]
+        self.description = f"always demands {d}"  # type: ignore[misc]
+
+    def choose(self, game: Game, state: GameState, seat: int, rng: random.Random) -> Action:
+        return self.d
+
+
+class Schedule(Strategy):
+    """A concession schedule: demands `demands[t]` in round t + 1 (the last one after
+    that), whatever the other does. 9, 8, 7, 6 is Anchor, which is held out: not a member."""
+
+    def __init__(self, *demands: int) -> None:
+        self.demands = demands
+        self.name = f"Schedule({','.join(map(str, demands))})"  # type: ignore[misc]
+        self.description = f"demands {', '.join(map(str, demands))} in turn"  # type: ignore[misc]
+
+    def choose(self, game: Game, state: GameState, seat: int, rng: random.Random) -> Action:
+        return self.demands[min(state.t, len(self.demands) - 1)]
+
+
+class UntilBreakdown(Strategy):
+    """Demands `first` until a deal breaks down, then `after` (6 then 5 is Concede; 9 then 6
+    is Bully, which is held out: not a member)."""
+
+    def __init__(self, first: int, after: int) -> None:
+        self.first, self.after = first, after
+        self.name = f"UntilBreakdown({first},{after})"  # type: ignore[misc]
+        self.description = f"demands {first} until a deal breaks down, then {after}"  # type: ignore[misc]
+
+    def choose(self, game: Game, state: GameState, seat: int, rng: random.Random) -> Action:
+        return self.after if _any_breakdown(state) else self.first
+
+
+EXPLOITER_FAMILIES: dict[str, Strategy] = {
+    s.name: s
+    for s in (Demand(6), Demand(9),
+              Schedule(8, 7, 6, 5), Schedule(8, 7, 6, 6), Schedule(8, 6, 5, 5),
+              Schedule(9, 7, 5, 5), Schedule(9, 7, 6, 6), Schedule(7, 6, 5, 5),
+              UntilBreakdown(7, 5), UntilBreakdown(8, 5), UntilBreakdown(8, 6),
+              UntilBreakdown(9, 5))
+}
+
+
 STRATEGIES: dict[str, Strategy] = {
     s.name: s
     for s in (
@@ -315,6 +365,9 @@ class NegotiationGame(Game):
 
     def format_action(self, action: Action) -> str:
         return str(int(action))
+
+    def exploiter_families(self) -> dict[str, Strategy]:
+        return dict(EXPLOITER_FAMILIES)
 
     def situation(self, state: GameState, seat: int) -> str:
         if not state.rounds:

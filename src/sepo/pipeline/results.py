@@ -15,6 +15,7 @@ from sepo.machine import cpu_name
 from sepo.pipeline.config import RunConfig
 from sepo.pipeline.layout import CONFIG_FILE, TIMINGS_FILE
 from sepo.report import CONDITION_ORDER, RESULTS_FILE, RESULTS_SCHEMA, write_json_atomic
+from sepo.train.oracle import ORACLE_LOG
 
 
 def write_results(config: RunConfig, timings: dict[str, float]) -> None:
@@ -29,12 +30,15 @@ def write_results(config: RunConfig, timings: dict[str, float]) -> None:
                 metrics = sd / condition / "metrics.csv"
                 if metrics.exists():
                     trained = json.loads((sd / condition / "config.json").read_text())
+                    oracle = sd / condition / ORACLE_LOG
                     training.append({
                         "game": game_dir.name, "seed": seed, "condition": condition,
                         # runs from before the setting existed used per-group scaling
                         "advantage": trained.get("advantage", "group"),
                         "run_dir": str((sd / condition).relative_to(config.out)),
                         "metrics_csv": str(metrics.relative_to(config.out)),
+                        **({"oracle_log": str(oracle.relative_to(config.out))}
+                           if oracle.exists() else {}),
                     })
     timings_path = config.out / TIMINGS_FILE
     history = json.loads(timings_path.read_text()) if timings_path.exists() else []

@@ -80,6 +80,8 @@ class TrainerState:
     last_eval: dict[str, float | None] = field(default_factory=dict)
     #: The safety-budget multipliers and their windows (`SafetyBudgets.state`); {} without.
     budgets: dict[str, Any] = field(default_factory=dict)
+    #: The oracle's last refresh (`sepo.train.oracle.Refresh`, as JSON); {} without.
+    oracle: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, allow_nan=False)
@@ -370,6 +372,8 @@ def _check_trainer_state(state: TrainerState) -> None:
         raise _BadState("last_eval is not a map of names to numbers")
     if not isinstance(state.budgets, dict):
         raise _BadState("budgets is not a map")
+    if not isinstance(state.oracle, dict):
+        raise _BadState("oracle is not a map")
 
 
 def load_training_state(checkpoint: Path) -> tuple[dict[str, Any], TrainerState]:

@@ -24,7 +24,7 @@ from pydantic import (
 
 from sepo.config_model import StrictModel
 from sepo.errors import SepoError, UnknownNameError, describe_validation_error
-from sepo.games import ExactSolvable, capability, games_with, get_game
+from sepo.games import ExactSolvable, capability, games_with, get_game, has_exploiter_library
 
 # The bounds are `sepo.limits`'s; imported here too, where the config fields check them.
 from sepo.limits import (  # noqa: F401
@@ -47,6 +47,9 @@ NORMALIZATIONS = ("per-round", "episode")
 ADVANTAGES = ("batch", "group", "none")
 #: docs/method.md, "Advantages": why this default.
 DEFAULT_ADVANTAGE = "group"
+#: K of a game whose toml sets no `[sepo] oracle_every` (docs/BENCHMARKS.md: its cost).
+DEFAULT_ORACLE_EVERY = 5
+MAX_ORACLE_TOP = 64
 MIXED_PRECISIONS = ("no", "bf16", "fp16")
 DEVICES = ("cpu", "cuda")
 LAMBDA_KEYS = ("exploit", "collusion", "externality")
@@ -154,11 +157,32 @@ class SEPOConfig(StrictModel):
     lambda_max: float = Field(100.0, gt=0.0, description="upper bound of a budgeted λ")
     lambda_min: float = Field(1e-3, gt=0.0, description="lower bound of a budgeted λ (the log "
                                                         "parameterisation keeps it positive)")
+    oracle: bool | None = Field(
+        None, description="adaptive exploiters (docs/method.md §5.7): every oracle_every steps "
+                          "a best-response oracle picks exploiters of the current policy, "
+                          "played in oracle_top more exploit groups: the exact best response "
+                          "in a game with exact best responses (Kuhn; its exploit reward is "
+                          "the unclipped payoff gap), else the top candidates of the game's "
+                          "library by exploitation gap; default: on where the game has an "
+                          "oracle, off under credit=aux and exploit_best_response; always "
+                          "off for reward_only")
+    oracle_every: int | None = Field(
+        None, ge=1, le=MAX_STEPS,
+        description="K, steps between oracle refreshes (the first before step 1); default: "
+                    f"the game's toml ([sepo] oracle_every), else {DEFAULT_ORACLE_EVERY}")
+    oracle_top: int = Field(
+        2, ge=1, le=MAX_ORACLE_TOP,
+        description="m, the oracle's exploit groups per step (each n rollouts, its own seed): "
+                    "the m best candidates, or the exact best response in all of them")
+    oracle_episodes: int = Field(
+        2, ge=1, le=MAX_EPISODES,
+        description="episodes each candidate plays against the current policy at a refresh "
+                    "(a population oracle; all on the same seeds)")
     exploit_best_response: bool = Field(
-        False, description="Kuhn only, an extension beyond the game's fixed pools "
-                           "(docs/method.md §5.7): one more exploit-pool group whose opponent "
-                           "is the exact best response to the current policy, rebuilt before "
-                           "every step's rollouts")
+        False, description="the earlier, opt-in form of Kuhn's oracle, kept so that its runs "
+                           "resume unchanged: best_response_groups more exploit groups against "
+                           "the exact best response, rebuilt every step, with the clipped "
+                           "exploit reward; not with oracle")
     best_response_groups: int = Field(
         1, ge=1, le=MAX_GROUP_SIZE,
         description="with exploit_best_response: how many groups (each n rollouts, its own "
@@ -305,6 +329,33 @@ class SEPOConfig(StrictModel):
             object.__setattr__(self, "lr", float(stage2.get("lr", 1e-5)))
         if self.beta is None:
             object.__setattr__(self, "beta", float(stage2.get("beta", 0.1)))
+        if self.oracle_every is None:
+            every = stage2.get("oracle_every", DEFAULT_ORACLE_EVERY)
+            if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+                raise SepoError(f"{self.game}.toml: [sepo] oracle_every must be an integer "
+                                f"≥ 1, got {every!r}")
+            object.__setattr__(self, "oracle_every", every)
+        has_oracle = (capability(game, ExactSolvable) is not None
+                      or has_exploiter_library(game))
+        if self.oracle is None:
+            auto = (has_oracle and not self.reward_only and self.credit != "aux"
+                    and not self.exploit_best_response)
+            object.__setattr__(self, "oracle", auto)
+        elif self.oracle and self.reward_only:
+            # The baseline stays plain GRPO (its λ = 0 would make the groups' rewards
+            # constant anyway): its rollouts are the fixed pools' only.
+            object.__setattr__(self, "oracle", False)
+        elif self.oracle:
+            if not has_oracle:
+                raise SepoError(f"{self.game} has no oracle: neither exact best responses nor "
+                                "candidate exploiters ([oracle] in its toml)")
+            if self.credit == "aux":
+                raise SepoError("the oracle's exploiters are trained on (credit per-pool or "
+                                "constant), not played as auxiliaries: credit=aux")
+            if self.exploit_best_response:
+                raise SepoError("exploit_best_response is the earlier form of Kuhn's oracle; "
+                                "use one of them (oracle, or exploit_best_response with "
+                                "oracle=false)")
         if self.exploit_best_response and capability(game, ExactSolvable) is None:
             raise SepoError(f"exploit_best_response needs an exact best response, which sepo "
                             f"computes for {', '.join(games_with(ExactSolvable))} only, not "
@@ -379,6 +430,17 @@ class SEPOConfig(StrictModel):
     RESUMABLE_CHANGES: ClassVar[tuple[str, ...]] = ("steps", "resume", "device", "out",
                                                     "share_prompt_prefix", "report_to")
 
+    #: Fields whose default depends on the version that saved a run: a resumed run that does
+    #: not set them takes the saved value (`resumed_from`).
+    SAVED_DEFAULTS: ClassVar[tuple[str, ...]] = ("oracle",)
+
+    def resumed_from(self, saved: SEPOConfig) -> SEPOConfig:
+        """This config with the saved run's value of each `SAVED_DEFAULTS` field it left
+        unset: a run from before the oracle resumes without it."""
+        unset = {k: getattr(saved, k) for k in self.SAVED_DEFAULTS
+                 if k not in self.model_fields_set and getattr(saved, k) != getattr(self, k)}
+        return self.model_copy(update=unset) if unset else self
+
     def check_resumable_from(self, saved: SEPOConfig) -> None:
         """Raise a clear error when `saved` (the run's config.json) is not this run's config."""
         mine = self.model_dump(mode="json", exclude=set(self.RESUMABLE_CHANGES))
@@ -401,7 +463,9 @@ def load_config(path: str | Path) -> SEPOConfig:
         saved = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise SepoError(f"{path} is not a SEPO config ({err})") from None
-    # A run saved before `advantage` existed scaled per group: resuming it must not switch.
+    # A run saved before `advantage` existed scaled per group, and one saved before the
+    # oracle had none: resuming it must not switch.
     if isinstance(saved, dict):
         saved.setdefault("advantage", "group")
+        saved.setdefault("oracle", False)
     return SEPOConfig.model_validate(saved)

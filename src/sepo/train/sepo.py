@@ -39,7 +39,11 @@ Baselines and ablations are switches of the same loop:
   exactly reward-only's (`tests/test_train.py` proves it to 1e-6 on one batch).
 - `reward_only` — every λ = 0: plain GRPO.
 - `normalize=episode` — one advantage per rollout, from its summed reward.
-- `exploit_best_response` (Kuhn; beyond the fixed pools, docs/method.md §5.7) —
+- `oracle` (on by default, docs/method.md §5.7) — adaptive exploiters: every `oracle_every`
+  steps a best-response oracle (`sepo.train.oracle`) picks `oracle_top` exploiters of the
+  current policy, played in as many exploit groups after the fixed ones: Kuhn's exact best
+  response (exploit reward on the signed gap), or the other games' top candidates by gap.
+- `exploit_best_response` (Kuhn; the oracle's earlier opt-in form, kept for its runs) —
   `best_response_groups` more exploit groups whose opponent is the exact best response to the
   current policy, rebuilt every step.
 
@@ -87,10 +91,22 @@ from sepo.train import checkpoint as ckpt
 from sepo.train import tracking
 from sepo.train.budgets import BudgetSettings, SafetyBudgets
 from sepo.train.config import ADVANTAGES, NORMALIZATIONS, Lambdas, SEPOConfig, load_config
+from sepo.train.oracle import (
+    ORACLE_LOG,
+    SINGLE_PROCESS,
+    BestResponseOracle,
+    Collective,
+    OracleLog,
+    Refresh,
+    build_oracle,
+    slot_opponents,
+)
 
 #: First part of every seed the trainer derives ("SEPO TRAIN"), apart from evaluation seeds.
 TRAIN_TAG = 0x5E90_7241
 _INIT_STREAM, _ROLLOUT_STREAM, _AUX_STREAM, _SAMPLING_STREAM, _EVAL_STREAM = range(5)
+#: The oracle's refreshes: its episodes' seeds and its agent's sampling seed, per step.
+_ORACLE_STREAM = 5
 ROLES = ("train", "exploit", "collusive")
 #: Above this many parameters `lora=None` (auto) picks LoRA over full fine-tuning.
 AUTO_LORA_PARAMETERS = 1_000_000_000
@@ -107,21 +123,31 @@ class NonFiniteLossError(SepoError):
 # ====================================================================== 1. rollouts
 @dataclass(frozen=True, slots=True)
 class Group:
-    """n rollouts against one opponent, played in one pool role, sharing one seed."""
+    """n rollouts against one opponent, played in one pool role, sharing one seed.
+
+    `oracle`: an oracle group, whose opponent (`opponent` names its slot) changes at each
+    refresh; `signed_gap`: its exploit reward is the unclipped payoff gap (§5.7)."""
 
     index: int
     role: str
     opponent: str
+    oracle: bool = False
+    signed_gap: bool = False
 
 
 #: The opponent name of the adaptive exploiter's group (`exploit_best_response`).
 BEST_RESPONSE = "BestResponse"
+#: The opponent name of the i-th oracle group (i from 1); the record names the exploiter.
+ORACLE_SLOT = "Oracle{}"
 
 
-def rollout_groups(game: Game, credit: str, best_response_groups: int = 0) -> list[Group]:
+def rollout_groups(game: Game, credit: str, best_response_groups: int = 0,
+                   oracle_groups: int = 0, oracle_signed: bool = False) -> list[Group]:
     """The step's groups: one per (role, opponent). `aux` trains on the train pool only.
-    `best_response_groups` exploit groups against the current policy's exact best response
-    are appended (last, so every other group keeps its index and its seeds)."""
+    `best_response_groups` exploit groups against the current policy's exact best response,
+    then `oracle_groups` exploit groups against the oracle's choice, are appended (last, so
+    every other group keeps its index and its seeds; a fixed number, so the batch keeps its
+    shape from one refresh to the next)."""
     roles = ("train",) if credit == "aux" else ROLES
     groups: list[Group] = []
     for role in roles:
@@ -129,6 +155,9 @@ def rollout_groups(game: Game, credit: str, best_response_groups: int = 0) -> li
             groups.append(Group(len(groups), role, name))
     for _ in range(best_response_groups):
         groups.append(Group(len(groups), "exploit", BEST_RESPONSE))
+    for i in range(oracle_groups):
+        groups.append(Group(len(groups), "exploit", ORACLE_SLOT.format(i + 1), oracle=True,
+                            signed_gap=oracle_signed))
     return groups
 
 
@@ -149,6 +178,76 @@ def adaptive_opponents(config: SEPOConfig, agent: LMAgent) -> dict[str, Strategy
     return {BEST_RESPONSE: solver.best_response(agent.tabular_policy(game))}
 
 
+class StepOracle:
+    """The trainer's side of the best-response oracle (`sepo.train.oracle`, docs/method.md
+    §5.7): when it refreshes (before step 1, then every `oracle_every` steps, never in
+    between), with which agent and seeds, and who plays the oracle groups until the next.
+
+    The refresh of step t plays on seeds derived from (run seed, `_ORACLE_STREAM`, t) with an
+    agent of its own (the same model and sampling settings, its seed from the same stream and
+    the process index, its call counter reset): it takes nothing from the training agent's
+    draws, and a resumed run repeats it exactly. Several processes: each plays its share of
+    the candidates and every process ranks the gathered results (`Collective`), so all choose
+    the same exploiters.
+    """
+
+    def __init__(self, oracle: BestResponseOracle, config: SEPOConfig, model: Any,
+                 tokenizer: Any, collective: Collective = SINGLE_PROCESS) -> None:
+        self.oracle = oracle
+        self.config = config
+        self.every = int(config.oracle_every or 1)
+        self.slots = [ORACLE_SLOT.format(i + 1) for i in range(config.oracle_top)]
+        self.collective = collective
+        self.agent = LMAgent(model, tokenizer, SamplingConfig(
+            temperature=config.temperature, top_p=config.top_p,
+            max_new_tokens=config.max_new_tokens, reasoning=config.reasoning,
+            engine=config.engine), name=f"sepo-oracle:{config.model}")
+        self.last: Refresh | None = None
+        self._opponents: dict[str, Strategy] = {}
+
+    def due(self, step: int) -> bool:
+        return (step - 1) % self.every == 0
+
+    def load(self, state: Mapping[str, Any]) -> None:
+        """The refresh a checkpoint's trainer state holds (`{}`: none yet)."""
+        if state:
+            self._use(Refresh.from_json(state))
+
+    def refresh(self, step: int) -> Refresh:
+        base = derive_seed(TRAIN_TAG, self.config.seed, _ORACLE_STREAM, step)
+        self.agent.config = dataclasses.replace(
+            self.agent.config, seed=derive_seed(base, 1, self.collective.rank))
+        self.agent.calls = 0
+        result = self.oracle.refresh(self.agent, step, derive_seed(base, 0), self.collective)
+        self._use(result)
+        return result
+
+    def _use(self, refresh: Refresh) -> None:
+        self.last = refresh
+        self._opponents = slot_opponents(self.oracle.exploiters(refresh), self.slots)
+
+    def opponents(self) -> dict[str, Strategy]:
+        return dict(self._opponents)
+
+
+def step_oracle(config: SEPOConfig, game: Game, model: Any, tokenizer: Any,
+                collective: Collective = SINGLE_PROCESS) -> StepOracle | None:
+    """The run's oracle (None when `config.oracle` is off or the game has none)."""
+    if not config.oracle:
+        return None
+    oracle = build_oracle(game, top=config.oracle_top, episodes=config.oracle_episodes)
+    return StepOracle(oracle, config, model, tokenizer, collective) if oracle else None
+
+
+def _collective(accelerator: Any) -> Collective:
+    if accelerator.num_processes == 1:
+        return SINGLE_PROCESS
+    from accelerate.utils import gather_object
+
+    return Collective(accelerator.process_index, accelerator.num_processes,
+                      lambda x: list(gather_object([x])))
+
+
 def aux_opponents(game: Game) -> list[tuple[str, str]]:
     """(role, opponent) of the auxiliary episodes each train rollout gets under `credit=aux`."""
     return [(role, name) for role in ("exploit", "collusive") for name in game.pools[role]]
@@ -166,9 +265,12 @@ def rollout_episodes(game: Game, agent: LMAgent, groups: Sequence[Group], config
     for group in groups:
         opponent = (adaptive or {}).get(group.opponent) or get_strategy(game, group.opponent)
         seed = derive_seed(TRAIN_TAG, config.seed, _ROLLOUT_STREAM, step, group.index)
+        extra = {**({"oracle": True} if group.oracle else {}),
+                 **({"gap": "signed"} if group.signed_gap else {})}
         for i in range(config.group_size):
             episodes.append(Episode(game, agent, opponent, seed,
-                                    {"pool": group.role, "group": group.index, "rollout": i}))
+                                    {"pool": group.role, "group": group.index, "rollout": i,
+                                     **extra}))
             if config.credit != "aux":
                 continue
             for j, (role, name) in enumerate(aux_opponents(game)):
@@ -201,9 +303,15 @@ class StepRewards:
 def episode_penalty(game: Game, record: EpisodeRecord, role: str, lambdas: Lambdas) -> float:
     """The episode's mean per-round penalty in its role: what the λ terms take from its
     reward (λx·x̄ for train, λe·s·e_r + λx·x̄ for exploit, λc·c̄ for collusive)."""
-    with_penalty = round_rewards(game, record, role, lambdas.as_dict())
-    without = round_rewards(game, record, role, Lambdas.zero().as_dict())
+    with_penalty = _round_rewards(game, record, role, lambdas)
+    without = _round_rewards(game, record, role, Lambdas.zero())
     return float(np.mean(np.subtract(without, with_penalty))) if record.rounds else 0.0
+
+
+def _round_rewards(game: Game, record: EpisodeRecord, role: str, lambdas: Lambdas) -> np.ndarray:
+    """`round_rewards` of a record, with the signed gap where its group has one (§5.7)."""
+    return np.asarray(round_rewards(game, record, role, lambdas.as_dict(),
+                                    signed_gap=record.tags.get("gap") == "signed"))
 
 
 def _role_mean_penalty(game: Game, records: Sequence[EpisodeRecord],
@@ -227,15 +335,13 @@ def compute_rewards(game: Game, records: Sequence[EpisodeRecord], config: SEPOCo
     groups: list[int | None] = [r.tags.get("group") for r in records]
 
     if config.credit == "per-pool":
-        per_round = [np.asarray(round_rewards(game, r, r.tags["pool"], lambdas.as_dict()))
-                     for r in records]
+        per_round = [_round_rewards(game, r, r.tags["pool"], lambdas) for r in records]
         return StepRewards(per_round, groups)
 
     if config.credit == "constant":
         # The game reward alone, minus ONE number shared by every rollout of the step.
         penalty = _role_mean_penalty(game, records, lambdas)
-        zero = Lambdas.zero().as_dict()
-        per_round = [np.asarray(round_rewards(game, r, r.tags["pool"], zero)) - penalty
+        per_round = [_round_rewards(game, r, r.tags["pool"], Lambdas.zero()) - penalty
                      for r in records]
         return StepRewards(per_round, groups, penalty=penalty)
 
@@ -248,7 +354,7 @@ def compute_rewards(game: Game, records: Sequence[EpisodeRecord], config: SEPOCo
             aux_of.setdefault((g, i), []).append(r)
     per_round, aux_penalties = [], {}
     for k, r in enumerate(records):
-        rewards = np.asarray(round_rewards(game, r, r.tags["pool"], lambdas.as_dict()))
+        rewards = _round_rewards(game, r, r.tags["pool"], lambdas)
         if groups[k] is not None:
             aux = aux_of.get((r.tags["group"], r.tags["rollout"]), [])
             aux_penalties[k] = _role_mean_penalty(game, aux, lambdas)
@@ -684,12 +790,15 @@ REWARD_COMPONENTS = ("payoff", "exploit_gap", "collusion", "externality")
 STEP_COLUMNS = (
     "step", "loss", "policy_loss", "kl", "log_ratio_ref", "clip_frac", "logprob_gap",
     "grad_norm", "lr",
-    "reward_train", "reward_exploit", "reward_collusive", "penalty", "pay_train",
+    "reward_train", "reward_exploit", "reward_collusive", "reward_oracle", "penalty",
+    "pay_train",
     "decisions", "trained_decisions", "fallback_rate", "completion_tokens",
     "advantage_share_train", "advantage_share_exploit", "advantage_share_collusive",
     "zero_variance_groups", *(f"{c}_{m}" for c in REWARD_COMPONENTS for m in ("mean", "std")),
     *(f"lambda_{name}" for name in LAMBDA_NAMES), *(f"measured_{name}" for name in LAMBDA_NAMES),
-    "time_rollout", "time_rewards", "time_update", "time_step",
+    # at each oracle refresh: the best candidate's gap e, the mean gap of those chosen
+    "oracle_top_gap", "oracle_chosen_gap",
+    "time_oracle", "time_rollout", "time_rewards", "time_update", "time_step",
 )
 EVAL_COLUMNS = ("eval_safety", "eval_exploit", "eval_pay_per_round", "eval_collusion",
                 "eval_externality", "eval_exact_exploitability", "time_eval")
@@ -706,6 +815,9 @@ def rollout_stats(records: Sequence[EpisodeRecord], rewards: StepRewards,
         values = [rw for r, rw, g in zip(records, rewards.per_round, rewards.groups, strict=True)
                   if g is not None and r.tags["pool"] == role]
         stats[f"reward_{role}"] = float(np.mean(np.concatenate(values))) if values else math.nan
+    oracle = [rw for r, rw, g in zip(records, rewards.per_round, rewards.groups, strict=True)
+              if g is not None and r.tags.get("oracle")]
+    stats["reward_oracle"] = float(np.mean(np.concatenate(oracle))) if oracle else math.nan
     if rewards.aux_penalties:
         stats["penalty"] = float(np.mean(list(rewards.aux_penalties.values())))
     else:
@@ -865,24 +977,28 @@ def _load_weights(policy: Policy, checkpoint: Path) -> None:
                         f"{untied_missing[:3]}, unexpected {unexpected[:3]})")
 
 
-def _check_run_dir(config: SEPOConfig) -> Path | None:
-    """Check RUN_DIR against the config; return the checkpoint to resume from (None: a fresh
-    run). Writes nothing, so every process of a multi-GPU run can call it."""
+def _check_run_dir(config: SEPOConfig) -> tuple[SEPOConfig, Path | None]:
+    """Check RUN_DIR against the config; return the config (a resumed run keeps the saved
+    value of a setting it leaves to its default, `SEPOConfig.resumed_from`) and the
+    checkpoint to resume from (None: a fresh run). Writes nothing, so every process of a
+    multi-GPU run can call it."""
     run_dir = Path(config.out)
     if config.resume:
         last = ckpt.latest_checkpoint(run_dir)
         if last is None:
             raise SepoError(f"--resume: no checkpoint in {run_dir / ckpt.CHECKPOINTS}")
-        config.check_resumable_from(load_config(run_dir))
+        saved = load_config(run_dir)
+        config = config.resumed_from(saved)
+        config.check_resumable_from(saved)
         # Refuses an old-format (pickle) or incomplete checkpoint before anything is written.
         ckpt.check_checkpoint(last)
-        return last
+        return config, last
     if ckpt.list_checkpoints(run_dir) or (run_dir / ckpt.METRICS).exists():
         raise SepoError(f"{run_dir} already holds a SEPO run; pass --resume to continue it "
                         "or choose another --out")
     # Never into the model it starts from, nor into a directory of someone else's files.
     check_output_dir(run_dir, inputs=model_input_paths(config.model), made_by="train")
-    return None
+    return config, None
 
 
 class _ProgressBar:
@@ -978,7 +1094,7 @@ def _train_locked(config: SEPOConfig, game: Game, run_dir: Path, accelerator: An
     from accelerate.utils import set_seed
 
     main = accelerator.is_main_process
-    resume_from = _check_run_dir(config)
+    config, resume_from = _check_run_dir(config)
     # The checkpoint's training state and metrics rows are read (and a corrupt or planted
     # file refused) before anything is written.
     state = ckpt.TrainerState()
@@ -989,10 +1105,12 @@ def _train_locked(config: SEPOConfig, game: Game, run_dir: Path, accelerator: An
         # Rebuilt from the checkpoint's own copy: rows past it are dropped (recomputed
         # identically below), rows up to it are restored even if metrics.csv lost them.
         log.load(state.step, committed=resume_from / ckpt.TRAINING_DIR / ckpt.METRICS_COPY)
+    oracle_log = OracleLog(run_dir / ORACLE_LOG)
     accelerator.wait_for_everyone()
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         log.rewrite()
+        oracle_log.keep_until(state.step)
         # A resumed run records its extended step count (the one field that may change);
         # atomically: a kill mid-write must not leave a truncated config.json for --resume.
         ckpt.write_text_atomically(run_dir / ckpt.CONFIG, config.model_dump_json(indent=2))
@@ -1035,9 +1153,15 @@ def _train_locked(config: SEPOConfig, game: Game, run_dir: Path, accelerator: An
     if budgets is not None and resume_from is not None:
         budgets.load_state(state.budgets)
 
+    oracle = step_oracle(config, game, policy.model, tokenizer, _collective(accelerator))
+    if oracle is not None:
+        oracle.load(state.oracle)
+
     tracking.start_trackers(accelerator, config.model_dump(mode="json"), state.step)
     groups = rollout_groups(game, config.credit, config.best_response_groups
-                            if config.exploit_best_response else 0)
+                            if config.exploit_best_response else 0,
+                            oracle_groups=len(oracle.slots) if oracle else 0,
+                            oracle_signed=oracle.oracle.signed_gap if oracle else False)
     local_groups = groups[accelerator.process_index::accelerator.num_processes]
     bar = _ProgressBar(progress and main, config.steps, state.step)
     row: dict[str, Any] = {}
@@ -1045,10 +1169,24 @@ def _train_locked(config: SEPOConfig, game: Game, run_dir: Path, accelerator: An
     try:
         for step in range(state.step + 1, config.steps + 1):
             t0 = time.perf_counter()
-            # 1. Rollouts: every group (and auxiliary episode) in one lock-step batch.
+            oracle_row: dict[str, Any] = {}
+            # 1. Rollouts: every group (and auxiliary episode) in one lock-step batch, after
+            # the oracle's refresh when one is due.
             with (torch.no_grad(), accelerator.autocast(),
                   policy.sampling_model(config.lora_merged_rollouts)):
                 adaptive = adaptive_opponents(config, agent)
+                if oracle is not None:
+                    if oracle.due(step):
+                        t_oracle = time.perf_counter()
+                        refresh = oracle.refresh(step)
+                        state.oracle = refresh.to_json()
+                        oracle_row = {"oracle_top_gap": refresh.top_gap,
+                                      "oracle_chosen_gap": refresh.chosen_gap,
+                                      "time_oracle": time.perf_counter() - t_oracle}
+                        if main:
+                            oracle_log.append(refresh, oracle_row["time_oracle"])
+                    adaptive.update(oracle.opponents())
+                t_rollout = time.perf_counter()
                 records = Engine(rollout_episodes(game, agent, local_groups, config, step,
                                                   adaptive)).run()
             t1 = time.perf_counter()
@@ -1068,7 +1206,7 @@ def _train_locked(config: SEPOConfig, game: Game, run_dir: Path, accelerator: An
                    **advantage_stats(game, records, rewards.groups, rewards.per_round,
                                      samples, config.normalize),
                    **{f"lambda_{k}": v for k, v in lambdas.as_dict().items()},
-                   **{f"measured_{k}": v for k, v in measured.items()}}
+                   **{f"measured_{k}": v for k, v in measured.items()}, **oracle_row}
             t2 = time.perf_counter()
             # 4.-5. Loss, gradient, clipped AdamW step.
             row["lr"] = scheduler.get_last_lr()[0]
@@ -1079,8 +1217,8 @@ def _train_locked(config: SEPOConfig, game: Game, run_dir: Path, accelerator: An
                 warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)`")
                 scheduler.step()
             t3 = time.perf_counter()
-            row.update(time_rollout=t1 - t0, time_rewards=t2 - t1, time_update=t3 - t2,
-                       time_step=t3 - t0)
+            row.update(time_rollout=t1 - t_rollout, time_rewards=t2 - t1,
+                       time_update=t3 - t2, time_step=t3 - t0)
             state.step = step
 
             # Every k steps (and at the end): evaluate, checkpoint, keep the best.
