@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import statistics
+from typing import Any
 
 import pyspiel
 import pytest
@@ -169,7 +170,8 @@ def test_best_response_strategy_and_policy_of() -> None:
     class Reader:
         name = "lm"
 
-        def kuhn_policy(self) -> dict[str, float]:
+        def tabular_policy(self, game: Any) -> dict[str, float]:
+            assert game.name == "kuhn"
             return dict.fromkeys(POLICY_KEYS, 0.5)
 
     assert policy_of(Reader()) == TABLES["RandomLegal"]
