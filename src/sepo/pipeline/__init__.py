@@ -31,19 +31,16 @@ not write; `--overwrite` deletes what is there and starts the new run. The run h
 its directory (`sepo.rundir.RunLock`), so a second `sepo run` there stops at once, and a run
 that fails before any stage saved work leaves no `run_config.json` behind.
 
-**Budget** (`sepo run kuhn` with the defaults, 2 CPU cores, ≤ 15 minutes including building
-`tiny`). Each game's stage budgets are the `[budget]` table of its `<game>.toml`
-(`sepo.games.GameBudget`; `GENERIC_BUDGET` for a game without one), measured on a 2-core CPU
-machine on `tiny` (see `docs/RESULTS.md` for the timings):
+**Budget** (`sepo run kuhn` with the defaults: ≤ 15 minutes on 2 CPU cores; the README
+states the last measurement). Each game's stage budgets are the `[budget]` table of its
+`<game>.toml` (`sepo.games.GameBudget`; `GENERIC_BUDGET` for a game without one). For Kuhn:
 
-- building `tiny` once (cached afterwards): ~3 min;
-- SFT data: under a second (rule-based play); SFT: the tiny model is fully fine-tuned on
-  `sft_episodes` episodes per opponent for `sft_epochs` epochs (Kuhn: 1,808 examples,
-  226 steps), ~4 min;
-- SEPO and reward-only: `sepo_steps` steps each. A Kuhn step plays 4 opponents (train +
-  exploit pools) × n = 4 rollouts × 6 hands in one batch of 16 episodes, then one update of
-  ~10 s (Kuhn prompts are ~300-430 tokens); the in-training evaluations every
-  `checkpoint_every` steps cost about a step each;
+- `tiny` ships in the package: nothing is built;
+- SFT data: under a second (rule-based play); SFT: `tiny` is fully fine-tuned on
+  `sft_episodes` episodes per opponent for `sft_epochs` epochs (1,808 examples, 226 steps);
+- SEPO and reward-only: `sepo_steps` steps each, every step's groups in one lock-step batch
+  (SEPO's include the two groups against the exact best response to the current policy), then
+  one update; the in-training evaluations every `checkpoint_every` steps;
 - evaluation: 4 conditions × `eval_episodes` episodes per opponent × (train + exploit +
   held-out + exact best response) opponents, batched; Kuhn's exact exploitability is one
   batched forward pass.
