@@ -255,20 +255,19 @@ class SEPOConfig(StrictModel):
     # ------------------------------------------------------------------ validation
     field_kind: ClassVar[str] = "SEPO config field"  # a misspelt field: StrictModel's error
 
-    @field_validator("credit", mode="before")
-    @classmethod
-    def _credit(cls, v: Any) -> Any:
-        return _choice("credit", v, CREDITS)
+    #: The fields that take one of a few names: what an error calls each, and the names.
+    _CHOICES: ClassVar[dict[str, tuple[str, tuple[str, ...]]]] = {
+        "credit": ("credit", CREDITS), "normalize": ("normalize", NORMALIZATIONS),
+        "advantage": ("advantage", ADVANTAGES),
+        "mixed_precision": ("mixed precision", MIXED_PRECISIONS),
+        "engine": ("sampling engine", ENGINES), "device": ("device", DEVICES),
+    }
 
-    @field_validator("normalize", mode="before")
+    @field_validator(*_CHOICES, mode="before")
     @classmethod
-    def _normalize(cls, v: Any) -> Any:
-        return _choice("normalize", v, NORMALIZATIONS)
-
-    @field_validator("advantage", mode="before")
-    @classmethod
-    def _advantage(cls, v: Any) -> Any:
-        return _choice("advantage", v, ADVANTAGES)
+    def _one_of(cls, v: Any, info: ValidationInfo) -> Any:
+        kind, choices = cls._CHOICES[info.field_name]
+        return _choice(kind, v, choices)
 
     @field_validator("report_to", mode="before")
     @classmethod
@@ -288,21 +287,6 @@ class SEPOConfig(StrictModel):
                         math.isfinite(value) and value >= 0):
                     raise SepoError(f"budget {name} must be a finite number ≥ 0, got {value!r}")
         return v
-
-    @field_validator("mixed_precision", mode="before")
-    @classmethod
-    def _mixed_precision(cls, v: Any) -> Any:
-        return _choice("mixed precision", v, MIXED_PRECISIONS)
-
-    @field_validator("engine", mode="before")
-    @classmethod
-    def _engine(cls, v: Any) -> Any:
-        return _choice("sampling engine", v, ENGINES)
-
-    @field_validator("device", mode="before")
-    @classmethod
-    def _device(cls, v: Any) -> Any:
-        return _choice("device", v, DEVICES)
 
     @field_validator("lambdas", mode="before")
     @classmethod
