@@ -1042,7 +1042,10 @@ def train_sepo(config: SEPOConfig, progress: bool = True) -> RunResult:
     # `accelerate launch` it belongs to the whole process. (Found on an H100: `sepo run` failed
     # at the SEPO stage with "AcceleratorState has already been initialized".)
     AcceleratorState._reset_state(reset_partial_state=False)
-    accelerator = Accelerator(cpu=config.device == "cpu", mixed_precision=config.mixed_precision,
+    # On a machine without CUDA, say so: accelerate runs `torchrun`'s processes as one
+    # data-parallel job (gloo) only with cpu=True; otherwise each process trains alone.
+    cpu = config.device == "cpu" or (config.device is None and not torch.cuda.is_available())
+    accelerator = Accelerator(cpu=cpu, mixed_precision=config.mixed_precision,
                               log_with=config.report_to or None, project_dir=str(run_dir))
     fresh = not run_dir.exists()
     try:
