@@ -26,6 +26,7 @@ import torch
 from typer.testing import CliRunner
 
 import sepo.agents
+from lm_reference import forward_logprobs
 from sepo.agents import LMAgent, LMTrace, SamplingConfig
 from sepo.agents.fast import sampling as fast_sampling
 from sepo.engine import Decision, DecisionRequest, Engine, Episode, EpisodeRecord
@@ -80,15 +81,6 @@ def episodes(agent: LMAgent) -> list[Episode]:
 
 def decisions(records: Sequence[EpisodeRecord]) -> list[Decision]:
     return [d for record in records for d in record.decisions]
-
-
-def forward_logprobs(model: Any, prompt: Sequence[int], completion: Sequence[int],
-                     temperature: float) -> list[float]:
-    """The trainer's convention: one unpadded forward, log_softmax(logits / T)."""
-    with torch.no_grad():
-        logits = model(input_ids=torch.tensor([[*prompt, *completion]])).logits[0].float()
-    lp = torch.log_softmax(logits / temperature, dim=-1)
-    return [float(lp[len(prompt) - 1 + k, t]) for k, t in enumerate(completion)]
 
 
 def mixed_requests() -> list[DecisionRequest]:

@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from lm_reference import forward_logprobs
 from sepo.agents import (
     ActionTrie,
     LMAgent,
@@ -120,17 +121,6 @@ class NeverDone:
 
     def update(self, rows: Sequence[int], tokens: Sequence[int]) -> list[bool]:
         return [False] * len(rows)
-
-
-def forward_logprobs(model: Any, prompt: Sequence[int], completion: Sequence[int],
-                     temperature: float) -> list[float]:
-    """Per-token log-probabilities of `completion` after `prompt`: one unpadded forward."""
-    ids = torch.tensor([list(prompt) + list(completion)])
-    with torch.no_grad():
-        logits = model(input_ids=ids).logits[0].float()
-    lp = torch.log_softmax(logits / temperature, dim=-1)
-    n = len(prompt)
-    return [float(lp[n - 1 + k, t]) for k, t in enumerate(completion)]
 
 
 def requests_at_random_states(game: Game, count: int, seed: int) -> list[DecisionRequest]:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from types import SimpleNamespace
-from typing import Any
 
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from lm_reference import forward_logprobs
 from sepo.agents.fast import sampling
 from sepo.agents.fast.cache import BufferPool, GrowingKVLayer
 from sepo.agents.fast.cascade import (
@@ -38,15 +38,6 @@ def gqa_llama(seed: int = 0) -> LlamaForCausalLM:
                          tie_word_embeddings=False, bos_token_id=None, eos_token_id=1,
                          pad_token_id=0)
     return LlamaForCausalLM(config).eval()
-
-
-def forward_logprobs(model: Any, prompt: Sequence[int], completion: Sequence[int],
-                     temperature: float) -> list[float]:
-    """Per-token log-probabilities of `completion` after `prompt`: one unpadded forward."""
-    with torch.no_grad():
-        logits = model(input_ids=torch.tensor([[*prompt, *completion]])).logits[0].float()
-    lp = torch.log_softmax(logits / temperature, dim=-1)
-    return [float(lp[len(prompt) - 1 + k, t]) for k, t in enumerate(completion)]
 
 
 class StopAfter:
