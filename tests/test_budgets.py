@@ -97,8 +97,18 @@ def test_role_metrics_of_a_hand_built_step() -> None:
 
 
 def test_budget_settings_are_checked() -> None:
-    ok = SEPOConfig(game="ipd", model="x", out="r", budgets={"exploit": 0.3, "collusion": 0.2})
-    assert ok.condition == "sepo-budget"
+    ok = SEPOConfig(game="ipd", model="x", out="r", budgets={"exploit": 0.3, "collusion": 0.2},
+                    advantage="batch")
+    assert ok.condition == "sepo-budget-batch-scale"
+    # Under advantage=group, λe and λc divide out of their pools' advantages: such a budget
+    # would move a number that changes nothing. The externality's λ weighs the train pool.
+    with pytest.raises(SepoError, match=r"budget on collusion and exploit.*advantage=batch"):
+        SEPOConfig(game="ipd", model="x", out="r", budgets={"exploit": 0.3, "collusion": 0.2},
+                   advantage="group")
+    assert SEPOConfig(game="ipd", model="x", out="r", budgets={"externality": 0.1},
+                      advantage="group").budgets == {"externality": 0.1}
+    assert SEPOConfig(game="ipd", model="x", out="r", budgets={"exploit": 0.3},
+                      advantage="group", credit="aux").budgets == {"exploit": 0.3}
     with pytest.raises(UnknownNameError, match=r"budget 'exploitability'.*collusion, exploit"):
         SEPOConfig(game="ipd", model="x", out="r", budgets={"exploitability": 0.3})
     with pytest.raises(SepoError, match="finite number"):
@@ -114,8 +124,9 @@ def test_budget_settings_are_checked() -> None:
 def test_run_gives_budgets_to_sepo_and_not_to_reward_only(tmp_path: Path) -> None:
     from sepo.pipeline import RunConfig
 
-    run = RunConfig(games=["ipd"], out=tmp_path, sepo={"budgets": {"exploit": 0.3}})
-    sepo = run.sepo_config("ipd", 0, tmp_path / "sft", tmp_path / "s", reward_only=False)
-    baseline = run.sepo_config("ipd", 0, tmp_path / "sft", tmp_path / "r", reward_only=True)
-    assert sepo.budgets == {"exploit": 0.3} and sepo.condition == "sepo-budget"
+    run = RunConfig(games=["ipd"], out=tmp_path, sepo={"budgets": {"exploit": 0.3},
+                                                       "advantage": "batch"})
+    sepo = run.sepo_config("ipd", 0, tmp_path / "sft", tmp_path / "s", "sepo")
+    baseline = run.sepo_config("ipd", 0, tmp_path / "sft", tmp_path / "r", "reward-only")
+    assert sepo.budgets == {"exploit": 0.3} and sepo.condition == "sepo-budget-batch-scale"
     assert baseline.budgets == {} and baseline.reward_only

@@ -219,9 +219,9 @@ def test_run_set_and_config_reach_the_pass_through_configs(
                   "--sepo", "lambdas.exploit=2", "--set", "sft.lora_r=8",
                   "--seeds", "3").exit_code == 0
     plain, filed = piped
-    assert plain.sepo_config("kuhn", 0, tmp_path, tmp_path, reward_only=False).lr == 3e-5
+    assert plain.sepo_config("kuhn", 0, tmp_path, tmp_path, "sepo").lr == 3e-5
     assert (filed.seeds, filed.steps) == (3, 3)
-    sepo = filed.sepo_config("kuhn", 0, tmp_path, tmp_path, reward_only=False)
+    sepo = filed.sepo_config("kuhn", 0, tmp_path, tmp_path, "sepo")
     assert (sepo.lr, sepo.credit, sepo.lambdas.exploit) == (3e-5, "constant", 2.0)
     assert sepo.lambdas.collusion == get_game("kuhn").defaults["lambdas"]["collusion"]
     assert filed.sft == {"batch_size": 4, "lora_r": 8}
@@ -348,7 +348,7 @@ def test_budget_flags_reach_the_budgets_table(tmp_path: Path,
                         lambda config, progress: seen.append(config) or {})
     result = invoke("train", "ipd", "--model", "tiny", "--out", tmp_path / "r",
                     "--budget", "exploit=0.3", "--budget", "collusion=0.2",
-                    "--set", "budget_lr=0.1")
+                    "--set", "budget_lr=0.1", "--advantage", "batch")
     assert seen, result.output
     assert seen[0].budgets == {"exploit": 0.3, "collusion": 0.2}
-    assert seen[0].budget_lr == 0.1 and seen[0].condition == "sepo-budget"
+    assert seen[0].budget_lr == 0.1 and seen[0].condition == "sepo-budget-batch-scale"

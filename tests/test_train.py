@@ -901,7 +901,7 @@ def test_resume_reproduces_an_uninterrupted_ipd_run(tiny_lm_path: Path, tmp_path
     # oracle (on by default) refreshing at step 1 only: the resumed step 3 plays the
     # exploiters the checkpoint's state holds.
     budget = {"budgets": {"exploit": 0.0}, "budget_warmup": 0, "budget_window": 2,
-              "oracle_every": 3}
+              "oracle_every": 3, "advantage": "batch"}
     straight = run_config("ipd", tiny_lm_path, tmp_path / "straight", steps=3, seed=1, **budget)
     trainer.train_sepo(straight, progress=False)
 

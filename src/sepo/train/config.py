@@ -352,6 +352,12 @@ class SEPOConfig(StrictModel):
                             "baseline has none (drop --reward-only or the budgets)")
         if "collusion" in self.budgets and not game.pools["collusive"]:
             raise SepoError(f"a collusion budget needs a collusive pool; {self.game} has none")
+        inert = sorted(set(self.budgets) & {"exploit", "collusion"})
+        if inert and self.advantage == "group" and self.credit == "per-pool":
+            # Their pools' rewards are the penalty alone, and a group's own std divides λ out.
+            raise SepoError(f"a budget on {' and '.join(inert)} moves its λ, which "
+                            "advantage=group divides out of that pool's advantages; use "
+                            "advantage=batch (or none) with budgets")
         if self.lambda_min >= self.lambda_max:
             raise SepoError(f"lambda_min ({self.lambda_min:g}) must be below lambda_max "
                             f"({self.lambda_max:g})")
