@@ -302,8 +302,8 @@ def test_the_oracle_is_on_by_default_for_sepo_only(tmp_path: Path) -> None:
     from sepo.pipeline import RunConfig
 
     run = RunConfig(games=["ipd"], out=tmp_path)
-    assert run.sepo_config("ipd", 0, Path("m"), tmp_path / "s", reward_only=False).oracle
-    assert not run.sepo_config("ipd", 0, Path("m"), tmp_path / "r", reward_only=True).oracle
+    assert run.sepo_config("ipd", 0, Path("m"), tmp_path / "s", "sepo").oracle
+    assert not run.sepo_config("ipd", 0, Path("m"), tmp_path / "r", "reward-only").oracle
 
 
 def test_a_run_saved_before_the_oracle_resumes_without_it(tmp_path: Path) -> None:

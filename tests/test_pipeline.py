@@ -4,6 +4,7 @@ every stage runs, every artifact is written, a second invocation skips every fin
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +138,73 @@ def test_report_command_rebuilds_tables(kuhn_run: Path, tmp_path: Path) -> None:
     assert {a["condition"] for a in aggregates} == set(CONDITION_ORDER)
 
 
+@pytest.mark.slow
+def test_a_further_condition_joins_an_earlier_run_paired_with_the_others(
+        kuhn_run: Path, tiny_lm_path: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "kuhn"
+    shutil.copytree(kuhn_run, run_dir)
+    sd = seed_dir(run_dir, "kuhn", 0)
+    kept = {c: (sd / "eval" / f"{c}.json").stat().st_mtime_ns for c in CONDITION_ORDER}
+    paper = ["--set", "conditions.sepo-paper.advantage=group",
+             "--set", "conditions.sepo-paper.oracle=false"]
+    result = CliRunner().invoke(cli(), ["run", "kuhn", "--model", str(tiny_lm_path),
+                                        "--out", str(run_dir), *SMOKE_CLI, *paper])
+    assert result.exit_code == 0, result.output
+    # Only the new condition was trained and evaluated; the others were kept as they were.
+    assert {c: (sd / "eval" / f"{c}.json").stat().st_mtime_ns for c in CONDITION_ORDER} == kept
+    trained = json.loads((sd / "sepo-paper" / "config.json").read_text())
+    assert (trained["advantage"], trained["oracle"], trained["reward_only"]) == (
+        "group", False, False)
+    assert Path(trained["model"]) == sd / "sft"  # the same SFT checkpoint as SEPO's
+    results = load_results(run_dir)
+    evals = {e["condition"]: e for e in results["evaluations"]}
+    assert list(evals) == [*CONDITION_ORDER, "sepo-paper"]
+    # The same evaluation episodes as every other condition of the seed.
+    assert evals["sepo-paper"]["report"]["seed"] == evals["sepo"]["report"]["seed"]
+    assert evals["sepo-paper"]["checkpoint"] == "kuhn/seed0/sepo-paper/best"
+    assert {t["condition"] for t in results["training"]} == {"sepo", "reward-only",
+                                                             "sepo-paper"}
+    assert set(results["paired_differences"]["kuhn"]) == {
+        f"{t} − {b}" for t in ("sepo", "sepo-paper") for b in ("sft", "reward-only", "base")
+    } | {"sepo-paper − sepo"}
+    assert json.loads((run_dir / "run_config.json").read_text())["conditions"] == {
+        "sepo-paper": {"advantage": "group", "oracle": False}}
+    # Without the option the recorded condition stays; changing it is another experiment.
+    with pytest.raises(SepoError, match=r"conditions\.sepo-paper"):
+        run_pipeline(RunConfig(games=["kuhn"], model=str(tiny_lm_path), out=run_dir, **SMOKE,
+                               conditions={"sepo-paper": {"advantage": "batch"}}), quiet=True)
+
+
+def test_further_conditions_override_the_shared_sepo_fields(tmp_path: Path) -> None:
+    config = RunConfig(games=["ipd"], out=tmp_path, sepo={"lr": 3e-5, "advantage": "batch"},
+                       conditions={"paper": {"advantage": "group", "oracle": False},
+                                   "budget": {"budgets": {"exploit": 0.3}}})
+    assert config.trained_conditions == ["sepo", "reward-only", "paper", "budget"]
+    sepo = config.sepo_config("ipd", 0, tmp_path, tmp_path / "s", "sepo")
+    paper = config.sepo_config("ipd", 0, tmp_path, tmp_path / "p", "paper")
+    budget = config.sepo_config("ipd", 0, tmp_path, tmp_path / "b", "budget")
+    assert (sepo.advantage, sepo.oracle, sepo.budgets) == ("batch", True, {})
+    assert (paper.advantage, paper.oracle, paper.lr) == ("group", False, 3e-5)
+    assert (budget.advantage, budget.budgets, budget.reward_only) == (
+        "batch", {"exploit": 0.3}, False)
+    with pytest.raises(UnknownNameError, match="paper"):
+        config.sepo_config("ipd", 0, tmp_path, tmp_path, "papr")
+
+
+@pytest.mark.parametrize(("conditions", "message"), [
+    ({"SEPO Paper": {}}, "lower-case letters"),
+    ({"sft": {}}, "is taken; reserved: base, eval, reward-only, sepo, sft, sft-data"),
+    ({"paper": {"adventage": "group"}}, "adventage"),
+    ({"paper": {"steps": 3}}, "conditions.paper.steps is set by the pipeline"),
+    ({"paper": {"advantage": "bach"}}, "batch"),
+    ({"paper": "group"}, "must be a table of SEPOConfig fields"),
+])
+def test_a_bad_further_condition_is_refused_naming_it(tmp_path: Path, conditions: Any,
+                                                      message: str) -> None:
+    with pytest.raises((SepoError, ValueError), match=message):
+        RunConfig(games=["kuhn"], out=tmp_path, conditions=conditions)
+
+
 # ------------------------------------------------------------------ config (fast)
 def test_run_config_defaults_and_overrides(tmp_path: Path) -> None:
     config = RunConfig(games="all", out=tmp_path)
@@ -150,44 +218,44 @@ def test_run_config_defaults_and_overrides(tmp_path: Path) -> None:
     assert tuned.games == ["ipd"]
     assert tuned.budget("ipd").sepo_steps == 7 and tuned.budget("ipd").reasoning is False
     assert tuned.seed_list == [2, 3, 4]
-    sepo = tuned.sepo_config("ipd", 3, tmp_path / "sft", tmp_path / "sepo", reward_only=True)
+    sepo = tuned.sepo_config("ipd", 3, tmp_path / "sft", tmp_path / "sepo", "reward-only")
     assert (sepo.steps, sepo.seed, sepo.reward_only, sepo.reasoning) == (7, 3, True, False)
     assert sepo.train_lambdas.as_dict() == {"exploit": 0.0, "collusion": 0.0,
                                             "externality": 0.0}
     # Extra trainer settings pass through to both conditions.
     lr = RunConfig(games=["kuhn"], out=tmp_path, sepo={"lr": 3e-5}).sepo_config(
-        "kuhn", 0, tmp_path, tmp_path, reward_only=False)
+        "kuhn", 0, tmp_path, tmp_path, "sepo")
     assert lr.lr == 3e-5
     # `tiny` gets its own stage-2 rate (`tiny_lr`); any other model keeps the game's (the
     # paper's).
     tiny_lr = get_game("kuhn").budget.tiny_lr
     assert RunConfig(games=["kuhn"], out=tmp_path).sepo_config(
-        "kuhn", 0, tmp_path, tmp_path, reward_only=True).lr == tiny_lr
+        "kuhn", 0, tmp_path, tmp_path, "reward-only").lr == tiny_lr
     # IPD and bargaining (reasoning games whose KL ran away at 1e-4) get their lower rate.
     assert get_game("ipd").budget.tiny_lr < tiny_lr
     assert RunConfig(games=["ipd"], out=tmp_path).sepo_config(
-        "ipd", 0, tmp_path, tmp_path, reward_only=False).lr == get_game("ipd").budget.tiny_lr
+        "ipd", 0, tmp_path, tmp_path, "sepo").lr == get_game("ipd").budget.tiny_lr
     assert RunConfig(games=["ipd"], out=tmp_path, sepo={"lr": 1e-4}).sepo_config(
-        "ipd", 0, tmp_path, tmp_path, reward_only=False).lr == 1e-4
+        "ipd", 0, tmp_path, tmp_path, "sepo").lr == 1e-4
     paper = SEPOConfig(game="kuhn", model="org/model", out=tmp_path).lr
     assert paper != tiny_lr
     assert RunConfig(games=["kuhn"], out=tmp_path, model="org/model").sepo_config(
-        "kuhn", 0, tmp_path, tmp_path, reward_only=True).lr == paper
+        "kuhn", 0, tmp_path, tmp_path, "reward-only").lr == paper
     # A path to a tiny build (another `--set` build, the 2.08 M one of docs/RESULTS.md) is
     # tiny too; a directory without the build record is not.
     build = tmp_path / "tiny-other"
     build.mkdir()
     (build / "sepo_build.json").write_text(json.dumps({"name": "tiny", "seed": 0}))
     assert RunConfig(games=["kuhn"], out=tmp_path, model=str(build)).sepo_config(
-        "kuhn", 0, tmp_path, tmp_path, reward_only=True).lr == tiny_lr
+        "kuhn", 0, tmp_path, tmp_path, "reward-only").lr == tiny_lr
     assert RunConfig(games=["kuhn"], out=tmp_path, model=str(tmp_path / "sft")).sepo_config(
-        "kuhn", 0, tmp_path, tmp_path, reward_only=True).lr == paper
+        "kuhn", 0, tmp_path, tmp_path, "reward-only").lr == paper
     # The adaptive exploiter is SEPO's; the reward-only baseline stays the plain one.
     adaptive = RunConfig(games=["kuhn"], out=tmp_path, sepo={"exploit_best_response": True})
     assert adaptive.sepo_config("kuhn", 0, tmp_path, tmp_path,
-                                reward_only=False).exploit_best_response
+                                "sepo").exploit_best_response
     assert not adaptive.sepo_config("kuhn", 0, tmp_path, tmp_path,
-                                    reward_only=True).exploit_best_response
+                                    "reward-only").exploit_best_response
 
 
 def test_run_config_bad_input_names_the_choices(tmp_path: Path) -> None:
@@ -227,7 +295,25 @@ def test_run_command_turns_prefix_sharing_off_for_both_stages(
     assert result.exit_code == 0, result.output
     [config] = seen
     assert {"sepo": config.sepo, "sft": config.sft} == expected
-    for reward_only in (False, True):
-        sepo = config.sepo_config("kuhn", 0, tmp_path / "sft", tmp_path / "x",
-                                  reward_only=reward_only)
+    for condition in ("sepo", "reward-only"):
+        sepo = config.sepo_config("kuhn", 0, tmp_path / "sft", tmp_path / "x", condition)
         assert sepo.share_prompt_prefix is not bool(flag)
+
+
+def test_the_study_configs_build_the_documented_conditions(tmp_path: Path) -> None:
+    """examples/study/*.toml, the configs docs/RESULTS.md's study was run with, stay valid."""
+    from sepo.config_model import read_settings
+
+    study = Path(__file__).parent.parent / "examples" / "study"
+    budgets = {"kuhn": {"exploit": 0.3}, "ipd": {"collusion": 0.2}}
+    for game, budget in budgets.items():
+        config = RunConfig(out=tmp_path, **read_settings(study / f"{game}.toml"))
+        assert config.games == [game] and config.seeds == 3
+        assert config.trained_conditions == ["sepo", "reward-only", "sepo-paper", "sepo-budget"]
+        paper = config.sepo_config(game, 0, tmp_path, tmp_path, "sepo-paper")
+        assert (paper.advantage, paper.oracle) == ("group", False)
+        budgeted = config.sepo_config(game, 0, tmp_path, tmp_path, "sepo-budget")
+        assert (budgeted.advantage, budgeted.budgets) == ("batch", budget)
+    for game in ("auction", "negotiation", "bargaining"):
+        config = RunConfig(out=tmp_path, games=[game], **read_settings(study / "other.toml"))
+        assert config.trained_conditions == ["sepo", "reward-only", "sepo-paper"]

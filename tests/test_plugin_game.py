@@ -169,7 +169,7 @@ def test_run_config_of_a_plugin_game(install: Install, tmp_path: Path) -> None:
     assert config.budget("staghunt") == GameBudget(
         sft_episodes=40, sft_epochs=2.0, sepo_steps=10, checkpoint_every=5, eval_episodes=30,
         reasoning=True, tiny_lr=1e-4)
-    assert config.sepo_config("staghunt", 0, tmp_path, tmp_path, reward_only=False).lr == 1e-4
+    assert config.sepo_config("staghunt", 0, tmp_path, tmp_path, "sepo").lr == 1e-4
     assert RunConfig(games="all", out=tmp_path / "all").games == BUILTINS
 
 
@@ -193,7 +193,7 @@ def test_a_plugin_game_without_a_budget_gets_the_generic_one(install: Install,
     config = RunConfig(games=["bare"], out=tmp_path / "run", steps=3)
     assert config.budget("bare") == GENERIC_BUDGET.replace(sepo_steps=3)
     assert config.sepo_config("bare", 0, tmp_path, tmp_path,
-                              reward_only=False).lr == GENERIC_BUDGET.tiny_lr
+                              "sepo").lr == GENERIC_BUDGET.tiny_lr
 
 
 def test_a_partial_budget_takes_the_rest_from_the_generic_one(install: Install) -> None:

@@ -379,9 +379,12 @@ SECTIONS: tuple[Section, ...] = (
         "[SFTRunConfig](#sftrunconfig) fields to every run of those stages: `[sepo]` and "
         "`[sft]` tables of the `--config` file, dotted keys of `--set` (`--set "
         "sepo.lr=3e-5`, `--set sft.batch_size=8`); `--sepo KEY=VALUE` is short for `--set "
-        "sepo.KEY=VALUE`. A run started with `--config` continues with the same file, or "
-        "with the same settings given any other way: the run directory compares the "
-        "resolved config.",
+        "sepo.KEY=VALUE`. `conditions` adds trained conditions beside SEPO and reward-only, "
+        "each a table of SEPOConfig fields over `sepo`: `[conditions.sepo-paper]` in the "
+        "file, or `--set conditions.sepo-paper.advantage=group`. A run started with "
+        "`--config` continues with the same file, or with the same settings given any other "
+        "way: the run directory compares the resolved config (seeds and conditions may be "
+        "added).",
         (Use("sepo run", aliases={"games": ["game"]}, pass_through="--set {field}=VALUE"),),
         _run_rows,
         python="`sepo.pipeline.run_pipeline(RunConfig(...))`"),
@@ -487,7 +490,7 @@ def _per_game() -> list[str]:
         # Through the code that applies them: the config's toml fill-in and the run's budget.
         sepo = SEPOConfig(game=name, model="tiny", out=Path("out"))
         run = RunConfig(games=[name], out=Path("out"))
-        run_lr = run.sepo_config(name, 0, Path("tiny"), Path("out"), reward_only=False).lr
+        run_lr = run.sepo_config(name, 0, Path("tiny"), Path("out"), "sepo").lr
         lambdas = sepo.lambdas.as_dict() if sepo.lambdas else {}
         budget = run.budget(name).as_dict()
         game = get_game(name)

@@ -58,7 +58,6 @@ from sepo.rundir import (
 RESULTS_FILE = "results.json"
 RESULTS_SCHEMA = "sepo.results/1"
 CONDITION_ORDER = ("base", "sft", "reward-only", "sepo")
-TRAINED_CONDITIONS = ("reward-only", "sepo")
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,25 +398,36 @@ def rich_table(aggregates: Sequence[Mapping[str, Any]], game: str, *,
     return table
 
 
+def compared_pairs(conditions: Iterable[str]) -> list[tuple[str, str]]:
+    """(treatment, baseline) pairs a report compares: SEPO and every further trained condition
+    against SFT, reward-only and the base model; a further condition also against SEPO."""
+    present = sorted(set(conditions), key=condition_sort_key)
+    treatments = [c for c in present if c not in ("base", "sft", "reward-only")]
+    pairs = []
+    for treatment in treatments:
+        baselines = ("sft", "reward-only", "base") + (("sepo",) if treatment != "sepo" else ())
+        pairs += [(treatment, b) for b in baselines if b in present]
+    return pairs
+
+
 def _comparison_markdown(evaluations: Sequence[Mapping[str, Any]], game: str) -> str:
-    conditions = {e["condition"] for e in evaluations if e["game"] == game}
-    if "sepo" not in conditions:
+    pairs = compared_pairs(e["condition"] for e in evaluations if e["game"] == game)
+    if not pairs:
         return ""
     labels = {m.key: m for m in METRICS}
-    lines = ["| SEPO − … | " + " | ".join(
+    lines = ["| paired difference | " + " | ".join(
         labels[k].label + {"higher": " ↑", "lower": " ↓"}[labels[k].better] for k in COMPARED)
         + " |", "|" + "---|" * (len(COMPARED) + 1)]
     shown = False
-    for baseline in ("sft", "reward-only", "base"):
-        if baseline not in conditions:
-            continue
-        diffs = paired_differences(evaluations, game, "sepo", baseline)
+    for treatment, baseline in pairs:
+        diffs = paired_differences(evaluations, game, treatment, baseline)
         if not diffs or next(iter(diffs.values()))["n_seeds"] < 2:
             continue
         shown = True
         cells = [format_value(diffs[k]["value"], diffs[k]["ci95"]) if k in diffs else "—"
                  for k in COMPARED]
-        lines.append(f"| {plots.condition_label(baseline)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {plots.condition_label(treatment)} − "
+                     f"{plots.condition_label(baseline)} | " + " | ".join(cells) + " |")
     if not shown:
         return ("Paired differences need at least 2 seeds (`--seeds 3`); with one seed, "
                 "compare the intervals above.")
@@ -519,7 +529,7 @@ def make_plots(out: Path, evaluations: Sequence[Mapping[str, Any]],
         if curves:
             paths.append(plots.training_curves(curves, TRAINING_PANELS,
                                                out / "plots" / f"{game}_training.png",
-                                               title=f"{game}: training (SEPO vs reward-only)"))
+                                               title=f"{game}: training"))
         solver = _exact_solver(game)
         if solver is not None:
             # "kuhn_policy" is the results schema's name of any game's tabular policy.
@@ -649,7 +659,7 @@ def render_markdown(evaluations: Sequence[Mapping[str, Any]],
                   markdown_table(aggregates, game), ""]
         comparison = _comparison_markdown(evaluations, game)
         if comparison:
-            lines += ["### SEPO against the baselines", "", comparison, ""]
+            lines += ["### Paired differences", "", comparison, ""]
         oracle = _oracle_markdown(training, game)
         if oracle:
             lines += ["### Adaptive exploiters: the oracle's last refresh", "",
@@ -732,6 +742,13 @@ def _write_report(out: Path, run_paths: Sequence[Path], evaluations: list[dict],
         "comparisons": {
             game: {baseline: paired_differences(evaluations, game, "sepo", baseline)
                    for baseline in ("base", "sft", "reward-only")}
+            for game in sorted({a["game"] for a in aggregates})
+        },
+        # Every compared pair, further conditions included: {game: {"A − B": differences}}.
+        "paired_differences": {
+            game: {f"{t} − {b}": paired_differences(evaluations, game, t, b)
+                   for t, b in compared_pairs(e["condition"] for e in evaluations
+                                              if e["game"] == game)}
             for game in sorted({a["game"] for a in aggregates})
         },
         "report_built": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -7,7 +7,9 @@ For each game and each training seed k, in `RUN_DIR/<game>/seed<k>/`:
 3. `sepo/`        SEPO from the SFT checkpoint (`sepo.train`, seed k);
 4. `reward-only/` the plain-GRPO baseline from the same SFT checkpoint, same seed, same
                   rollout seeds: the only difference is the reward (all λ = 0);
-5. `eval/<condition>.json`  the evaluation of base, SFT, reward-only and SEPO on the SAME
+   `<name>/`      each further trained condition of `RunConfig.conditions` (an ablation:
+                  SEPO with other settings), from the same SFT checkpoint and seed;
+5. `eval/<condition>.json`  the evaluation of base, SFT and every trained condition on the SAME
                   evaluation episodes (common random numbers), disjoint from the episodes the
                   trainers used to pick their best checkpoints.
 
@@ -25,7 +27,7 @@ The package, one job per module (each imports only those listed before it):
 **Resumable by stage.** Each stage's output is written atomically or carries a completion
 marker, so a finished stage is skipped and an interrupted one restarts (a SEPO run resumes from
 its last checkpoint). Running the same command again finishes an interrupted run; adding seeds
-(`--seeds 3` after `--seeds 1`) adds only the new seeds. A different config in the same
+(`--seeds 3` after `--seeds 1`) or conditions adds only those. A different config in the same
 directory is refused (it would mix two experiments), as is a directory holding files sepo did
 not write; `--overwrite` deletes what is there and starts the new run. The run holds a lock on
 its directory (`sepo.rundir.RunLock`), so a second `sepo run` there stops at once, and a run

@@ -8,6 +8,7 @@ not an hour into the run.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -28,6 +29,13 @@ from sepo.limits import (
 )
 
 Selection = Literal["best", "final"]
+
+#: The conditions every run has; `RunConfig.conditions` adds trained ones under other names.
+FIXED_CONDITIONS = ("base", "sft", "reward-only", "sepo")
+#: What a further condition may not be called: a fixed condition or another entry of the seed
+#: directory (its trained run lives in `RUN_DIR/<game>/seed<k>/<name>/`).
+_RESERVED_NAMES = frozenset(FIXED_CONDITIONS) | {"sft-data", "eval"}
+_CONDITION_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
 
 
 class RunConfig(StrictModel):
@@ -89,6 +97,15 @@ class RunConfig(StrictModel):
     device: str | None = Field(None, description="cpu or cuda; default: automatic")
     sepo: dict[str, Any] = Field(default_factory=dict, description="extra SEPOConfig fields")
     sft: dict[str, Any] = Field(default_factory=dict, description="extra SFTRunConfig fields")
+    # A study's ablations on the same SFT checkpoints and evaluation episodes, so that they are
+    # paired by seed with SFT and reward-only (docs/RESULTS.md's conditions are made this way).
+    conditions: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="further trained conditions: name → SEPOConfig fields over `sepo`, e.g. "
+                    "conditions.sepo-paper = {advantage = 'group', oracle = false}; each is "
+                    "trained from the same SFT checkpoint, evaluated on the same episodes and "
+                    "compared with SFT, reward-only and SEPO, paired by seed. Adding one to an "
+                    "earlier run trains and evaluates only it")
 
     @field_validator("games", mode="before")
     @classmethod
@@ -101,6 +118,23 @@ class RunConfig(StrictModel):
         for name in names:
             get_game(name)  # UnknownNameError listing the games
         return list(dict.fromkeys(names))
+
+    @field_validator("conditions", mode="before")
+    @classmethod
+    def _conditions(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value  # pydantic names the type
+        for name, fields in value.items():
+            if not isinstance(name, str) or not _CONDITION_NAME.fullmatch(name):
+                raise SepoError(f"condition name {name!r}: use 1-40 lower-case letters, digits "
+                                "and '-', starting with a letter or digit")
+            if name in _RESERVED_NAMES:
+                raise SepoError(f"condition name {name!r} is taken; reserved: "
+                                + ", ".join(sorted(_RESERVED_NAMES)))
+            if not isinstance(fields, dict):
+                raise SepoError(f"conditions.{name} must be a table of SEPOConfig fields "
+                                f"(e.g. {{advantage = 'group'}}), got {fields!r}")
+        return value
 
     @field_validator("select", mode="before")
     @classmethod
@@ -142,10 +176,13 @@ class RunConfig(StrictModel):
         # by hand beside them.
         game, seed = self.games[0], self.first_seed
         owned = self.sepo_settings(game, seed, Path(self.model), self.out, reward_only=False)
-        for key in self.sepo:
-            if key in owned:
-                raise SepoError(f"sepo.{key} is set by the pipeline; use the run option instead")
-            check_field(SEPOConfig, SEPOConfig.field_kind, key)
+        tables = {"sepo": self.sepo} | {f"conditions.{n}": f for n, f in self.conditions.items()}
+        for table, fields in tables.items():
+            for key in fields:
+                if key in owned:
+                    raise SepoError(f"{table}.{key} is set by the pipeline; use the run option "
+                                    "instead")
+                check_field(SEPOConfig, SEPOConfig.field_kind, key)
         for key in self.sft:
             if key in self.sft_settings(game, seed, progress=False):
                 raise SepoError(f"sft.{key} is set by the pipeline; use the run option instead")
@@ -153,8 +190,8 @@ class RunConfig(StrictModel):
         # Their values too (`--sepo lr=-1`, `--sepo credit=aux` on a game without the pools
         # it needs): the configs each stage will build, built once now.
         for game in self.games:
-            self.sepo_config(game, self.first_seed, Path(self.model), self.out,
-                             reward_only=False)
+            for condition in self.trained_conditions:
+                self.sepo_config(game, self.first_seed, Path(self.model), self.out, condition)
             SFTRunConfig(**self.sft_settings(game, self.first_seed, progress=False), **self.sft)
         return self
 
@@ -162,6 +199,11 @@ class RunConfig(StrictModel):
     @property
     def seed_list(self) -> list[int]:
         return list(range(self.first_seed, self.first_seed + self.seeds))
+
+    @property
+    def trained_conditions(self) -> list[str]:
+        """SEPO, reward-only and the further conditions, in training order."""
+        return ["sepo", "reward-only", *self.conditions]
 
     def budget(self, game: str) -> GameBudget:
         """The game's `[budget]` with this run's overrides applied."""
@@ -208,12 +250,17 @@ class RunConfig(StrictModel):
         return {"epochs": self.budget(game).sft_epochs, "seed": seed, "progress": progress,
                 "device": device}
 
-    def sepo_config(self, game: str, seed: int, model: Path, out: Path, *,
-                    reward_only: bool) -> Any:
+    def sepo_config(self, game: str, seed: int, model: Path, out: Path,
+                    condition: str = "sepo") -> Any:
+        """The SEPOConfig of one trained condition: "sepo", "reward-only" or a name of
+        `conditions` (whose fields override `sepo`'s)."""
         from sepo.train.config import SEPOConfig
 
+        if condition not in self.trained_conditions:
+            raise UnknownNameError("trained condition", condition, self.trained_conditions)
         b = self.budget(game)
-        extra = dict(self.sepo)
+        reward_only = condition == "reward-only"
+        extra = {**self.sepo, **self.conditions.get(condition, {})}
         if reward_only:
             # Its λ = 0 gives the adaptive exploiter's group constant rewards: it would only add
             # episodes and change the baseline's random draws. The baseline stays the plain one.
@@ -226,8 +273,10 @@ class RunConfig(StrictModel):
                           **extra)
 
     def comparable(self) -> dict[str, Any]:
-        """The fields two runs in one directory must share (all but the seed range)."""
-        return self.model_dump(mode="json", exclude={"seeds", "first_seed", "out", "device"})
+        """The fields two runs in one directory must share: all but the seed range and the
+        further conditions (which may grow; `layout.check_run_dir` checks those it shares)."""
+        return self.model_dump(mode="json",
+                               exclude={"seeds", "first_seed", "out", "device", "conditions"})
 
 
-__all__ = ["RunConfig", "Selection"]
+__all__ = ["FIXED_CONDITIONS", "RunConfig", "Selection"]

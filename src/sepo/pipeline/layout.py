@@ -97,18 +97,31 @@ def check_run_dir(config: RunConfig, *, overwrite: bool) -> tuple[RunConfig, boo
     else:
         mine, theirs = config.comparable(), saved.comparable()
         diff = sorted(k for k in mine if mine[k] != theirs.get(k))
+        # A condition both runs name must be the same condition; new ones may be added.
+        diff += sorted(f"conditions.{name}" for name, fields in config.conditions.items()
+                       if name in saved.conditions and saved.conditions[name] != fields)
         if not diff:
-            # Keep the union of the seeds ever run here.
+            # Keep the union of the seeds and of the conditions ever run here.
             lo = min(saved.first_seed, config.first_seed)
             hi = max(saved.first_seed + saved.seeds, config.first_seed + config.seeds)
-            return config.model_copy(update={"first_seed": lo, "seeds": hi - lo}), False
-        changes = ", ".join(f"{k}: {theirs.get(k)!r} → {mine[k]!r}" for k in diff)
+            return config.model_copy(update={
+                "first_seed": lo, "seeds": hi - lo,
+                "conditions": {**saved.conditions, **config.conditions}}), False
+        changes = ", ".join(f"{k}: {_setting(theirs, saved, k)!r} → {_setting(mine, config, k)!r}"
+                            for k in diff)
         problem = f"a run with another config ({changes})"
     if overwrite:
         return config, True
     raise SepoError(f"{config.out} holds {problem}; choose another --out, or add --overwrite "
                     "to delete that run and start this one (only --seeds/--first-seed may "
-                    "change to continue it)")
+                    "change to continue it, and conditions may be added)")
+
+
+def _setting(comparable: dict, config: RunConfig, key: str) -> object:
+    """A differing setting's value, for the error: a field, or `conditions.<name>`."""
+    if key.startswith("conditions."):
+        return config.conditions[key.removeprefix("conditions.")]
+    return comparable.get(key)
 
 
 def record_run(config: RunConfig, record: RunConfig) -> None:

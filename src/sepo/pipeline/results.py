@@ -14,7 +14,7 @@ from typing import Any
 from sepo.machine import cpu_name
 from sepo.pipeline.config import RunConfig
 from sepo.pipeline.layout import CONFIG_FILE, TIMINGS_FILE
-from sepo.report import CONDITION_ORDER, RESULTS_FILE, RESULTS_SCHEMA, write_json_atomic
+from sepo.report import RESULTS_FILE, RESULTS_SCHEMA, condition_sort_key, write_json_atomic
 from sepo.train.oracle import ORACLE_LOG
 
 
@@ -25,21 +25,23 @@ def write_results(config: RunConfig, timings: dict[str, float]) -> None:
         for sd in sorted(game_dir.glob("seed*")):
             seed = int(sd.name.removeprefix("seed"))
             conditions = {p.stem: json.loads(p.read_text()) for p in (sd / "eval").glob("*.json")}
-            evaluations.extend(conditions[c] for c in CONDITION_ORDER if c in conditions)
-            for condition in ("sepo", "reward-only"):
+            evaluations.extend(conditions[c] for c in sorted(conditions, key=condition_sort_key))
+            # Every trained condition's directory: SEPO, reward-only and any further ones.
+            runs = [p.name for p in sd.iterdir() if p.name != "sft"
+                    and (p / "metrics.csv").exists() and (p / "config.json").exists()]
+            for condition in sorted(runs, key=condition_sort_key):
                 metrics = sd / condition / "metrics.csv"
-                if metrics.exists():
-                    trained = json.loads((sd / condition / "config.json").read_text())
-                    oracle = sd / condition / ORACLE_LOG
-                    training.append({
-                        "game": game_dir.name, "seed": seed, "condition": condition,
-                        # runs from before the setting existed used per-group scaling
-                        "advantage": trained.get("advantage", "group"),
-                        "run_dir": str((sd / condition).relative_to(config.out)),
-                        "metrics_csv": str(metrics.relative_to(config.out)),
-                        **({"oracle_log": str(oracle.relative_to(config.out))}
-                           if oracle.exists() else {}),
-                    })
+                trained = json.loads((sd / condition / "config.json").read_text())
+                oracle = sd / condition / ORACLE_LOG
+                training.append({
+                    "game": game_dir.name, "seed": seed, "condition": condition,
+                    # runs from before the setting existed used per-group scaling
+                    "advantage": trained.get("advantage", "group"),
+                    "run_dir": str((sd / condition).relative_to(config.out)),
+                    "metrics_csv": str(metrics.relative_to(config.out)),
+                    **({"oracle_log": str(oracle.relative_to(config.out))}
+                       if oracle.exists() else {}),
+                })
     timings_path = config.out / TIMINGS_FILE
     history = json.loads(timings_path.read_text()) if timings_path.exists() else []
     history.append({"finished": _now(), **{k: round(v, 2) for k, v in timings.items()}})

@@ -37,8 +37,8 @@ from sepo.pipeline.layout import (
 )
 from sepo.pipeline.results import write_results
 from sepo.report import (
-    CONDITION_ORDER,
     build_report,
+    condition_sort_key,
     load_results,
     rich_table,
     write_json_atomic,
@@ -135,7 +135,7 @@ def _stage_train(config: RunConfig, game: str, seed: int, sft: Path, condition: 
     from sepo.train import train_sepo
 
     out = seed_dir(config.out, game, seed) / condition
-    sepo_config = config.sepo_config(game, seed, sft, out, reward_only=condition == "reward-only")
+    sepo_config = config.sepo_config(game, seed, sft, out, condition)
     done, last = training_state(out)
     if done >= sepo_config.steps:
         log.skip(f"{game} seed {seed}: {condition} ({done} steps)")
@@ -256,12 +256,12 @@ def _run_stages(config: RunConfig, record: RunConfig, *, start_over: bool,
                 data = _stage_sft_data(config, game, seed, log)
                 sft = _stage_sft(config, game, seed, base, data, log)
                 trained = {c: _stage_train(config, game, seed, sft, c, log)
-                           for c in ("sepo", "reward-only")}
+                           for c in config.trained_conditions}
                 models: dict[str, str | Path] = {
                     "base": base, "sft": sft,
                     **{c: trained_checkpoint(d, config.select) for c, d in trained.items()},
                 }
-                for condition in CONDITION_ORDER:
+                for condition in sorted(models, key=condition_sort_key):
                     _stage_eval(config, game, seed, condition, models[condition], log)
 
     log.timings["total_s"] = time.perf_counter() - started
