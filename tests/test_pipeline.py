@@ -307,8 +307,8 @@ def test_the_study_configs_build_the_documented_conditions(tmp_path: Path) -> No
     study = Path(__file__).parent.parent / "examples" / "study"
     budgets = {"kuhn": {"exploit": 0.3}, "ipd": {"collusion": 0.2}}
     for game, budget in budgets.items():
-        config = RunConfig(out=tmp_path, **read_settings(study / f"{game}.toml"))
-        assert config.games == [game] and config.seeds == 3
+        config = RunConfig(out=tmp_path, games=[game], **read_settings(study / f"{game}.toml"))
+        assert config.seeds == 3
         assert config.trained_conditions == ["sepo", "reward-only", "sepo-paper", "sepo-budget"]
         paper = config.sepo_config(game, 0, tmp_path, tmp_path, "sepo-paper")
         assert (paper.advantage, paper.oracle) == ("group", False)
