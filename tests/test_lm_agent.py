@@ -32,7 +32,8 @@ from sepo.agents import (
     load_lm_agent,
 )
 from sepo.agents.chat import ContinuationIds, build_prompts, left_pad, think_is_open, visible_answer
-from sepo.agents.fast.sampling import draw_tokens, sample_batch, shared_prefix_length
+from sepo.agents.decoding import draw_tokens
+from sepo.agents.fast.sampling import sample_batch, shared_prefix_length
 from sepo.agents.lm import fallback_messages
 from sepo.engine import Decision, DecisionRequest, Engine, Episode, StrategyPlayer
 from sepo.errors import SepoError

@@ -18,6 +18,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from lm_reference import forward_logprobs
+from sepo.agents.decoding import draw_categorical
 from sepo.agents.fast import sampling
 from sepo.agents.fast.cache import BufferPool, GrowingKVLayer
 from sepo.agents.fast.cascade import (
@@ -25,7 +26,7 @@ from sepo.agents.fast.cascade import (
     cascade_supported,
     row_attention_mask,
 )
-from sepo.agents.fast.sampling import MIN_SHARED_PREFIX, draw_categorical, sample_batch
+from sepo.agents.fast.sampling import MIN_SHARED_PREFIX, sample_batch
 
 
 def gqa_llama(seed: int = 0) -> LlamaForCausalLM:

@@ -31,6 +31,13 @@ from sepo.games.base import (
     seat_stream,
 )
 
+#: The episode tag that gives its agent's sampling a key of its own (an int): an LM agent then
+#: draws the tokens of the episode's k-th agent decision from a stream seeded by (key, k), so
+#: that what an episode plays does not depend on which episodes share its batch, its engine step
+#: or its process (`sepo.agents.lm.LMAgent.decide`). The trainer keys every rollout;
+#: episodes without a key (evaluation, play) draw from the agent's per-call stream.
+SAMPLING_KEY = "sampling_key"
+
 
 @dataclass(slots=True)
 class DecisionRequest:

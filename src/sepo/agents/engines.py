@@ -18,7 +18,13 @@ import torch
 
 from sepo.agents import plain
 from sepo.agents.chat import model_device
-from sepo.agents.decoding import Engine, RowWatcher, TokenChooser
+from sepo.agents.decoding import (
+    Engine,
+    RowGenerators,
+    RowWatcher,
+    TokenChooser,
+    row_generators,
+)
 
 
 def import_fast() -> tuple[ModuleType | None, str | None]:
@@ -69,20 +75,27 @@ def buffer_pool(engine: Engine, model: Any) -> Any | None:
 
 def sample(engine: Engine, model: Any, prompts: Sequence[Sequence[int]], *, temperature: float,
            top_p: float, max_new_tokens: int, pad_id: int, eos_ids: Sequence[int],
-           watcher: RowWatcher, seed: int,
+           watcher: RowWatcher, seed: int, row_seeds: Sequence[int] | None = None,
            pool: Any | None = None) -> list[tuple[list[int], list[float]]]:
     """A completion for every prompt and its log-probabilities (the trainer's convention), on
-    `engine`, seeded with `seed` (`pool`: the fast engine's buffers)."""
+    `engine`, seeded with `seed` (`pool`: the fast engine's buffers). With `row_seeds` (one
+    per prompt), prompt i draws from a stream of its own seeded with `row_seeds[i]` and
+    `seed` is unused: on either engine, its completion depends on its own logits and seed, not
+    on the batch it shares (`sepo.agents.decoding.draw_tokens`)."""
+    if row_seeds is not None and len(row_seeds) != len(prompts):
+        raise ValueError(f"{len(row_seeds)} row seeds for {len(prompts)} prompts")
     if engine == "fast":
         from sepo.agents.fast import sample_batch
 
-        generator = torch.Generator(device=model_device(model)).manual_seed(seed)
+        device = model_device(model)
+        generator: RowGenerators = (torch.Generator(device=device).manual_seed(seed)
+                                    if row_seeds is None else row_generators(row_seeds, device))
         return sample_batch(model, prompts, temperature=temperature, top_p=top_p,
                             max_new_tokens=max_new_tokens, pad_id=pad_id, watcher=watcher,
                             generator=generator, pool=pool)
     return plain.generate_batch(model, prompts, temperature=temperature, top_p=top_p,
                                 max_new_tokens=max_new_tokens, pad_id=pad_id, eos_ids=eos_ids,
-                                watcher=watcher, seed=seed)
+                                watcher=watcher, seed=seed, row_seeds=row_seeds)
 
 
 def choose_tokens(engine: Engine, model: Any, prompts: Sequence[Sequence[int]],

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from sepo.agents.chat import ContinuationIds, Prompt
-from sepo.agents.decoding import Engine
+from sepo.agents.decoding import Engine, RowGenerators
 from sepo.agents.engines import choose_tokens
 from sepo.games.base import Action
 
@@ -91,12 +91,17 @@ class TrieWalk:
 
     def __init__(self, tries: Sequence[ActionTrie], *, temperature: float,
                  end_ids: Sequence[int], pad_id: int,
-                 generator: torch.Generator | None = None) -> None:
+                 generator: RowGenerators = None) -> None:
         self.temperature = temperature
         self.logprob_temperature = temperature if temperature > 0 else 1.0
         self.end = [int(e) for e in end_ids]
         self.pad_id = pad_id
-        self.generator = generator
+        # One generator for every row, or one per row (`RowGenerators`).
+        self.generators: list[torch.Generator | None] = (
+            [generator] * len(tries) if generator is None or isinstance(generator, torch.Generator)
+            else list(generator))
+        if len(self.generators) != len(tries):
+            raise ValueError(f"{len(self.generators)} generators for {len(tries)} tries")
         self.nodes: list[_Node | None] = [t.root for t in tries]
         self.chosen: list[list[int]] = [[] for _ in tries]
         self.logprobs: list[list[float]] = [[] for _ in tries]
@@ -121,7 +126,7 @@ class TrieWalk:
             allowed = list(node.children)
             if node.terminal and self.end:
                 allowed += [e for e in self.end if e not in node.children]
-            token = _choose(logits[i], allowed, self.temperature, self.generator)
+            token = _choose(logits[i], allowed, self.temperature, self.generators[i])
             self.chosen[i].append(token)
             self.logprobs[i].append(float(step_logprobs[i, token]))
             child = node.children.get(token)
@@ -142,14 +147,15 @@ class TrieWalk:
 @torch.no_grad()
 def constrained_decode(model: Any, prompts: Sequence[Sequence[int]], tries: Sequence[ActionTrie],
                        *, temperature: float, end_ids: Sequence[int], pad_id: int,
-                       generator: torch.Generator | None = None,
+                       generator: RowGenerators = None,
                        engine: Engine = "fast") -> list[ConstrainedChoice]:
     """Decode one legal action per prompt, restricted to the paths of its trie.
 
     Batched: one forward pass over all the (left-padded) prompts, then one single-token step
     per further token of the longest action, reusing the KV cache, on `engine`
     (`sepo.agents.engines.choose_tokens`). The choices depend only on the logits and
-    `generator`, so both engines choose alike where their logits agree. At a node where an
+    `generator` (one for all rows, or one per row: then a row's choice does not depend on
+    its batch), so both engines choose alike where their logits agree. At a node where an
     action is complete but a longer one continues (e.g. "1" and "10" with digit tokens), ending
     is one more option, written as an end-of-sequence token. `temperature` 0 takes the argmax.
     """

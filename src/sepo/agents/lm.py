@@ -50,12 +50,13 @@ from sepo.agents.chat import (
     think_is_open,
     visible_answer,
 )
-from sepo.agents.decoding import ENGINES, Engine
+from sepo.agents.decoding import ENGINES, Engine, row_generators
 from sepo.agents.engines import buffer_pool, resolve, sample
 from sepo.agents.fallback import ActionTrie, ConstrainedChoice, constrained_decode
-from sepo.engine import Decision, DecisionRequest
+from sepo.engine import SAMPLING_KEY, Decision, DecisionRequest
 from sepo.errors import SepoError, UnknownNameError
 from sepo.games.base import (
+    AGENT,
     Action,
     ExactSolvable,
     Game,
@@ -275,12 +276,14 @@ class LMAgent:
         messages = [chat_messages(g, s, seat, reasoning=cfg.reasoning)
                     for g, s, seat in zip(games, states, seats, strict=True)]
         prompts = build_prompts(self.tokenizer, messages)
+        keys = request_keys(requests)
 
         was_training = getattr(self.model, "training", False)
         self.model.eval()  # no dropout: the log-probs must be the policy's own
         try:
             completions = self._generate(prompts, [frozenset(c) for c in canonical],
-                                         derive_seed(cfg.seed, call, _SAMPLING_STREAM))
+                                         derive_seed(cfg.seed, call, _SAMPLING_STREAM),
+                                         row_seeds(keys, cfg.seed, call, _SAMPLING_STREAM))
             decisions: list[Decision] = []
             failed: list[int] = []
             for i, (ids, logprobs) in enumerate(completions):
@@ -293,8 +296,10 @@ class LMAgent:
                 if action is None:
                     failed.append(i)
             if failed:
+                seeds = row_seeds(keys, cfg.seed, call, _FALLBACK_STREAM)
                 self._apply_fallback(failed, decisions, messages, legal, canonical,
-                                     derive_seed(cfg.seed, call, _FALLBACK_STREAM))
+                                     derive_seed(cfg.seed, call, _FALLBACK_STREAM),
+                                     None if seeds is None else [seeds[i] for i in failed])
         finally:
             self.model.train(was_training)
         self.decisions += len(requests)
@@ -302,13 +307,14 @@ class LMAgent:
         return decisions
 
     def _generate(self, prompts: Sequence[Prompt], action_lines: Sequence[frozenset[str]],
-                  seed: int) -> list[tuple[list[int], list[float]]]:
+                  seed: int, seeds: Sequence[int] | None = None,
+                  ) -> list[tuple[list[int], list[float]]]:
         cfg = self.config
         watcher = ActionLineWatcher(self.tokenizer, prompts, action_lines, self.eos_ids)
         return sample(self.engine, self.model, [p.ids for p in prompts],
                       temperature=cfg.temperature, top_p=cfg.top_p,
                       max_new_tokens=cfg.new_tokens, pad_id=self.pad_id, eos_ids=self.eos_ids,
-                      watcher=watcher, seed=seed, pool=self.buffers)
+                      watcher=watcher, seed=seed, row_seeds=seeds, pool=self.buffers)
 
     def _decode(self, ids: Sequence[int]) -> str:
         """The completion's text; a final EOS is not text (other special tokens are kept, so
@@ -352,9 +358,11 @@ class LMAgent:
 
     def _constrained(self, messages: Sequence[list[dict[str, str]]], answers: Sequence[str],
                      legal: Sequence[list[Action]], canonical: Sequence[list[str]],
-                     seed: int) -> tuple[list[Prompt], list[ConstrainedChoice]]:
+                     seed: int, seeds: Sequence[int] | None = None,
+                     ) -> tuple[list[Prompt], list[ConstrainedChoice]]:
         """Fallback prompts (conversation, failed answer, elicitation turn) and the actions
-        constrained decoding picks on them, in one batch."""
+        constrained decoding picks on them, in one batch (`seeds`: one per row, each row's
+        own stream; else one stream from `seed`)."""
         prompts = build_prompts(self.tokenizer, [
             fallback_messages(m, answer) for m, answer in zip(messages, answers, strict=True)])
         tries = [ActionTrie.for_decision(self.continuations, p, texts, acts)
@@ -365,7 +373,9 @@ class LMAgent:
             choices = constrained_decode(
                 self.model, [p.ids for p in prompts], tries,
                 temperature=float(self.config.temperature), end_ids=self.eos_ids,
-                pad_id=self.pad_id, generator=torch.Generator().manual_seed(seed),
+                pad_id=self.pad_id,
+                generator=(torch.Generator().manual_seed(seed) if seeds is None
+                           else row_generators(seeds, torch.device("cpu"))),
                 engine=self.engine)
         finally:
             self.model.train(was_training)
@@ -378,11 +388,13 @@ class LMAgent:
 
     def _apply_fallback(self, failed: Sequence[int], decisions: list[Decision],
                         messages: Sequence[list[dict[str, str]]], legal: Sequence[list[Action]],
-                        canonical: Sequence[list[str]], seed: int) -> None:
-        """Replace the failed decisions' actions with constrained-fallback ones, in place."""
+                        canonical: Sequence[list[str]], seed: int,
+                        seeds: Sequence[int] | None = None) -> None:
+        """Replace the failed decisions' actions with constrained-fallback ones, in place
+        (`seeds`: one per failed decision, see `_constrained`)."""
         prompts, choices = self._constrained(
             [messages[i] for i in failed], [decisions[i].text or "" for i in failed],
-            [legal[i] for i in failed], [canonical[i] for i in failed], seed)
+            [legal[i] for i in failed], [canonical[i] for i in failed], seed, seeds)
         for i, prompt, choice in zip(failed, prompts, choices, strict=True):
             decision = decisions[i]
             decision.action = choice.action
@@ -461,6 +473,33 @@ class LMAgent:
             else:
                 policy[decision.key] = 1.0 / (1.0 + math.exp(-diff)) if diff > -700 else 0.0
         return policy
+
+
+def request_keys(requests: Sequence[DecisionRequest]) -> list[tuple[int, int] | None]:
+    """Each request's (sampling key, decision index): the episode's `SAMPLING_KEY` tag and how
+    many agent decisions it has made so far; None where the episode has no key or the request
+    is not the agent's seat (an episode counts the agent's decisions only)."""
+    keys: list[tuple[int, int] | None] = []
+    for r in requests:
+        key = r.episode.tags.get(SAMPLING_KEY)
+        keys.append(None if key is None or r.seat != AGENT
+                    else (int(key), len(r.episode.decisions)))
+    return keys
+
+
+def row_seeds(keys: Sequence[tuple[int, int] | None], seed: int, call: int,
+              stream: int) -> list[int] | None:
+    """One seed per row of a call, for `stream` (sampling or the fallback): from the row's
+    (key, decision index) where it has one, so that its draws depend on nothing else in the
+    batch. None where no row has a key: the call keeps its one stream, seeded from (seed,
+    call), exactly as before keys existed, so unkeyed play (evaluation) is unchanged. A row
+    without a key in a keyed call gets (seed, call, its position): deterministic, though not
+    batch-independent."""
+    if all(k is None for k in keys):
+        return None
+    # i + 1: SeedSequence ignores trailing zeros, and row 0 would get the call's own seed.
+    return [derive_seed(seed, call, stream, i + 1) if k is None else derive_seed(*k, stream)
+            for i, k in enumerate(keys)]
 
 
 #: The failed answer shown in the fallback's conversation is cut to its last characters: a

@@ -36,7 +36,7 @@ from transformers import (
 )
 
 from sepo.agents.chat import left_pad, model_device
-from sepo.agents.decoding import RowWatcher, TokenChooser
+from sepo.agents.decoding import RowWatcher, TokenChooser, draw_tokens, row_generators
 
 #: Bytes of raw logits one `generate` call may hold (`output_logits` keeps every step's, for
 #: every row): the batch is split into calls that stay under it.
@@ -147,21 +147,27 @@ def _vocabulary_size(model: Any) -> int | None:
 @torch.no_grad()
 def generate_batch(model: Any, prompts: Sequence[Sequence[int]], *, temperature: float,
                    top_p: float, max_new_tokens: int, pad_id: int, eos_ids: Sequence[int],
-                   watcher: RowWatcher, seed: int) -> list[tuple[list[int], list[float]]]:
+                   watcher: RowWatcher, seed: int,
+                   row_seeds: Sequence[int] | None = None) -> list[tuple[list[int], list[float]]]:
     """Sample a completion for every prompt with `model.generate`.
 
     Returns, per prompt, the generated token ids (up to the token at which `watcher` said the
     row was done, or `max_new_tokens`) and their log-probabilities under
     log_softmax(logits / T), T = `temperature` (1 when it is 0, greedy), over the whole
-    vocabulary: the same as `sepo.agents.fast.sample_batch`'s."""
+    vocabulary: the same as `sepo.agents.fast.sample_batch`'s.
+
+    With `row_seeds`, prompt i draws from a generator of its own (`RowDraws`), as the fast
+    engine does with per-prompt generators: the same draws from the same logits."""
     n = len(prompts)
     if n == 0:
         return []
     _warn_unneutral(model)
     device = model_device(model)
-    config = generation_config(temperature=temperature, top_p=top_p,
+    keyed = row_seeds is not None and temperature > 0
+    # Keyed rows are drawn by `RowDraws`; `generate` itself then only takes its choice.
+    config = generation_config(temperature=0 if keyed else temperature, top_p=top_p,
                                max_new_tokens=max_new_tokens, pad_id=pad_id, eos_ids=eos_ids)
-    processors = LogitsProcessorList([FiniteLogits()] if temperature > 0 else [])
+    generators = row_generators(row_seeds, device) if keyed and row_seeds is not None else None
     logprob_temperature = temperature if temperature > 0 else 1.0
     vocabulary = _vocabulary_size(model)
     per_call = n if vocabulary is None else max(
@@ -172,6 +178,9 @@ def generate_batch(model: Any, prompts: Sequence[Sequence[int]], *, temperature:
             rows = list(range(start, min(n, start + per_call)))
             input_ids, mask, _ = left_pad([prompts[i] for i in rows], pad_id, device)
             stop = WatchedRows(watcher, rows, max_new_tokens)
+            processors = LogitsProcessorList(
+                [RowDraws([generators[i] for i in rows], stop, temperature, top_p)]
+                if generators is not None else [FiniteLogits()] if temperature > 0 else [])
             out = model.generate(input_ids=input_ids, attention_mask=mask,
                                  generation_config=config, logits_processor=processors,
                                  stopping_criteria=StoppingCriteriaList([stop]))
@@ -184,6 +193,27 @@ def generate_batch(model: Any, prompts: Sequence[Sequence[int]], *, temperature:
             results.extend((tokens, lp[:len(tokens)])
                            for tokens, lp in zip(stop.tokens, logprobs, strict=True))
     return results
+
+
+class RowDraws(LogitsProcessor):
+    """Draws every live row's next token from the row's own generator (`draw_tokens`, the fast
+    engine's draw) and leaves only that token to `generate`'s greedy step. A row `stop` has
+    ended draws nothing (`generate` feeds it padding), so each row's stream advances once per
+    token it generates, whichever rows share its call."""
+
+    def __init__(self, generators: Sequence[torch.Generator], stop: WatchedRows,
+                 temperature: float, top_p: float) -> None:
+        self.generators = list(generators)
+        self.stop = stop
+        self.temperature = temperature
+        self.top_p = top_p
+
+    def __call__(self, input_ids: torch.LongTensor,
+                 scores: torch.FloatTensor) -> torch.FloatTensor:
+        live: list[torch.Generator | None] = [
+            None if done else g for g, done in zip(self.generators, self.stop.done, strict=True)]
+        tokens = draw_tokens(scores.float(), self.temperature, self.top_p, live)
+        return torch.full_like(scores, -math.inf).scatter_(1, tokens[:, None], 0.0)
 
 
 class ChosenTokens(LogitsProcessor):

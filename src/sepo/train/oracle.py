@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from sepo.engine import Engine, Episode, Player
+from sepo.engine import SAMPLING_KEY, Engine, Episode, Player
 from sepo.errors import SepoError
 from sepo.evaluation import read_tabular_policy
 from sepo.games import ExactSolvable, Game, Strategy, candidate_exploiters, capability
@@ -172,8 +172,11 @@ class PopulationOracle:
         names = list(self.library)
         seeds = [derive_seed(seed, e) for e in range(self.episodes)]
         mine = range(collective.rank, len(names), collective.world)
-        batch = [Episode(self.game, agent, self.library[names[j]], s, {"candidate": j})
-                 for j in mine for s in seeds]
+        # Each episode's own sampling key: a candidate's episodes play the same whichever
+        # process plays them and whichever others share their batch.
+        batch = [Episode(self.game, agent, self.library[names[j]], s,
+                         {"candidate": j, SAMPLING_KEY: derive_seed(seed, e, j + 1)})
+                 for j in mine for e, s in enumerate(seeds)]
         sums: dict[int, list[float]] = {j: [0.0, 0.0, 0.0, 0.0] for j in mine}
         for record in Engine(batch).run():
             total = sums[record.tags["candidate"]]

@@ -81,7 +81,7 @@ from sepo.agents import LMAgent, LMTrace, SamplingConfig
 from sepo.agents.chat import accepts_logits_to_keep, eos_token_ids, model_device, pad_token_id
 from sepo.agents.engines import fast_or_none
 from sepo.console import new_progress
-from sepo.engine import Engine, Episode, EpisodeRecord
+from sepo.engine import SAMPLING_KEY, Engine, Episode, EpisodeRecord
 from sepo.errors import SepoError, UnknownNameError
 from sepo.games import get_game, get_strategy
 from sepo.games.base import AGENT, ExactSolvable, Game, Strategy, capability, derive_seed
@@ -107,6 +107,8 @@ TRAIN_TAG = 0x5E90_7241
 _INIT_STREAM, _ROLLOUT_STREAM, _AUX_STREAM, _SAMPLING_STREAM, _EVAL_STREAM = range(5)
 #: The oracle's refreshes: its episodes' seeds and its agent's sampling seed, per step.
 _ORACLE_STREAM = 5
+#: Each rollout's sampling key (`rollout_episodes`).
+_KEY_STREAM = 6
 ROLES = ("train", "exploit", "collusive")
 #: Above this many parameters `lora=None` (auto) picks LoRA over full fine-tuning.
 AUTO_LORA_PARAMETERS = 1_000_000_000
@@ -161,7 +163,8 @@ def rollout_groups(game: Game, credit: str, best_response_groups: int = 0,
     return groups
 
 
-def adaptive_opponents(config: SEPOConfig, agent: LMAgent) -> dict[str, Strategy]:
+def adaptive_opponents(config: SEPOConfig, agent: LMAgent,
+                       collective: Collective = SINGLE_PROCESS) -> dict[str, Strategy]:
     """Opponents built from the current policy for this step: under `exploit_best_response`,
     the exact best response to the agent's tabular policy (the game's `ExactSolvable`
     capability; Kuhn: its 12-information-set per-hand policy). Why: with fixed
@@ -175,7 +178,10 @@ def adaptive_opponents(config: SEPOConfig, agent: LMAgent) -> dict[str, Strategy
     if solver is None:  # SEPOConfig refuses this; a config built around validation may not
         raise SepoError(f"exploit_best_response needs a game with exact best responses, "
                         f"not {game.name}")
-    return {BEST_RESPONSE: solver.best_response(agent.tabular_policy(game))}
+    # Rank 0's reading for every process (as `ExactOracle` does): a best response flips on
+    # near-ties, which float rounding could break differently in another process.
+    policy = dict(collective.all_gather(dict(agent.tabular_policy(game)))[0])
+    return {BEST_RESPONSE: solver.best_response(policy)}
 
 
 class StepOracle:
@@ -260,6 +266,12 @@ def rollout_episodes(game: Game, agent: LMAgent, groups: Sequence[Group], config
     Tags say what each episode is for: `pool` (its role), `group` and `rollout` for trained
     episodes; auxiliary episodes have `group` None and `aux_of` = [group, rollout].
     `adaptive`: opponents of this step by name (`adaptive_opponents`), before the game's own.
+
+    Every episode carries a sampling key (`SAMPLING_KEY`) derived from (run seed, step, group,
+    rollout[, auxiliary opponent]): the agent draws each of its decisions from a stream of that
+    key, so a rollout plays the same whichever episodes share its batch, and N processes,
+    each playing its share of the groups, play exactly the one-process rollouts. (Before the
+    keys, one stream per agent call fed the whole batch; one-process draws changed with them.)
     """
     episodes: list[Episode] = []
     for group in groups:
@@ -268,18 +280,22 @@ def rollout_episodes(game: Game, agent: LMAgent, groups: Sequence[Group], config
         extra = {**({"oracle": True} if group.oracle else {}),
                  **({"gap": "signed"} if group.signed_gap else {})}
         for i in range(config.group_size):
+            key = derive_seed(TRAIN_TAG, config.seed, _KEY_STREAM, step, group.index, i)
             episodes.append(Episode(game, agent, opponent, seed,
                                     {"pool": group.role, "group": group.index, "rollout": i,
-                                     **extra}))
+                                     **extra, SAMPLING_KEY: key}))
             if config.credit != "aux":
                 continue
             for j, (role, name) in enumerate(aux_opponents(game)):
                 # Independent of the train rollout: their own seed, per rollout.
                 aux_seed = derive_seed(TRAIN_TAG, config.seed, _AUX_STREAM, step, group.index,
                                        i, j)
+                # j + 1: SeedSequence ignores trailing zeros, and j = 0 would be the rollout's.
+                aux_key = derive_seed(TRAIN_TAG, config.seed, _KEY_STREAM, step, group.index,
+                                      i, j + 1)
                 episodes.append(Episode(game, agent, get_strategy(game, name), aux_seed,
                                         {"pool": role, "group": None,
-                                         "aux_of": [group.index, i]}))
+                                         "aux_of": [group.index, i], SAMPLING_KEY: aux_key}))
     return episodes
 
 
@@ -382,8 +398,9 @@ def compute_advantages(per_round: Sequence[np.ndarray], groups: Sequence[int | N
 
     Where a group's values are all equal the advantage is exactly 0 (tested with max == min,
     which rounding of the mean cannot fool). Records whose group is None get 0. `reduce` sums
-    a vector across processes (data-parallel runs), so that `batch` divides by the scale of
-    the whole step and not of one rank's share.
+    a vector across processes, for a caller that holds one process's share of the step's
+    groups, so that `batch` divides by the scale of the whole step (the trainer itself gathers
+    every process's records, `all_records`).
     """
     if normalize not in NORMALIZATIONS:
         raise UnknownNameError("normalize", normalize, NORMALIZATIONS)
@@ -675,18 +692,6 @@ def _micro_batches(samples: Sequence[DecisionSample], size: int) -> list[list[in
     return [order[i:i + size] for i in range(0, len(order), size)]
 
 
-def _summed_across(accelerator: Any) -> Callable[[np.ndarray], np.ndarray] | None:
-    """A function that sums a float vector over processes (None with one process)."""
-    if accelerator.num_processes == 1:
-        return None
-
-    def summed(values: np.ndarray) -> np.ndarray:
-        tensor = torch.tensor(values, dtype=torch.float64, device=accelerator.device)
-        return accelerator.reduce(tensor, reduction="sum").cpu().numpy()
-
-    return summed
-
-
 def _all_reduce_gradients(parameters: Sequence[torch.nn.Parameter], accelerator: Any) -> None:
     """Sum gradients over processes (each process's loss is already divided by the global
     number of decisions, so the sum is the gradient of the global mean)."""
@@ -874,17 +879,57 @@ def step_budgets(config: SEPOConfig, game: Game) -> SafetyBudgets | None:
     return SafetyBudgets.start(settings, config.train_lambdas.as_dict())
 
 
-def measured_penalties(game: Game, records: Sequence[EpisodeRecord],
-                       accelerator: Any) -> dict[str, float]:
-    """e, c and x of the whole step's episodes (every process's), by pool role: what the
-    budgets constrain. Every process gets the same values, so the multipliers stay equal."""
-    if accelerator.num_processes > 1:
-        from accelerate.utils import gather_object
+def all_records(records: Sequence[EpisodeRecord],
+                accelerator: Any) -> tuple[list[EpisodeRecord], list[int]]:
+    """Every process's records of a step, in the order one process would have them, and the
+    positions of this process's records in that list. One process: its records as they are.
 
-        # Rounds and tags are all the metrics read; the decisions' traces stay local.
-        slim = [dataclasses.replace(r, decisions=[]) for r in records]
-        records = gather_object(slim)
-    return role_metrics(game, records)
+    A group is played whole by one process, and each process plays its groups in index order
+    (`groups[rank::world]`), so a stable sort by group restores the one-process order: sums
+    and means over the list are then the one-process run's, bit for bit. The other processes'
+    records come without their prompt ids (the bulk of a trace; no statistic reads them)."""
+    if accelerator.num_processes == 1:
+        return list(records), list(range(len(records)))
+    from accelerate.utils import gather_object
+
+    parts = gather_object([[_without_prompts(r) for r in records]])
+    entries = sorted(((_group_of(r), rank, i) for rank, part in enumerate(parts)
+                      for i, r in enumerate(part)), key=lambda e: e[0])
+    everyone = [parts[rank][i] for _, rank, i in entries]
+    position = {(rank, i): k for k, (_, rank, i) in enumerate(entries)}
+    me = accelerator.process_index
+    return everyone, [position[(me, i)] for i in range(len(records))]
+
+
+def _group_of(record: EpisodeRecord) -> int:
+    """The group a step's record belongs to (an auxiliary episode: its train rollout's)."""
+    group = record.tags.get("group")
+    return int(record.tags["aux_of"][0] if group is None else group)
+
+
+def _without_prompts(record: EpisodeRecord) -> EpisodeRecord:
+    decisions = [dataclasses.replace(d, trace=dataclasses.replace(
+        d.trace, prompt_ids=[], fallback_prompt_ids=[])) if isinstance(d.trace, LMTrace) else d
+        for d in record.decisions]
+    return dataclasses.replace(record, decisions=decisions)
+
+
+def _share_evaluation(accelerator: Any, row: dict[str, Any], state: ckpt.TrainerState,
+                      last_checkpoint: Path | None) -> Path | None:
+    """The main process's evaluation figures, best checkpoint and last checkpoint, given to
+    every process (one process: nothing to do). Returns the last checkpoint."""
+    if accelerator.num_processes == 1:
+        return last_checkpoint
+    from accelerate.utils import broadcast_object_list
+
+    shared = broadcast_object_list([{
+        "row": {k: row[k] for k in (*EVAL_COLUMNS,) if k in row},
+        "last_eval": state.last_eval, "best_safety": state.best_safety,
+        "best_step": state.best_step, "last_checkpoint": last_checkpoint}])[0]
+    row.update(shared["row"])
+    state.last_eval = dict(shared["last_eval"])
+    state.best_safety, state.best_step = shared["best_safety"], shared["best_step"]
+    return shared["last_checkpoint"]
 
 
 # ====================================================================== 8. the run
@@ -1130,7 +1175,7 @@ def _train_locked(config: SEPOConfig, game: Game, run_dir: Path, accelerator: An
     agent = LMAgent(policy.model, tokenizer, SamplingConfig(
         temperature=config.temperature, top_p=config.top_p,
         max_new_tokens=config.max_new_tokens, reasoning=config.reasoning,
-        seed=derive_seed(TRAIN_TAG, config.seed, _SAMPLING_STREAM, accelerator.process_index),
+        seed=derive_seed(TRAIN_TAG, config.seed, _SAMPLING_STREAM),
         engine=config.engine), name=f"sepo:{config.model}")
     policy.model.eval()
 
@@ -1156,7 +1201,8 @@ def _train_locked(config: SEPOConfig, game: Game, run_dir: Path, accelerator: An
     if budgets is not None and resume_from is not None:
         budgets.load_state(state.budgets)
 
-    oracle = step_oracle(config, game, policy.model, tokenizer, _collective(accelerator))
+    collective = _collective(accelerator)
+    oracle = step_oracle(config, game, policy.model, tokenizer, collective)
     if oracle is not None:
         oracle.load(state.oracle)
 
@@ -1177,7 +1223,7 @@ def _train_locked(config: SEPOConfig, game: Game, run_dir: Path, accelerator: An
             # the oracle's refresh when one is due.
             with (torch.no_grad(), accelerator.autocast(),
                   policy.sampling_model(config.lora_merged_rollouts)):
-                adaptive = adaptive_opponents(config, agent)
+                adaptive = adaptive_opponents(config, agent, collective)
                 if oracle is not None:
                     if oracle.due(step):
                         t_oracle = time.perf_counter()
@@ -1193,21 +1239,26 @@ def _train_locked(config: SEPOConfig, game: Game, run_dir: Path, accelerator: An
                 records = Engine(rollout_episodes(game, agent, local_groups, config, step,
                                                   adaptive)).run()
             t1 = time.perf_counter()
-            # 2. Rewards per round, 3. advantages per (group, round), decisions to train on.
+            # 2. Rewards per round, 3. advantages per (group, round), decisions to train on:
+            # computed by every process over every process's records, in the one-process
+            # order, so that rewards (`constant`'s one penalty too), advantages, λ and every
+            # logged figure are the one-process run's; each trains on its own decisions.
+            everyone, mine = all_records(records, accelerator)
             fixed = config.train_lambdas
             lambdas = fixed if budgets is None else Lambdas(**budgets.lambdas(fixed.as_dict()))
-            rewards = compute_rewards(game, records, config, lambdas)
-            measured = measured_penalties(game, records, accelerator)
+            rewards = compute_rewards(game, everyone, config, lambdas)
+            measured = role_metrics(game, everyone)
             if budgets is not None:
                 budgets.update(step, measured)  # the next step's λ
                 state.budgets = budgets.state()
-            advantages = compute_advantages(
-                rewards.per_round, rewards.groups, config.normalize, config.advantage,
-                reduce=_summed_across(accelerator))
-            samples = decision_samples(records, advantages, rewards.groups)
-            row = {"step": step, **rollout_stats(records, rewards, samples),
-                   **advantage_stats(game, records, rewards.groups, rewards.per_round,
-                                     samples, config.normalize),
+            advantages = compute_advantages(rewards.per_round, rewards.groups, config.normalize,
+                                            config.advantage)
+            all_samples = decision_samples(everyone, advantages, rewards.groups)
+            samples = all_samples if len(mine) == len(everyone) else decision_samples(
+                records, [advantages[k] for k in mine], [rewards.groups[k] for k in mine])
+            row = {"step": step, **rollout_stats(everyone, rewards, all_samples),
+                   **advantage_stats(game, everyone, rewards.groups, rewards.per_round,
+                                     all_samples, config.normalize),
                    **{f"lambda_{k}": v for k, v in lambdas.as_dict().items()},
                    **{f"measured_{k}": v for k, v in measured.items()}, **oracle_row}
             t2 = time.perf_counter()
@@ -1236,6 +1287,9 @@ def _train_locked(config: SEPOConfig, game: Game, run_dir: Path, accelerator: An
                 if main:
                     last_checkpoint = _checkpoint(run_dir, game, policy, config, state, row,
                                                   optimizer, scheduler, agent, log)
+                # The main process evaluated (as one process would, on the same weights):
+                # every process learns its figures and which checkpoint is best.
+                last_checkpoint = _share_evaluation(accelerator, row, state, last_checkpoint)
                 accelerator.wait_for_everyone()
             if main:
                 log.append(row)

@@ -22,7 +22,8 @@ for what a rollout batch needs and `generate` cannot do:
 - **The log-probabilities are recorded** as each token is drawn, in the trainer's convention.
 - **Sampling draws from a private `torch.Generator`**: same seed, same play, and the caller's
   global RNG is left alone; and no field of the model's own generation config (e.g. a top-k)
-  can slip into the policy.
+  can slip into the policy. Or from one generator per prompt (training rollouts,
+  `sepo.engine.SAMPLING_KEY`), so that a row's tokens do not depend on its batch.
 
 Each row sees exactly its own prompt: left padding is masked out and position ids count real
 tokens only, so batched and one-at-a-time greedy decoding agree (tested).
@@ -36,7 +37,7 @@ from typing import Any
 import torch
 
 from sepo.agents.chat import accepts_logits_to_keep, left_pad, model_device
-from sepo.agents.decoding import RowWatcher, TokenChooser
+from sepo.agents.decoding import RowGenerators, RowWatcher, TokenChooser, draw_tokens
 from sepo.agents.fast.cache import (
     BufferPool,
     GrowingKVLayer,
@@ -79,47 +80,6 @@ def shared_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
     while n < limit and low[n] == high[n]:
         n += 1
     return max(0, n)
-
-
-def draw_categorical(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """One index per row of `probs` (rows of non-negative weights, not necessarily summing to
-    1), drawn in proportion to the weights: the index of the largest weight ÷ Exp(1) variate
-    (the exponential race). That is how `torch.multinomial(probs, 1)` draws, and on CPU these
-    are its draws, bit for bit, from the same generator (tests/test_sampling_cache.py), so
-    sampled play is the play of the runs docs/RESULTS.md reports.
-
-    Why not `torch.multinomial` itself: it makes its variates with a serial `exponential_`,
-    6 ms per decoding step of 256 rows of `tiny`; the same variates made vectorised, from one
-    float64 uniform per entry, take 2.6 ms. (Inverting the cumulative sum at one uniform per
-    row took 0.6 ms, but its draws differ from the documented runs', so every sampled result
-    moved; it was used from 9e6cc9e to 11195b8.) Off the CPU, `torch.multinomial` itself
-    runs: its GPU kernels make other variates, and the GPU runs of docs/GPU.md used it."""
-    if probs.device.type != "cpu":
-        return torch.multinomial(probs, 1, generator=generator).squeeze(1)
-    uniform = torch.empty(probs.shape, dtype=torch.float64, device=probs.device)
-    uniform.uniform_(generator=generator)
-    # −log1p(−u) in float64, then rounded: exactly torch's CPU `exponential_` for float32.
-    exponential = torch.log1p(uniform.neg_()).neg_().to(probs.dtype)
-    # u = 0 (probability 2⁻⁵³ an entry) would make 0/0 for a zero weight: keep it finite.
-    return (probs / exponential.clamp_min_(torch.finfo(probs.dtype).tiny)).argmax(dim=-1)
-
-
-def draw_tokens(logits: torch.Tensor, temperature: float, top_p: float,
-                generator: torch.Generator | None) -> torch.Tensor:
-    """One token per row: the argmax when `temperature` is 0, else a draw from the
-    temperature-scaled softmax restricted to the top-p nucleus (the smallest set of most
-    probable tokens whose mass reaches `top_p`; the most probable token always stays)."""
-    if temperature == 0:
-        return logits.argmax(dim=-1)
-    # A broken model's NaN logits must not stop a run: they become very unlikely tokens.
-    logits = torch.nan_to_num(logits, nan=-1e4, posinf=1e4, neginf=-1e4)
-    probs = torch.softmax(logits / temperature, dim=-1)
-    if top_p >= 1.0:
-        return draw_categorical(probs, generator)
-    sorted_probs, order = probs.sort(dim=-1, descending=True)
-    outside = sorted_probs.cumsum(dim=-1) - sorted_probs > top_p
-    sorted_probs = sorted_probs.masked_fill(outside, 0.0)
-    return order.gather(1, draw_categorical(sorted_probs, generator)[:, None]).squeeze(1)
 
 
 class BatchState:
@@ -285,7 +245,7 @@ class BatchState:
 @torch.no_grad()
 def sample_batch(model: Any, prompts: Sequence[Sequence[int]], *, temperature: float,
                  top_p: float, max_new_tokens: int, pad_id: int, watcher: RowWatcher,
-                 generator: torch.Generator | None = None, share_prefix: bool = True,
+                 generator: RowGenerators = None, share_prefix: bool = True,
                  cascade: bool = True,
                  pool: BufferPool | None = None) -> list[tuple[list[int], list[float]]]:
     """Sample a completion for every prompt, in one batched decoding loop.
@@ -293,7 +253,9 @@ def sample_batch(model: Any, prompts: Sequence[Sequence[int]], *, temperature: f
     Returns, per prompt, the generated token ids (up to the token at which `watcher` said the
     row was done, or `max_new_tokens`) and their log-probabilities under
     log_softmax(logits / T), T = `temperature` (1 when it is 0, greedy). `top_p` changes what
-    can be drawn, not the recorded log-probabilities.
+    can be drawn, not the recorded log-probabilities. `generator`: one for the whole batch, or
+    one per prompt, so that a prompt's tokens depend on its own stream only (`RowGenerators`):
+    a row draws once per token it generates, wherever compaction puts it in the batch.
     """
     n = len(prompts)
     if n == 0:
@@ -306,8 +268,15 @@ def sample_batch(model: Any, prompts: Sequence[Sequence[int]], *, temperature: f
                                share_prefix=share_prefix, cascade=cascade, pool=pool)
     rows = list(range(n))  # rows[k]: the prompt of batch row k
     finished: set[int] = set()
+    per_prompt = None if generator is None or isinstance(generator, torch.Generator) else list(
+        generator)
+    if per_prompt is not None and len(per_prompt) != n:
+        raise ValueError(f"{len(per_prompt)} generators for {n} prompts")
     for step in range(max_new_tokens):
-        drawn = draw_tokens(batch.logits, temperature, top_p, generator)
+        # Per prompt: the rows still in the batch but finished draw nothing.
+        step_generator: RowGenerators = generator if per_prompt is None else [
+            None if r in finished else per_prompt[r] for r in rows]
+        drawn = draw_tokens(batch.logits, temperature, top_p, step_generator)
         drawn_lp = torch.log_softmax(batch.logits / logprob_temperature, dim=-1).gather(
             1, drawn[:, None]).squeeze(1)
         live = [k for k, r in enumerate(rows) if r not in finished]
