@@ -4,7 +4,9 @@
 backend (world 1: alone, no process group) and writes what the test compares to
 `out/rank{rank}.pt`: the decisions it trained on at each step (prompt and completion ids,
 advantage), its trainable weights at the end, and what `train_sepo` returned. Kuhn's pools are
-cut to one opponent each first (pools are data), so that a run takes seconds.
+cut to one opponent each first (pools are data), and each process computes on one thread (two
+processes share the test machine's cores, and each process's default threads would contend for
+them), so that a run takes seconds.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from sepo.train import sepo as trainer
 from sepo.train.config import SEPOConfig
 
 
-def small_kuhn_pools() -> None:
+def small_kuhn() -> None:
     kuhn = get_game("kuhn")
     kuhn.pools["train"] = ["Nash"]
     kuhn.pools["exploit"] = ["AlwaysBet"]
@@ -31,7 +33,8 @@ def run(rank: int, world: int, port: int, config_json: str, out: str) -> None:
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                           WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                           LOCAL_WORLD_SIZE=str(world))
-    small_kuhn_pools()
+    small_kuhn()
+    torch.set_num_threads(1)
     trained: list[list[tuple[list[int], list[int], float]]] = []
     policies: list[Any] = []
     optimise, build_policy = trainer.optimise, trainer.build_policy
