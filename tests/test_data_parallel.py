@@ -106,3 +106,30 @@ def _starting_weights(model_path: Path) -> torch.Tensor:
 
     model, _ = load_model(str(model_path), device="cpu", dtype="float32")
     return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_a_cpu_accelerate_launch_that_starts_one_process_is_named(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, processes: str) -> None:
+    """Without a GPU or a config file, `accelerate launch --num_processes 2` runs its simple
+    launcher: one process. The environment accelerate gives that process is what
+    `lone_launch` recognises; asked for one process, there is nothing to say."""
+    from accelerate.commands import launch
+    from accelerate.utils.launch import prepare_simple_launcher_cmd_env
+
+    from sepo.train.sepo import lone_launch
+
+    monkeypatch.setattr(launch, "default_config_file", str(tmp_path / "absent.yaml"))
+    args = launch.launch_command_parser().parse_args(
+        ["--num_processes", processes, "-m", "sepo", "train", "kuhn"])
+    args, _, _ = launch._validate_launch_command(args)
+    assert not args.multi_gpu  # so `launch_command` takes the simple launcher
+    _, environ = prepare_simple_launcher_cmd_env(args)
+    reason = lone_launch(1, environ)
+    if processes == "1":
+        assert reason is None
+    else:
+        assert reason is not None and "--multi_gpu --num_processes N" in reason
+        assert "torchrun --nproc_per_node N" in reason
+    # Under torchrun (accelerate's multi-GPU launcher too) every process knows the world.
+    assert lone_launch(1, {**environ, "WORLD_SIZE": "2"}) is None

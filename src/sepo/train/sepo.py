@@ -65,6 +65,7 @@ import copy
 import dataclasses
 import json
 import math
+import os
 import shutil
 import time
 import warnings
@@ -1092,6 +1093,8 @@ def train_sepo(config: SEPOConfig, progress: bool = True) -> RunResult:
     cpu = config.device == "cpu" or (config.device is None and not torch.cuda.is_available())
     accelerator = Accelerator(cpu=cpu, mixed_precision=config.mixed_precision,
                               log_with=config.report_to or None, project_dir=str(run_dir))
+    if (reason := lone_launch(accelerator.num_processes, os.environ)) is not None:
+        warnings.warn(reason, RuntimeWarning, stacklevel=2)
     fresh = not run_dir.exists()
     try:
         # One process per run directory for the whole run: a second `sepo train` on the same
@@ -1106,6 +1109,21 @@ def train_sepo(config: SEPOConfig, progress: bool = True) -> RunResult:
         if fresh and accelerator.is_main_process and not ckpt.list_checkpoints(run_dir):
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
+
+
+def lone_launch(num_processes: int, environ: Mapping[str, str]) -> str | None:
+    """Why this process trains alone although `accelerate launch` was asked for several, or
+    None. Without a GPU (and without a config file saying otherwise) `accelerate launch
+    --num_processes N` takes its simple launcher: ONE process, with the rendezvous address set
+    (only when N > 1) but no WORLD_SIZE. Its results are the N-process run's (data parallelism
+    changes no figure), only slower, so this is a warning."""
+    if (num_processes == 1 and "ACCELERATE_USE_CPU" in environ and "MASTER_ADDR" in environ
+            and "WORLD_SIZE" not in environ):
+        return ("accelerate launch started one process: without GPUs its simple launcher runs "
+                "only one. For N processes on the CPU (gloo), launch with `accelerate launch "
+                "--multi_gpu --num_processes N -m sepo ...` (accelerate's torchrun launcher) or "
+                "`torchrun --nproc_per_node N -m sepo ...`; this run trains in one process")
+    return None
 
 
 @contextmanager
