@@ -52,9 +52,10 @@ def same_number(a: str, b: str) -> bool:
     return (math.isnan(x) and math.isnan(y)) or math.isclose(x, y, rel_tol=1e-5, abs_tol=1e-5)
 
 
-@pytest.mark.parametrize("advantage", [None, "group"])
+@pytest.mark.parametrize(("advantage", "resumed"), [(None, False), ("group", True)])
 def test_two_processes_train_exactly_as_one(tiny_lm_path: Path, tmp_path: Path,
-                                            advantage: str | None) -> None:
+                                            advantage: str | None, resumed: bool) -> None:
+    """`resumed`: the two processes train step 1, stop, and resume for step 2."""
     fields: dict[str, Any] = dict(
         game="kuhn", model=str(tiny_lm_path), steps=2, group_size=2, checkpoint_every=1,
         eval_episodes=1, eval_bootstrap=10, max_new_tokens=16, reasoning=False, device="cpu",
@@ -64,7 +65,13 @@ def test_two_processes_train_exactly_as_one(tiny_lm_path: Path, tmp_path: Path,
     one = SEPOConfig(out=tmp_path / "one", **fields)
     two = SEPOConfig(out=tmp_path / "two", **fields)
     (alone,) = train(one, 1, tmp_path / "records-one")
-    ranks = train(two, 2, tmp_path / "records-two")
+    if resumed:
+        first = train(two.model_copy(update={"steps": 1}), 2, tmp_path / "records-first")
+        ranks = train(two.model_copy(update={"resume": True}), 2, tmp_path / "records-two")
+        for before, after in zip(first, ranks, strict=True):
+            after["trained"] = before["trained"] + after["trained"]
+    else:
+        ranks = train(two, 2, tmp_path / "records-two")
     assert alone["world"] == 1 and [r["world"] for r in ranks] == [2, 2]
 
     # The same decisions, each with the same advantage, at every step: the processes split

@@ -29,6 +29,7 @@ Heavy modules (models, training) are imported inside the command that needs them
 import errno
 import json
 import math
+import os
 import secrets
 import sys
 import tomllib
@@ -661,6 +662,8 @@ def train(
     check_required(ctx, SEPOConfig, values)
     config = SEPOConfig(**values)
     summary = train_run(config, progress=not no_progress)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # several processes (accelerate launch, torchrun): the main one reports
     if json_out:
         print_json(summary)
         return

@@ -53,6 +53,15 @@ collusive groups' rewards are constant within each group, so their advantages ar
 decisions stay in the batch and still carry the KL term: the only difference between these
 conditions is the reward signal. `aux` trains on the train groups only (the paper's design).
 
+Several processes (`accelerate launch`, `torchrun`; docs/GPU.md) split the step's groups
+(`groups[rank::N]`) and train exactly as one process would, to float rounding
+(`tests/test_data_parallel.py`): every rollout draws from its own sampling key (so its tokens do
+not depend on which rollouts share its batch or process), every process gathers every
+process's records in the one-process order and computes the rewards, advantages, λ and the
+logged figures over all of them, the loss of each process's decisions is divided by the global
+number of decisions and the gradients are summed, and the main process evaluates, checkpoints,
+logs and tells the others the evaluation and the best checkpoint.
+
 Log-probabilities follow the LM agent's convention (`sepo.agents.lm`): log_softmax of the
 logits divided by the sampling temperature, over the full vocabulary, with the model in eval
 mode (no dropout: the sequence-level ratio would multiply per-token dropout noise and trip the
