@@ -12,6 +12,11 @@ has stopped. Each completion is parsed with its game's parser; the ones that nam
 action go, together, through the constrained fallback (`sepo.agents.fallback`). Every decision
 carries an `LMTrace` with the token ids and log-probabilities the trainer needs.
 
+Randomness: one stream per call, seeded from (`SamplingConfig.seed`, the call counter), for the
+whole batch; except that a decision of an episode with a sampling key (`SAMPLING_KEY`, every
+training rollout) draws its tokens and fallback from a stream of (key, decision index) alone,
+so that what it plays does not depend on the batch, the engine step or the process.
+
 Log-probability convention (the trainer must recompute exactly this, with gradients):
 for a trace with prompt ids P, completion ids C = c_1..c_n and temperature T,
 
@@ -95,7 +100,8 @@ class SamplingConfig:
     - `max_new_tokens`: cap on generated tokens; None picks 96 with reasoning, 16 without.
     - `reasoning`: ask for one short sentence of reasoning before the action line.
     - `seed`: sampling seed; with the agent's call counter it seeds every call, so the same
-      seed and the same sequence of calls reproduce the same play on CPU.
+      seed and the same sequence of calls reproduce the same play on CPU (decisions of keyed
+      episodes draw from their key instead; module docstring).
     - `engine`: what samples, `"fast"` or `"generate"`. `"fast"` (the default): sepo's own
       batched decoding loop on `transformers` internals (`sepo.agents.fast`), several times
       faster on the CPU; where it cannot run the model, the agent warns and uses `"generate"`.
