@@ -918,6 +918,7 @@ def _group_of(record: EpisodeRecord) -> int:
 
 
 def _without_prompts(record: EpisodeRecord) -> EpisodeRecord:
+    """The record with its traces' prompt ids left out (what other processes need of it)."""
     decisions = [dataclasses.replace(d, trace=dataclasses.replace(
         d.trace, prompt_ids=[], fallback_prompt_ids=[])) if isinstance(d.trace, LMTrace) else d
         for d in record.decisions]
@@ -933,7 +934,7 @@ def _share_evaluation(accelerator: Any, row: dict[str, Any], state: ckpt.Trainer
     from accelerate.utils import broadcast_object_list
 
     shared = broadcast_object_list([{
-        "row": {k: row[k] for k in (*EVAL_COLUMNS,) if k in row},
+        "row": {k: row[k] for k in EVAL_COLUMNS if k in row},
         "last_eval": state.last_eval, "best_safety": state.best_safety,
         "best_step": state.best_step, "last_checkpoint": last_checkpoint}])[0]
     row.update(shared["row"])
@@ -1281,7 +1282,9 @@ def _train_locked(config: SEPOConfig, game: Game, run_dir: Path, accelerator: An
             advantages = compute_advantages(rewards.per_round, rewards.groups, config.normalize,
                                             config.advantage)
             all_samples = decision_samples(everyone, advantages, rewards.groups)
-            samples = all_samples if len(mine) == len(everyone) else decision_samples(
+            # Several processes: `everyone` lacks prompt ids; the loss takes this process's own
+            # records (all of them, where it plays every group).
+            samples = all_samples if accelerator.num_processes == 1 else decision_samples(
                 records, [advantages[k] for k in mine], [rewards.groups[k] for k in mine])
             row = {"step": step, **rollout_stats(everyone, rewards, all_samples),
                    **advantage_stats(game, everyone, rewards.groups, rewards.per_round,
