@@ -140,3 +140,17 @@ def test_a_cpu_accelerate_launch_that_starts_one_process_is_named(
         assert "torchrun --nproc_per_node N" in reason
     # Under torchrun (accelerate's multi-GPU launcher too) every process knows the world.
     assert lone_launch(1, {**environ, "WORLD_SIZE": "2"}) is None
+
+
+@pytest.mark.parametrize(("name", "distributed", "processes"), [
+    ("one-gpu", "NO", 1), ("ddp", "MULTI_GPU", 2)])
+def test_the_accelerate_recipes_load_as_accelerate_reads_them(name: str, distributed: str,
+                                                              processes: int) -> None:
+    """examples/accelerate/*.yaml (docs/GPU.md, "Recipes"): accelerate's own loader accepts
+    them, and precision stays sepo's setting (the trainer passes its own)."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    path = Path(__file__).parent.parent / "examples" / "accelerate" / f"{name}.yaml"
+    config = load_config_from_file(str(path))
+    assert (config.distributed_type.name, config.num_processes) == (distributed, processes)
+    assert config.mixed_precision == "no" and not config.use_cpu
