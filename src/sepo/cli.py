@@ -712,7 +712,7 @@ def run(
         "--share-prompt-prefix/--no-share-prompt-prefix", show_default="share-prompt-prefix",
         help="SFT and the SEPO loss run the system prompt a batch shares once (the default: "
              "faster, same results up to float rounding). Off computes every prompt in full, "
-             "as the runs in docs/RESULTS.md did.")] = None,
+             "as the runs before 2026-11-23 did.")] = None,
     config_file: Annotated[Path | None, config_file_option(
         "RunConfig", ", with [sepo] and [sft] tables of SEPOConfig and SFTRunConfig fields "
         "for every run of those stages")] = None,

@@ -46,10 +46,11 @@ class TinyConfig(BaseModel):
                                                            "trained on")
     # --- architecture (Llama)
     #: Width 256 with 8 heads (3.62 M parameters) since 2026-12-05; before, 192 with 4 heads
-    #: and MLP 576 (2.08 M), the build of docs/RESULTS.md, which `sepo model build tiny --set
-    #: hidden_size=192 --set num_heads=4 --set num_kv_heads=4 --set intermediate_size=576`
-    #: rebuilds (the same cache key). At the pipeline's SFT budgets the wider model follows the
-    #: demonstrators in 8 of 10 (game, metric) pairs against 6 of 10 (docs/SFT.md).
+    #: and MLP 576 (2.08 M), the build of earlier results in research/, which `sepo model
+    #: build tiny --set hidden_size=192 --set num_heads=4 --set num_kv_heads=4 --set
+    #: intermediate_size=576` rebuilds (the same cache key). At the pipeline's SFT budgets the
+    #: wider model follows the demonstrators in 8 of 10 (game, metric) pairs against 6 of 10
+    #: (docs/SFT.md).
     hidden_size: int = Field(256, ge=8, description="model width")
     num_layers: int = Field(4, ge=1, description="transformer layers")
     num_heads: int = Field(8, ge=1, description="attention heads")

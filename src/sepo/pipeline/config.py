@@ -217,7 +217,7 @@ class RunConfig(StrictModel):
 
     def base_is_tiny(self) -> bool:
         """Whether the base model is a `tiny` build: the name, or the path of any build (one
-        with other `--set` settings, or the 2.08 M build of docs/RESULTS.md), which all take
+        with other `--set` settings, or the earlier 2.08 M build), which all take
         tiny's stage-2 learning rates."""
         if self.model == "tiny":
             return True
