@@ -299,6 +299,29 @@ class ExactSolvable(ABC):
                             labels={k: k for k in keys})
 
 
+class ExactCredit(ABC):
+    """Capability: exact credit for each of the agent's decisions against an opponent that
+    plays a table (`ExactSolvable`'s `TabularPolicy`). Training asks for it under
+    `exact_credit` (docs/method.md §5.7.1): a decision's advantage is then the exact
+    Q(I, a) − V(I) of its information set against the oracle's best response, not a sampled
+    episode return. Plain data, like `ExactSolvable`: no model is involved."""
+
+    @abstractmethod
+    def round_decisions(self, rnd: Round) -> list[tuple[str, Action]]:
+        """The agent's decisions of a finished round, in the order it made them: each one's
+        information-set key (a key of the game's tables) and the action it took."""
+
+    @abstractmethod
+    def action_advantages(self, policy: Mapping[str, float],
+                          opponent: Mapping[str, float]) -> dict[str, dict[Action, float]]:
+        """Per information set of the agent, per legal action there: Q(I, a) − V(I), where
+        Q(I, a) is the agent's expected margin (its payoff minus the opponent's) in the round,
+        given that the round reached I, the agent took a there and played `policy` after, and
+        the opponent plays `opponent` throughout (each history in I weighs chance's times the
+        opponent's probability of it; where the opponent never lets the agent reach I, chance
+        alone), and V(I) is Q's mean under `policy` at I."""
+
+
 _Capability = TypeVar("_Capability")
 
 

@@ -31,6 +31,7 @@ from sepo.games.base import (
     AGENT,
     OPPONENT,
     Action,
+    ExactCredit,
     ExactSolvable,
     Game,
     GameState,
@@ -443,6 +444,62 @@ def best_response_policy(policy: Mapping[str, float]) -> KuhnPolicy:
     return check_policy(response)
 
 
+def _hand_margin(cards: tuple[str, str], opener: int, history: str, policy: KuhnPolicy,
+                 opponent: KuhnPolicy) -> float:
+    """The agent's (seat 0) expected payoff minus the opponent's over the rest of a hand from
+    `history`, the agent playing `policy` and the opponent `opponent`."""
+    if history in TERMINAL_HISTORIES:
+        mine, theirs = hand_payoffs(cards, opener, history)
+        return mine - theirs
+    seat = mover(opener, len(history))
+    table = policy if seat == AGENT else opponent
+    p = table[cards[seat] + history]
+    aggressive, passive = ("c", "f") if history.endswith("b") else ("b", "p")
+    return (p * _hand_margin(cards, opener, history + aggressive, policy, opponent)
+            + (1.0 - p) * _hand_margin(cards, opener, history + passive, policy, opponent))
+
+
+def action_margins(policy: Mapping[str, float],
+                   opponent: Mapping[str, float]) -> dict[str, dict[Action, float]]:
+    """Per information set of the agent and per legal move there, the agent's exact expected
+    margin (its payoff minus the opponent's) in the hand, given the set was reached: the
+    opponent's card is weighted by chance (uniform over the two other cards) times the
+    opponent's probability of the moves so far; after the move the agent plays `policy`. A set
+    that `opponent` never lets the agent reach weighs the two cards equally. The same table
+    serves both seats, as everywhere here (its opener keys for the seat that opens)."""
+    policy, opponent = check_policy(policy), check_policy(opponent)
+    margins: dict[str, dict[Action, float]] = {}
+    for key in POLICY_KEYS:
+        card, history = key[0], key[1:]
+        opener = AGENT if history in OPENER_HISTORIES else OPPONENT
+        weights: dict[str, float] = {}
+        for other in CARDS:
+            if other == card:
+                continue
+            weight = 1.0
+            for i, letter in enumerate(history):
+                if mover(opener, i) == OPPONENT:
+                    p = opponent[other + history[:i]]
+                    weight *= p if letter in "bc" else 1.0 - p
+            weights[other] = weight
+        total = sum(weights.values())
+        if total <= 0.0:
+            weights, total = dict.fromkeys(weights, 1.0), float(len(weights))
+        moves = ((CALL, "c"), (FOLD, "f")) if history.endswith("b") else ((BET, "b"), (PASS, "p"))
+        margins[key] = {
+            move: sum(w * _hand_margin((card, other), opener, history + letter, policy, opponent)
+                      for other, w in weights.items()) / total
+            for move, letter in moves}
+    return margins
+
+
+def round_decisions(rnd: Round) -> list[tuple[str, Action]]:
+    """The agent's (seat 0) decisions of a finished hand: (information-set key, move)."""
+    cards, opener, history = rnd.info["cards"], rnd.info["first"], rnd.info["history"]
+    return [(cards[AGENT] + history[:i], _WORD[letter]) for i, letter in enumerate(history)
+            if mover(opener, i) == AGENT]
+
+
 class BestResponse(TablePolicyStrategy):
     """The exact best response to a given per-hand policy: the held-out exploiter of an agent,
     built at evaluation time from the agent's own policy (so it is in no pool's data file).
@@ -476,7 +533,7 @@ _POLICY_FIGURE = PolicyFigure(
 )
 
 
-class KuhnGame(Game, ExactSolvable):
+class KuhnGame(Game, ExactSolvable, ExactCredit):
     actions_help = "PASS | BET, or CALL | FOLD when facing a bet"
     name = "kuhn"
     title = "Kuhn poker"
@@ -576,6 +633,21 @@ class KuhnGame(Game, ExactSolvable):
 
     def best_response(self, policy: Mapping[str, float]) -> BestResponse:
         return BestResponse(policy)
+
+    # ------------------------------------------------------------- ExactCredit
+    def round_decisions(self, rnd: Round) -> list[tuple[str, Action]]:
+        return round_decisions(rnd)
+
+    def action_advantages(self, policy: Mapping[str, float],
+                          opponent: Mapping[str, float]) -> dict[str, dict[Action, float]]:
+        policy = check_policy(policy)
+        out: dict[str, dict[Action, float]] = {}
+        for key, q in action_margins(policy, opponent).items():
+            # The table's probability is the aggressive move's (BET, or CALL facing a bet).
+            aggressive, passive = (CALL, FOLD) if CALL in q else (BET, PASS)
+            value = policy[key] * q[aggressive] + (1.0 - policy[key]) * q[passive]
+            out[key] = {move: margin - value for move, margin in q.items()}
+        return out
 
     def nash_policy(self) -> KuhnPolicy:
         return nash_policy(1 / 3)  # the module function, at the `Nash` strategy's α

@@ -24,7 +24,14 @@ from pydantic import (
 
 from sepo.config_model import StrictModel
 from sepo.errors import SepoError, UnknownNameError, describe_validation_error
-from sepo.games import ExactSolvable, capability, games_with, get_game, has_exploiter_library
+from sepo.games import (
+    ExactCredit,
+    ExactSolvable,
+    capability,
+    games_with,
+    get_game,
+    has_exploiter_library,
+)
 
 # The bounds are `sepo.limits`'s; imported here too, where the config fields check them.
 from sepo.limits import (  # noqa: F401
@@ -178,6 +185,13 @@ class SEPOConfig(StrictModel):
         2, ge=1, le=MAX_EPISODES,
         description="episodes each candidate plays against the current policy at a refresh "
                     "(a population oracle; all on the same seeds)")
+    exact_credit: bool = Field(
+        False, description="with the oracle's exact best response (a game with ExactCredit: "
+                           "Kuhn): each decision of an oracle group gets the advantage "
+                           "λe·s·(Q(I,a) − V(I)), its information set's exact action margin "
+                           "against the best response under the current tabular policy "
+                           "(exploitability descent, docs/method.md §5.7.1), in place of the "
+                           "group-centred episode gap; scaled with the rest by `advantage`")
     exploit_best_response: bool = Field(
         False, description="the earlier, opt-in form of Kuhn's oracle, kept so that its runs "
                            "resume unchanged: best_response_groups more exploit groups against "
@@ -347,6 +361,14 @@ class SEPOConfig(StrictModel):
         if self.exploit_best_response and self.credit == "aux":
             raise SepoError("exploit_best_response trains on the best response's episodes "
                             "(credit per-pool or constant), not as an auxiliary: credit=aux")
+        if self.exact_credit:
+            if capability(game, ExactCredit) is None:
+                raise SepoError(f"exact_credit needs exact action values, which sepo computes "
+                                f"for {', '.join(games_with(ExactCredit))} only, not "
+                                f"{self.game}")
+            if not self.oracle or self.credit != "per-pool":
+                raise SepoError("exact_credit credits the oracle's best-response groups: it "
+                                "needs oracle=true and credit=per-pool (not reward_only)")
         if self.budgets and self.reward_only:
             raise SepoError("budgets steer the λ of the safety penalties; the reward-only "
                             "baseline has none (drop --reward-only or the budgets)")

@@ -78,7 +78,7 @@ import os
 import shutil
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,7 +94,15 @@ from sepo.console import new_progress
 from sepo.engine import SAMPLING_KEY, Engine, Episode, EpisodeRecord
 from sepo.errors import SepoError, UnknownNameError
 from sepo.games import get_game, get_strategy
-from sepo.games.base import AGENT, ExactSolvable, Game, Strategy, capability, derive_seed
+from sepo.games.base import (
+    AGENT,
+    ExactCredit,
+    ExactSolvable,
+    Game,
+    Strategy,
+    capability,
+    derive_seed,
+)
 from sepo.metrics import LAMBDA_NAMES, episode_gap, finite_or_none, role_metrics, round_rewards
 from sepo.rundir import check_output_dir, describing_os_errors, model_input_paths
 from sepo.train import checkpoint as ckpt
@@ -192,6 +200,28 @@ def adaptive_opponents(config: SEPOConfig, agent: LMAgent,
     # near-ties, which float rounding could break differently in another process.
     policy = dict(collective.all_gather(dict(agent.tabular_policy(game)))[0])
     return {BEST_RESPONSE: solver.best_response(policy)}
+
+
+def exact_credit_inputs(game: Game, agent: LMAgent, groups: Sequence[Group],
+                        adaptive: Mapping[str, Strategy], collective: Collective = SINGLE_PROCESS,
+                        ) -> tuple[dict[str, float], dict[int, dict[str, float]]]:
+    """What `exact_advantages` needs this step: the agent's tabular policy now (rank 0's
+    reading for every process, as in `adaptive_opponents`) and, per oracle group, the table
+    its opponent (the oracle's best response) plays."""
+    solver = capability(game, ExactSolvable)
+    if solver is None:
+        raise SepoError(f"exact_credit needs a game with tabular policies, not {game.name}")
+    policy = dict(collective.all_gather(dict(agent.tabular_policy(game)))[0])
+    tables: dict[int, dict[str, float]] = {}
+    for group in groups:
+        if not group.oracle:
+            continue
+        table = solver.strategy_policy(adaptive[group.opponent])
+        if table is None:
+            raise SepoError(f"exact_credit: the oracle's exploiter {group.opponent} plays no "
+                            "table")
+        tables[group.index] = dict(table)
+    return policy, tables
 
 
 class StepOracle:
@@ -393,6 +423,7 @@ def compute_rewards(game: Game, records: Sequence[EpisodeRecord], config: SEPOCo
 def compute_advantages(per_round: Sequence[np.ndarray], groups: Sequence[int | None],
                        normalize: str = "per-round", scale: str = "group", eps: float = 1e-8,
                        reduce: Callable[[np.ndarray], np.ndarray] | None = None,
+                       exact: Mapping[int, np.ndarray] | None = None,
                        ) -> list[np.ndarray]:
     """Advantages, one per round of each record: the group-centred reward over a scale.
 
@@ -411,17 +442,35 @@ def compute_advantages(per_round: Sequence[np.ndarray], groups: Sequence[int | N
     a vector across processes, for a caller that holds one process's share of the step's
     groups, so that `batch` divides by the scale of the whole step (the trainer itself gathers
     every process's records, `all_records`).
+
+    `exact` (`exact_credit`): per record k, one advantage per DECISION in reward units
+    (`exact_advantages`), already centred (on V(I)). Such a record's returned array is per
+    decision, in its `decisions` order, not per round (`decision_samples(per_decision=...)`).
+    `group` divides each such group's values by their root mean square (they have no
+    rollout spread to divide by), `batch` counts them in the step's scale, `none` keeps them.
     """
     if normalize not in NORMALIZATIONS:
         raise UnknownNameError("normalize", normalize, NORMALIZATIONS)
     if scale not in ADVANTAGES:
         raise UnknownNameError("advantage", scale, ADVANTAGES)
+    exact = exact or {}
     advantages = [np.zeros(len(r), dtype=np.float64) for r in per_round]
-    for ks, centred, std, _varies in _centred_groups(per_round, groups, normalize):
+    sampled = [None if k in exact else g for k, g in enumerate(groups)]
+    for ks, centred, std, _varies in _centred_groups(per_round, sampled, normalize):
         if scale == "group":
             centred = centred / (std + eps)
         for row, k in enumerate(ks):
             advantages[k] = np.broadcast_to(centred[row], advantages[k].shape).copy()
+    exact_groups: dict[int | None, list[int]] = {}
+    for k, values in exact.items():
+        advantages[k] = np.asarray(values, dtype=np.float64).copy()
+        exact_groups.setdefault(groups[k], []).append(k)
+    if scale == "group":
+        for ks in exact_groups.values():
+            values = np.concatenate([advantages[k] for k in ks])
+            rms = math.sqrt(float(np.mean(np.square(values)))) if values.size else 0.0
+            for k in ks:
+                advantages[k] = advantages[k] / (rms + eps)
     if scale == "batch":
         trained = [a for a, g in zip(advantages, groups, strict=True) if g is not None]
         cells = np.concatenate(trained) if trained else np.zeros(0)
@@ -463,6 +512,39 @@ def zero_variance_fraction(per_round: Sequence[np.ndarray], groups: Sequence[int
     return float(np.mean(np.logical_not(flat))) if flat else math.nan
 
 
+def exact_advantages(game: Game, records: Sequence[EpisodeRecord],
+                     opponents: Mapping[int, Mapping[str, float]], policy: Mapping[str, float],
+                     weight: float) -> dict[int, np.ndarray]:
+    """`exact_credit` (docs/method.md §5.7.1): for each record of a group in `opponents`
+    (group index -> the table its opponent plays), one advantage per agent decision,
+    weight·(Q(I, a) − V(I)) of the decision's information set I and action a against that
+    table, the agent playing `policy` (its tabular policy this step) afterwards.
+
+    Why: the exploit reward against a best response is linear in the hands' margins, so its
+    policy gradient is Σ over reached decisions of (Q − V)·∇log π, which the game computes
+    exactly (`ExactCredit`). A sampled episode return gives the same gradient in expectation
+    but, with group rollouts on shared deals, left about half the cells without any
+    (research/2026-12-07-penalties-study-kuhn.md, "Follow-up"). `weight` is λe·s, the
+    exploit reward's weight on the margin."""
+    credit = capability(game, ExactCredit)
+    if credit is None:
+        raise SepoError(f"exact_credit needs a game with exact action values, not {game.name}")
+    tables = {g: credit.action_advantages(policy, table) for g, table in opponents.items()}
+    out: dict[int, np.ndarray] = {}
+    for k, record in enumerate(records):
+        group = record.tags.get("group")
+        if group not in tables:
+            continue
+        made = [m for rnd in record.rounds for m in credit.round_decisions(rnd)]
+        actions = [d.action for d in record.decisions]
+        if [a for _, a in made] != actions:
+            raise SepoError(f"{game.name}: the rounds of an episode of group {group} hold the "
+                            f"decisions {made}, its record {actions}")
+        out[k] = np.array([weight * tables[group][key][action] for key, action in made],
+                          dtype=np.float64)
+    return out
+
+
 # ====================================================================== 4. the loss
 @dataclass(slots=True)
 class DecisionSample:
@@ -477,20 +559,23 @@ class DecisionSample:
 
 
 def decision_samples(records: Sequence[EpisodeRecord], advantages: Sequence[np.ndarray],
-                     groups: Sequence[int | None]) -> list[DecisionSample]:
+                     groups: Sequence[int | None],
+                     per_decision: Container[int] = ()) -> list[DecisionSample]:
     """The decisions the loss is taken over: every decision of a trained record with a trace,
-    except fallback decisions and empty completions."""
+    except fallback decisions and empty completions. A decision takes its round's advantage,
+    or, for a record k in `per_decision`, its own (`advantages[k][j]` for decision j)."""
     samples = []
-    for record, adv, group in zip(records, advantages, groups, strict=True):
+    for k, (record, adv, group) in enumerate(zip(records, advantages, groups, strict=True)):
         if group is None:
             continue
-        for d in record.decisions:
+        for j, d in enumerate(record.decisions):
             trace: LMTrace | None = d.trace
             if trace is None or trace.fallback or not trace.completion_ids:
                 continue
             samples.append(DecisionSample(
                 prompt_ids=list(trace.prompt_ids), completion_ids=list(trace.completion_ids),
-                old_logprob=float(sum(trace.logprobs)), advantage=float(adv[d.round]),
+                old_logprob=float(sum(trace.logprobs)),
+                advantage=float(adv[j] if k in per_decision else adv[d.round]),
                 temperature=float(trace.temperature), role=record.tags["pool"]))
     return samples
 
@@ -851,16 +936,18 @@ def rollout_stats(records: Sequence[EpisodeRecord], rewards: StepRewards,
 
 def advantage_stats(game: Game, records: Sequence[EpisodeRecord], groups: Sequence[int | None],
                     per_round: Sequence[np.ndarray], samples: Sequence[DecisionSample],
-                    normalize: str) -> dict[str, float]:
+                    normalize: str, exact: Container[int] = ()) -> dict[str, float]:
     """Where the step's policy gradient comes from: each pool's share of Σ|A| over the trained
-    decisions, the fraction of zero-variance cells, and each reward component's mean and std
-    over the trained episodes (NaN where no episode measures it)."""
+    decisions, the fraction of zero-variance cells (of the group-centred records: not those
+    in `exact`, credited per decision), and each reward component's mean and std over the
+    trained episodes (NaN where no episode measures it)."""
     stats: dict[str, float] = {}
     total = sum(abs(s.advantage) for s in samples)
     for role in ROLES:
         mine = sum(abs(s.advantage) for s in samples if s.role == role)
         stats[f"advantage_share_{role}"] = mine / total if total > 0 else math.nan
-    stats["zero_variance_groups"] = zero_variance_fraction(per_round, groups, normalize)
+    sampled = [None if k in exact else g for k, g in enumerate(groups)]
+    stats["zero_variance_groups"] = zero_variance_fraction(per_round, sampled, normalize)
     trained = [r for r, g in zip(records, groups, strict=True) if g is not None]
     values: dict[str, list[float]] = {c: [] for c in REWARD_COMPONENTS}
     for r in trained:
@@ -1263,6 +1350,9 @@ def _train_locked(config: SEPOConfig, game: Game, run_dir: Path, accelerator: An
                         if main:
                             oracle_log.append(refresh, oracle_row["time_oracle"])
                     adaptive.update(oracle.opponents())
+                policy_table, exact_tables = (exact_credit_inputs(game, agent, groups, adaptive,
+                                                                  collective)
+                                              if config.exact_credit else ({}, {}))
                 t_rollout = time.perf_counter()
                 records = Engine(rollout_episodes(game, agent, local_groups, config, step,
                                                   adaptive)).run()
@@ -1279,16 +1369,19 @@ def _train_locked(config: SEPOConfig, game: Game, run_dir: Path, accelerator: An
             if budgets is not None:
                 budgets.update(step, measured)  # the next step's λ
                 state.budgets = budgets.state()
+            exact = (exact_advantages(game, everyone, exact_tables, policy_table,
+                                      lambdas.exploit * game.scale) if exact_tables else {})
             advantages = compute_advantages(rewards.per_round, rewards.groups, config.normalize,
-                                            config.advantage)
-            all_samples = decision_samples(everyone, advantages, rewards.groups)
+                                            config.advantage, exact=exact)
+            all_samples = decision_samples(everyone, advantages, rewards.groups, exact.keys())
             # Several processes: `everyone` lacks prompt ids; the loss takes this process's own
             # records (all of them, where it plays every group).
             samples = all_samples if accelerator.num_processes == 1 else decision_samples(
-                records, [advantages[k] for k in mine], [rewards.groups[k] for k in mine])
+                records, [advantages[k] for k in mine], [rewards.groups[k] for k in mine],
+                {i for i, k in enumerate(mine) if k in exact})
             row = {"step": step, **rollout_stats(everyone, rewards, all_samples),
                    **advantage_stats(game, everyone, rewards.groups, rewards.per_round,
-                                     all_samples, config.normalize),
+                                     all_samples, config.normalize, exact.keys()),
                    **{f"lambda_{k}": v for k, v in lambdas.as_dict().items()},
                    **{f"measured_{k}": v for k, v in measured.items()}, **oracle_row}
             t2 = time.perf_counter()
