@@ -204,14 +204,17 @@ def adaptive_opponents(config: SEPOConfig, agent: LMAgent,
 
 def exact_credit_inputs(game: Game, agent: LMAgent, groups: Sequence[Group],
                         adaptive: Mapping[str, Strategy], collective: Collective = SINGLE_PROCESS,
+                        read: Mapping[str, float] | None = None,
                         ) -> tuple[dict[str, float], dict[int, dict[str, float]]]:
-    """What `exact_advantages` needs this step: the agent's tabular policy now (rank 0's
-    reading for every process, as in `adaptive_opponents`) and, per oracle group, the table
-    its opponent (the oracle's best response) plays."""
+    """What `exact_advantages` needs this step: the agent's tabular policy now and, per oracle
+    group, the table its opponent (the oracle's best response) plays. The policy is `read`,
+    the oracle's reading when it refreshed this step (the same weights and prompts), else
+    read here (rank 0's reading for every process, as in `adaptive_opponents`)."""
     solver = capability(game, ExactSolvable)
     if solver is None:
         raise SepoError(f"exact_credit needs a game with tabular policies, not {game.name}")
-    policy = dict(collective.all_gather(dict(agent.tabular_policy(game)))[0])
+    policy = (dict(read) if read is not None
+              else dict(collective.all_gather(dict(agent.tabular_policy(game)))[0]))
     tables: dict[int, dict[str, float]] = {}
     for group in groups:
         if not group.oracle:
@@ -274,6 +277,12 @@ class StepOracle:
 
     def opponents(self) -> dict[str, Strategy]:
         return dict(self._opponents)
+
+    def policy_read_at(self, step: int) -> dict[str, float] | None:
+        """The tabular policy the refresh of `step` answered, if one refreshed at `step`
+        (an exact oracle; None otherwise)."""
+        last = self.last
+        return last.policy if last is not None and last.step == step else None
 
 
 def step_oracle(config: SEPOConfig, game: Game, model: Any, tokenizer: Any,
@@ -1350,9 +1359,10 @@ def _train_locked(config: SEPOConfig, game: Game, run_dir: Path, accelerator: An
                         if main:
                             oracle_log.append(refresh, oracle_row["time_oracle"])
                     adaptive.update(oracle.opponents())
-                policy_table, exact_tables = (exact_credit_inputs(game, agent, groups, adaptive,
-                                                                  collective)
-                                              if config.exact_credit else ({}, {}))
+                policy_table, exact_tables = (exact_credit_inputs(
+                    game, agent, groups, adaptive, collective,
+                    read=oracle.policy_read_at(step) if oracle is not None else None)
+                    if config.exact_credit else ({}, {}))
                 t_rollout = time.perf_counter()
                 records = Engine(rollout_episodes(game, agent, local_groups, config, step,
                                                   adaptive)).run()
