@@ -309,11 +309,14 @@ def test_the_study_configs_build_the_documented_conditions(tmp_path: Path) -> No
     for game, budget in budgets.items():
         config = RunConfig(out=tmp_path, games=[game], **read_settings(study / f"{game}.toml"))
         assert config.seeds == 3
-        extra = ["sepo-exact"] if game == "kuhn" else []
+        extra = ["sepo-exact", "sepo-expected"] if game == "kuhn" else []
         assert config.trained_conditions == ["sepo", "reward-only", "sepo-paper", "sepo-budget",
                                              *extra]
         if extra:
-            assert config.sepo_config(game, 0, tmp_path, tmp_path, "sepo-exact").exact_credit
+            exact = config.sepo_config(game, 0, tmp_path, tmp_path, "sepo-exact")
+            assert (exact.exact_credit, exact.exact_expected) == (True, False)
+            expected = config.sepo_config(game, 0, tmp_path, tmp_path, "sepo-expected")
+            assert (expected.exact_credit, expected.exact_expected) == (True, True)
         paper = config.sepo_config(game, 0, tmp_path, tmp_path, "sepo-paper")
         assert (paper.advantage, paper.oracle) == ("group", False)
         budgeted = config.sepo_config(game, 0, tmp_path, tmp_path, "sepo-budget")

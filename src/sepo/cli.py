@@ -609,6 +609,8 @@ def train(
     oracle_top: Annotated[int | None, field_option(SEPOConfig, "oracle_top")] = None,
     exact_credit: Annotated[bool, field_option(SEPOConfig, "exact_credit", "--exact-credit")]
     = False,
+    exact_expected: Annotated[bool, field_option(SEPOConfig, "exact_expected",
+                                                 "--exact-expected")] = False,
     exploit_best_response: Annotated[bool, field_option(
         SEPOConfig, "exploit_best_response", "--exploit-best-response")] = False,
     best_response_groups: Annotated[int | None, field_option(SEPOConfig, "best_response_groups")]

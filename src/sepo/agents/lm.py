@@ -426,6 +426,20 @@ class LMAgent:
         normalised over the two legal actions; under greedy decoding the more probable text
         gets probability 1 (0.5 each on an exact tie).
         """
+        keys, log_odds = self.policy_log_odds(game)
+        policy: TabularPolicy = {}
+        for key, diff in zip(keys, log_odds.tolist(), strict=True):
+            if self.config.greedy:
+                policy[key] = 1.0 if diff > 0 else 0.0 if diff < 0 else 0.5
+            else:
+                policy[key] = 1.0 / (1.0 + math.exp(-diff)) if diff > -700 else 0.0
+        return policy
+
+    def policy_log_odds(self, game: Game, *, grad: bool = False) -> tuple[list[str], torch.Tensor]:
+        """Per information set of `tabular_policy` (its keys, in order): log π(scored action)
+        − log π(other action) at the agent's temperature, shape (len(keys),). With `grad` the
+        forward pass keeps the graph (the model's train/eval mode is left as it is), so that a
+        loss on the table reaches the weights (`exact_credit="expected"`)."""
         solver = capability(game, ExactSolvable)
         if solver is None:
             raise SepoError(f"{game.name} has no tabular policy to read: it is not "
@@ -455,30 +469,27 @@ class LMAgent:
         window = max(action_lengths) + 1
         keep = {"logits_to_keep": window} if accepts_logits_to_keep(self.model) else {}
         was_training = getattr(self.model, "training", False)
-        self.model.eval()
+        if not grad:
+            self.model.eval()
         try:
-            logits = self.model(input_ids=input_ids, attention_mask=mask,
-                                position_ids=positions, **keep).logits[:, -window:, :].float()
+            with torch.enable_grad() if grad else torch.no_grad():
+                logits = self.model(input_ids=input_ids, attention_mask=mask,
+                                    position_ids=positions, **keep).logits[:, -window:, :]
+                logprobs = torch.log_softmax(logits.float() / self.config.logprob_temperature,
+                                             dim=-1)
+                targets = input_ids[:, -window + 1:] if window > 1 else input_ids[:, :0]
+                token_lp = logprobs[:, :-1, :].gather(2, targets[..., None]).squeeze(-1)
+                width = token_lp.shape[1]
+                sequence_lp = torch.stack([token_lp[r, width - n:].sum()
+                                           for r, n in enumerate(action_lengths)]).double()
         finally:
             self.model.train(was_training)
-        logprobs = torch.log_softmax(logits / self.config.logprob_temperature, dim=-1)
-        targets = input_ids[:, -window + 1:] if window > 1 else input_ids[:, :0]
-        token_lp = logprobs[:, :-1, :].gather(2, targets[..., None]).squeeze(-1)
-        sequence_lp = [float(token_lp[r, token_lp.shape[1] - n:].sum())
-                       for r, n in enumerate(action_lengths)]
-
-        scored: dict[str, float] = {}
-        other: dict[str, float] = {}
-        for (key, is_scored), lp in zip(rows, sequence_lp, strict=True):
-            (scored if is_scored else other)[key] = lp
-        policy: TabularPolicy = {}
-        for decision in decisions:
-            diff = scored[decision.key] - other[decision.key]
-            if self.config.greedy:
-                policy[decision.key] = 1.0 if diff > 0 else 0.0 if diff < 0 else 0.5
-            else:
-                policy[decision.key] = 1.0 / (1.0 + math.exp(-diff)) if diff > -700 else 0.0
-        return policy
+        scored = {key: i for i, (key, is_scored) in enumerate(rows) if is_scored}
+        other = {key: i for i, (key, is_scored) in enumerate(rows) if not is_scored}
+        keys = [decision.key for decision in decisions]
+        log_odds = (sequence_lp[[scored[k] for k in keys]]
+                    - sequence_lp[[other[k] for k in keys]])
+        return keys, log_odds
 
 
 def request_keys(requests: Sequence[DecisionRequest]) -> list[tuple[int, int] | None]:

@@ -321,6 +321,13 @@ class ExactCredit(ABC):
         opponent's probability of it; where the opponent never lets the agent reach I, chance
         alone), and V(I) is Q's mean under `policy` at I."""
 
+    @abstractmethod
+    def decision_reach(self, policy: Mapping[str, float],
+                       opponent: Mapping[str, float]) -> dict[str, float]:
+        """Per information set of the agent: the probability that a round of play reaches it
+        with the agent to move, the agent playing `policy` and the opponent `opponent`
+        (`exact_expected` weighs each set's expected credit by it)."""
+
 
 _Capability = TypeVar("_Capability")
 

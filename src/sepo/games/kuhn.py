@@ -493,6 +493,33 @@ def action_margins(policy: Mapping[str, float],
     return margins
 
 
+def decision_reach(policy: Mapping[str, float],
+                   opponent: Mapping[str, float]) -> dict[str, float]:
+    """Per information set of the agent: the probability that a hand of play reaches it with
+    the agent to move, the agent playing `policy` and the opponent `opponent` (the agent
+    opens half the hands, as in an episode, whose openers alternate; the deal is uniform).
+    Their sum is the expected number of agent decisions per hand."""
+    policy, opponent = check_policy(policy), check_policy(opponent)
+    reach: dict[str, float] = {}
+    for key in POLICY_KEYS:
+        card, history = key[0], key[1:]
+        opener = AGENT if history in OPENER_HISTORIES else OPPONENT
+        total = 0.0
+        for other in CARDS:
+            if other == card:
+                continue
+            p = 1.0
+            for i, letter in enumerate(history):
+                table, held = ((opponent, other) if mover(opener, i) == OPPONENT
+                               else (policy, card))
+                aggressive = table[held + history[:i]]
+                p *= aggressive if letter in "bc" else 1.0 - aggressive
+            total += p
+        # 1/2 (the agent's seat) x 1/3 (its card) x 1/2 (the other card)
+        reach[key] = total / 12.0
+    return reach
+
+
 def round_decisions(rnd: Round) -> list[tuple[str, Action]]:
     """The agent's (seat 0) decisions of a finished hand: (information-set key, move)."""
     cards, opener, history = rnd.info["cards"], rnd.info["first"], rnd.info["history"]
@@ -648,6 +675,10 @@ class KuhnGame(Game, ExactSolvable, ExactCredit):
             value = policy[key] * q[aggressive] + (1.0 - policy[key]) * q[passive]
             out[key] = {move: margin - value for move, margin in q.items()}
         return out
+
+    def decision_reach(self, policy: Mapping[str, float],
+                       opponent: Mapping[str, float]) -> dict[str, float]:
+        return decision_reach(policy, opponent)
 
     def nash_policy(self) -> KuhnPolicy:
         return nash_policy(1 / 3)  # the module function, at the `Nash` strategy's α

@@ -192,6 +192,12 @@ class SEPOConfig(StrictModel):
                            "against the best response under the current tabular policy "
                            "(exploitability descent, docs/method.md §5.7.1), in place of the "
                            "group-centred episode gap; scaled with the rest by `advantage`")
+    exact_expected: bool = Field(
+        False, description="with exact_credit: the oracle groups' sampled decisions are "
+                           "replaced in the loss by their expectation, every information set "
+                           "weighed by how often play reaches it, on the tabular-policy "
+                           "prompts: the same gradient in expectation, without sampling noise "
+                           "(docs/method.md §5.7.2)")
     exploit_best_response: bool = Field(
         False, description="the earlier, opt-in form of Kuhn's oracle, kept so that its runs "
                            "resume unchanged: best_response_groups more exploit groups against "
@@ -369,6 +375,9 @@ class SEPOConfig(StrictModel):
             if not self.oracle or self.credit != "per-pool":
                 raise SepoError("exact_credit credits the oracle's best-response groups: it "
                                 "needs oracle=true and credit=per-pool (not reward_only)")
+        if self.exact_expected and not self.exact_credit:
+            raise SepoError("exact_expected replaces exact_credit's sampled decisions by their "
+                            "expectation: it needs exact_credit=true")
         if self.budgets and self.reward_only:
             raise SepoError("budgets steer the λ of the safety penalties; the reward-only "
                             "baseline has none (drop --reward-only or the budgets)")

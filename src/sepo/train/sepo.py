@@ -91,7 +91,7 @@ from sepo.agents import LMAgent, LMTrace, SamplingConfig
 from sepo.agents.chat import accepts_logits_to_keep, eos_token_ids, model_device, pad_token_id
 from sepo.agents.engines import fast_or_none
 from sepo.console import new_progress
-from sepo.engine import SAMPLING_KEY, Engine, Episode, EpisodeRecord
+from sepo.engine import SAMPLING_KEY, AgentDecision, Engine, Episode, EpisodeRecord
 from sepo.errors import SepoError, UnknownNameError
 from sepo.games import get_game, get_strategy
 from sepo.games.base import (
@@ -554,6 +554,78 @@ def exact_advantages(game: Game, records: Sequence[EpisodeRecord],
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class ExpectedCredit:
+    """`exact_expected` (docs/method.md §5.7.2): the loss term that stands for the oracle
+    groups' `decisions` sampled decisions. Per information set I (`keys`, the tabular
+    policy's order) and its two actions, the coefficient of π(scored | I) and of
+    π(other | I): Σ over oracle groups of n_g · q_g(I) · Â_g(I, a), with n_g the group's
+    trained decisions, q_g(I) the share of play's decisions made at I against the group's
+    table and Â_g the exact advantage scaled as the group's sampled values were."""
+
+    keys: tuple[str, ...]
+    scored: np.ndarray
+    other: np.ndarray
+    decisions: int
+
+    def loss(self, log_odds: torch.Tensor) -> torch.Tensor:
+        """−Σ_I Σ_a coefficient(I, a) · π(a | I), from the policy's log-odds of the scored
+        action: its gradient is Σ_I Σ_a coefficient · ∇π, i.e. n_g times the expected
+        Â·∇log π of one sampled decision."""
+        p = torch.sigmoid(log_odds)
+        scored = torch.as_tensor(self.scored, dtype=p.dtype, device=p.device)
+        other = torch.as_tensor(self.other, dtype=p.dtype, device=p.device)
+        return -(scored * p + other * (1.0 - p)).sum()
+
+
+def expected_credit(game: Game, records: Sequence[EpisodeRecord],
+                    opponents: Mapping[int, Mapping[str, float]], policy: Mapping[str, float],
+                    raw: Mapping[int, np.ndarray], scaled: Sequence[np.ndarray],
+                    weight: float) -> ExpectedCredit:
+    """The `ExpectedCredit` of this step's oracle groups (`opponents`: group -> table), from
+    their records' raw exact advantages `raw` (`exact_advantages`) and the same records'
+    advantages after `compute_advantages` (`scaled`): each group's values keep the scale
+    they were given there, so that the term is the sampled one's expectation under every
+    `advantage` setting. `weight` is λe·s, as for `exact_advantages`."""
+    credit = capability(game, ExactCredit)
+    solver = capability(game, ExactSolvable)
+    if credit is None or solver is None:
+        raise SepoError(f"exact_expected needs a game with exact action values, not {game.name}")
+    decisions = solver.policy_decisions()
+    keys = tuple(d.key for d in decisions)
+    scored, other = np.zeros(len(keys)), np.zeros(len(keys))
+    total = 0
+    for group, table in opponents.items():
+        ks = [k for k in raw if records[k].tags.get("group") == group]
+        n = sum(_trained_decisions(records[k]) for k in ks)
+        size = float(sum(np.abs(raw[k]).sum() for k in ks))
+        factor = float(sum(np.abs(scaled[k]).sum() for k in ks)) / size if size > 0 else 0.0
+        total += n
+        if n == 0 or factor == 0.0:
+            continue
+        reach = credit.decision_reach(policy, table)
+        mass = sum(reach.values())
+        margins = credit.action_advantages(policy, table)
+        for i, d in enumerate(decisions):
+            q = reach[d.key] / mass if mass > 0 else 0.0
+            (other_action,) = [a for a in margins[d.key] if a != d.action]
+            scored[i] += n * q * weight * factor * margins[d.key][d.action]
+            other[i] += n * q * weight * factor * margins[d.key][other_action]
+    return ExpectedCredit(keys, scored, other, total)
+
+
+def _trained_decisions(record: EpisodeRecord) -> int:
+    """How many of a record's decisions `decision_samples` trains on."""
+    return sum(1 for d in record.decisions if _is_trained(d))
+
+
+def _is_trained(decision: AgentDecision) -> bool:
+    """A decision the loss takes: made by the LM (a trace), not by the constrained fallback
+    (its tokens did not choose the action), with a non-empty completion."""
+    trace = decision.trace
+    return trace is not None and not trace.fallback and bool(trace.completion_ids)
+
+
 # ====================================================================== 4. the loss
 @dataclass(slots=True)
 class DecisionSample:
@@ -579,8 +651,9 @@ def decision_samples(records: Sequence[EpisodeRecord], advantages: Sequence[np.n
             continue
         for j, d in enumerate(record.decisions):
             trace: LMTrace | None = d.trace
-            if trace is None or trace.fallback or not trace.completion_ids:
+            if not _is_trained(d):
                 continue
+            assert trace is not None
             samples.append(DecisionSample(
                 prompt_ids=list(trace.prompt_ids), completion_ids=list(trace.completion_ids),
                 old_logprob=float(sum(trace.logprobs)),
@@ -808,10 +881,15 @@ def _all_reduce_gradients(parameters: Sequence[torch.nn.Parameter], accelerator:
 
 
 def optimise(policy: Policy, samples: Sequence[DecisionSample], optimizer: Any,
-             accelerator: Any, config: SEPOConfig, step: int) -> dict[str, float]:
-    """`updates_per_step` clipped-gradient AdamW steps on one step's decisions."""
+             accelerator: Any, config: SEPOConfig, step: int,
+             expected: tuple[ExpectedCredit, LMAgent, Game] | None = None) -> dict[str, float]:
+    """`updates_per_step` clipped-gradient AdamW steps on one step's decisions, and, under
+    `exact_expected`, the `ExpectedCredit` term that stands for the oracle groups' decisions
+    (counted in the mean; added by the main process only, as the gradients are summed)."""
     device = accelerator.device
     total = int(accelerator.reduce(torch.tensor(len(samples), device=device), "sum").item())
+    if expected is not None:
+        total += expected[0].decisions
     stats = {"loss": math.nan, "policy_loss": math.nan, "kl": math.nan,
              "log_ratio_ref": math.nan, "clip_frac": math.nan, "grad_norm": math.nan,
              "logprob_gap": math.nan}
@@ -860,6 +938,14 @@ def optimise(policy: Policy, samples: Sequence[DecisionSample], optimizer: Any,
             sums["kl"] += parts.kl
             sums["log_ratio_ref"] += parts.log_ratio_ref
             sums["clipped"] += parts.clipped
+        if expected is not None and accelerator.is_main_process:
+            term, agent, game = expected
+            with accelerator.autocast():
+                _, log_odds = agent.policy_log_odds(game, grad=True)
+            loss = term.loss(log_odds) / total
+            accelerator.backward(loss)
+            sums["loss"] += loss.item()
+            sums["policy"] += loss.item() * total
         _all_reduce_gradients(parameters, accelerator)
         grad_norm = float(accelerator.clip_grad_norm_(parameters, config.max_grad_norm))
         # fp16 overflows are the grad scaler's business (it skips the step); otherwise a
@@ -1384,11 +1470,22 @@ def _train_locked(config: SEPOConfig, game: Game, run_dir: Path, accelerator: An
             advantages = compute_advantages(rewards.per_round, rewards.groups, config.normalize,
                                             config.advantage, exact=exact)
             all_samples = decision_samples(everyone, advantages, rewards.groups, exact.keys())
+            # `exact_expected`: the oracle groups' decisions leave the loss, their expectation
+            # (`ExpectedCredit`) stands for them.
+            expected = (expected_credit(game, everyone, exact_tables, policy_table, exact,
+                                        advantages, lambdas.exploit * game.scale)
+                        if config.exact_expected and exact else None)
+            loss_groups = ([None if k in exact else g for k, g in enumerate(rewards.groups)]
+                           if expected is not None else list(rewards.groups))
             # Several processes: `everyone` lacks prompt ids; the loss takes this process's own
             # records (all of them, where it plays every group).
-            samples = all_samples if accelerator.num_processes == 1 else decision_samples(
-                records, [advantages[k] for k in mine], [rewards.groups[k] for k in mine],
-                {i for i, k in enumerate(mine) if k in exact})
+            if accelerator.num_processes == 1:
+                samples = all_samples if expected is None else decision_samples(
+                    everyone, advantages, loss_groups, exact.keys())
+            else:
+                samples = decision_samples(
+                    records, [advantages[k] for k in mine], [loss_groups[k] for k in mine],
+                    {i for i, k in enumerate(mine) if k in exact})
             row = {"step": step, **rollout_stats(everyone, rewards, all_samples),
                    **advantage_stats(game, everyone, rewards.groups, rewards.per_round,
                                      all_samples, config.normalize, exact.keys()),
@@ -1397,7 +1494,8 @@ def _train_locked(config: SEPOConfig, game: Game, run_dir: Path, accelerator: An
             t2 = time.perf_counter()
             # 4.-5. Loss, gradient, clipped AdamW step.
             row["lr"] = scheduler.get_last_lr()[0]
-            row.update(optimise(policy, samples, optimizer, accelerator, config, step))
+            row.update(optimise(policy, samples, optimizer, accelerator, config, step,
+                                (expected, agent, game) if expected is not None else None))
             with warnings.catch_warnings():
                 # A step without trainable decisions skips optimizer.step(); the schedule
                 # still counts SEPO steps, which torch warns about on the first one.
