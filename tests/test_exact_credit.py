@@ -206,7 +206,7 @@ def test_a_kuhn_run_credits_the_oracle_groups_decisions_exactly(
     config = SEPOConfig(game="kuhn", model=str(tiny_lm_path), out=tmp_path / "run", steps=1,
                         group_size=2, checkpoint_every=1, eval_episodes=1, eval_bootstrap=10,
                         max_new_tokens=6, reasoning=False, device="cpu", oracle_top=1,
-                        exact_credit=True, advantage="none")
+                        exact_credit=True, exact_expected=False, advantage="none")
     trainer.train_sepo(config, progress=False)
 
     ((_, records, opponents, policy, weight, out),) = calls

@@ -4,6 +4,7 @@ is the sampled exact credit's expectation; the trainer swaps one for the other."
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from sepo.games.kuhn import (
     mover,
 )
 from sepo.train import sepo as trainer
-from sepo.train.config import SEPOConfig
+from sepo.train.config import SEPOConfig, load_config
 from sepo.train.sepo import ExpectedCredit, compute_advantages, exact_advantages, expected_credit
 
 HALF = dict.fromkeys(POLICY_KEYS, 0.5)
@@ -160,9 +161,31 @@ def test_the_term_takes_the_groups_decisions_and_scale(scale: str) -> None:
 
 def test_exact_expected_needs_exact_credit() -> None:
     with pytest.raises(SepoError, match="exact_credit=true"):
-        SEPOConfig(game="kuhn", model="tiny", out="r", exact_expected=True)
-    assert SEPOConfig(game="kuhn", model="tiny", out="r", exact_credit=True,
-                      exact_expected=True).exact_expected
+        SEPOConfig(game="kuhn", model="tiny", out="r", exact_credit=False, exact_expected=True)
+
+
+def _flags(**fields: Any) -> tuple[bool | None, bool | None]:
+    config = SEPOConfig(game=fields.pop("game", "kuhn"), model="tiny", out="r", **fields)
+    return config.exact_credit, config.exact_expected
+
+
+def test_kuhns_sepo_defaults_to_expected_exact_credit(tmp_path: Path) -> None:
+    """kuhn.toml's [sepo] turns both on where the oracle is; the baselines and the other games
+    get neither; a run saved before the fields existed resumes without them."""
+    assert _flags() == (True, True)
+    assert _flags(exact_expected=False) == (True, False)
+    assert _flags(exact_credit=False) == (False, False)
+    assert _flags(reward_only=True) == (False, False)
+    assert _flags(oracle=False) == (False, False)
+    assert _flags(credit="aux") == (False, False)
+    assert _flags(game="ipd") == (False, False)
+    saved = SEPOConfig(game="kuhn", model="tiny", out=tmp_path).model_dump(mode="json")
+    del saved["exact_credit"], saved["exact_expected"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    old = load_config(tmp_path)
+    assert (old.exact_credit, old.exact_expected) == (False, False)
+    resumed = SEPOConfig(game="kuhn", model="tiny", out=tmp_path).resumed_from(old)
+    assert (resumed.exact_credit, resumed.exact_expected) == (False, False)
 
 
 def test_the_log_odds_are_the_tabular_policy_with_a_gradient(tiny_lm_path: Path) -> None:

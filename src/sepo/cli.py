@@ -607,10 +607,10 @@ def train(
     = None,
     oracle_every: Annotated[int | None, field_option(SEPOConfig, "oracle_every")] = None,
     oracle_top: Annotated[int | None, field_option(SEPOConfig, "oracle_top")] = None,
-    exact_credit: Annotated[bool, field_option(SEPOConfig, "exact_credit", "--exact-credit")]
-    = False,
-    exact_expected: Annotated[bool, field_option(SEPOConfig, "exact_expected",
-                                                 "--exact-expected")] = False,
+    exact_credit: Annotated[bool | None, field_option(
+        SEPOConfig, "exact_credit", "--exact-credit/--no-exact-credit")] = None,
+    exact_expected: Annotated[bool | None, field_option(
+        SEPOConfig, "exact_expected", "--exact-expected/--no-exact-expected")] = None,
     exploit_best_response: Annotated[bool, field_option(
         SEPOConfig, "exploit_best_response", "--exploit-best-response")] = False,
     best_response_groups: Annotated[int | None, field_option(SEPOConfig, "best_response_groups")]

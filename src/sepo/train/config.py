@@ -185,19 +185,22 @@ class SEPOConfig(StrictModel):
         2, ge=1, le=MAX_EPISODES,
         description="episodes each candidate plays against the current policy at a refresh "
                     "(a population oracle; all on the same seeds)")
-    exact_credit: bool = Field(
-        False, description="with the oracle's exact best response (a game with ExactCredit: "
-                           "Kuhn): each decision of an oracle group gets the advantage "
-                           "λe·s·(Q(I,a) − V(I)), its information set's exact action margin "
-                           "against the best response under the current tabular policy "
-                           "(exploitability descent, docs/method.md §5.7.1), in place of the "
-                           "group-centred episode gap; scaled with the rest by `advantage`")
-    exact_expected: bool = Field(
-        False, description="with exact_credit: the oracle groups' sampled decisions are "
-                           "replaced in the loss by their expectation, every information set "
-                           "weighed by how often play reaches it, on the tabular-policy "
-                           "prompts: the same gradient in expectation, without sampling noise "
-                           "(docs/method.md §5.7.2)")
+    exact_credit: bool | None = Field(
+        None, description="with the oracle's exact best response (a game with ExactCredit: "
+                          "Kuhn): each decision of an oracle group gets the advantage "
+                          "λe·s·(Q(I,a) − V(I)), its information set's exact action margin "
+                          "against the best response under the current tabular policy "
+                          "(exploitability descent, docs/method.md §5.7.1), in place of the "
+                          "group-centred episode gap; scaled with the rest by `advantage`. "
+                          "Default: the game's [sepo] exact_credit where the oracle is on "
+                          "(Kuhn: on)")
+    exact_expected: bool | None = Field(
+        None, description="with exact_credit: the oracle groups' sampled decisions are "
+                          "replaced in the loss by their expectation, every information set "
+                          "weighed by how often play reaches it, on the tabular-policy "
+                          "prompts: the same gradient in expectation, without sampling noise "
+                          "(docs/method.md §5.7.2). Default: the game's [sepo] exact_expected "
+                          "where exact_credit is on (Kuhn: on)")
     exploit_best_response: bool = Field(
         False, description="the earlier, opt-in form of Kuhn's oracle, kept so that its runs "
                            "resume unchanged: best_response_groups more exploit groups against "
@@ -360,6 +363,15 @@ class SEPOConfig(StrictModel):
                 raise SepoError("exploit_best_response is the earlier form of Kuhn's oracle; "
                                 "use one of them (oracle, or exploit_best_response with "
                                 "oracle=false)")
+        # Kuhn's default (its toml): exploitability descent on the expected exact credit,
+        # which met the Kuhn targets where the sampled forms did not (docs/RESULTS.md, "Kuhn").
+        if self.exact_credit is None:
+            auto = _toml_flag(stage2, "exact_credit", self.game)
+            object.__setattr__(self, "exact_credit", auto and bool(self.oracle)
+                               and self.credit == "per-pool")
+        if self.exact_expected is None:
+            auto = _toml_flag(stage2, "exact_expected", self.game)
+            object.__setattr__(self, "exact_expected", auto and bool(self.exact_credit))
         if self.exploit_best_response and capability(game, ExactSolvable) is None:
             raise SepoError(f"exploit_best_response needs an exact best response, which sepo "
                             f"computes for {', '.join(games_with(ExactSolvable))} only, not "
@@ -453,7 +465,7 @@ class SEPOConfig(StrictModel):
 
     #: Fields whose default depends on the version that saved a run: a resumed run that does
     #: not set them takes the saved value (`resumed_from`).
-    SAVED_DEFAULTS: ClassVar[tuple[str, ...]] = ("oracle",)
+    SAVED_DEFAULTS: ClassVar[tuple[str, ...]] = ("oracle", "exact_credit", "exact_expected")
 
     def resumed_from(self, saved: SEPOConfig) -> SEPOConfig:
         """This config with the saved run's value of each `SAVED_DEFAULTS` field it left
@@ -485,8 +497,18 @@ def load_config(path: str | Path) -> SEPOConfig:
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise SepoError(f"{path} is not a SEPO config ({err})") from None
     # A run saved before `advantage` existed scaled per group, and one saved before the
-    # oracle had none: resuming it must not switch.
+    # oracle (or exact credit) had none: resuming it must not switch.
     if isinstance(saved, dict):
         saved.setdefault("advantage", "group")
         saved.setdefault("oracle", False)
+        saved.setdefault("exact_credit", False)
+        saved.setdefault("exact_expected", False)
     return SEPOConfig.model_validate(saved)
+
+
+def _toml_flag(stage2: dict[str, Any], key: str, game: str) -> bool:
+    """A true/false default of the game's `[sepo]` table (absent: false)."""
+    value = stage2.get(key, False)
+    if not isinstance(value, bool):
+        raise SepoError(f"{game}.toml: [sepo] {key} must be true or false, got {value!r}")
+    return value
