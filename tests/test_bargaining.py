@@ -238,7 +238,7 @@ def test_registry_loads_bargaining_with_existing_pool_members() -> None:
     assert game.demonstrators == {"Proportional": 0.35, "Conservative": 0.25, "Adaptive": 0.25,
                                   "Defensive": 0.15}
     assert game.defaults["lambdas"] == {"exploit": 3.0, "collusion": 2.0, "externality": 1.8}
-    assert game.defaults["sepo"] == {"beta": 0.1, "lr": 1e-5}
+    assert game.defaults["sepo"] == {"beta": 0.1, "lr": 1e-5, "normalize": "episode"}
 
 
 @pytest.mark.parametrize("name", sorted(GAME.strategies))

@@ -96,14 +96,17 @@ def test_facts_worked_out_by_hand(text: str) -> None:
 def test_per_game_defaults_by_hand(text: str) -> None:
     # kuhn.toml: λ 1.5 / 0 / 0, β 0.2, lr 3e-6; [budget]: tiny's stage-2 rate 1e-4, 40 SFT
     # episodes, 2 epochs, 10 steps, every 5, 40 eval, no reasoning.
-    # kuhn.toml [sepo] oracle_every = 1: the exact best response, rebuilt every step.
+    # kuhn.toml [sepo] oracle_every = 1: the exact best response, rebuilt every step; per-round
+    # advantages; exact credit in its expected form.
     assert _row(text, "Per-game defaults", "`kuhn`") == [
         "`kuhn`", "1.5", "0", "0", "0.2", "3e-06", "0.0001", "exact best response", "1",
-        "40", "2", "10", "5", "40", "False"]
+        "per-round", "expected", "40", "2", "10", "5", "40", "False"]
     # ipd.toml λe 2.4; [budget] tiny_lr = 3e-5, 20 SEPO steps; a population oracle, K = 5.
     ipd = _row(text, "Per-game defaults", "`ipd`")
-    assert (ipd[1], ipd[6], ipd[7], ipd[8], ipd[11]) == ("2.4", "3e-05", "population", "5",
+    assert (ipd[1], ipd[6], ipd[7], ipd[8], ipd[13]) == ("2.4", "3e-05", "population", "5",
                                                          "20")
+    # negotiation.toml [sepo] normalize = "episode"; no exact credit (no tabular policy).
+    assert _row(text, "Per-game defaults", "`negotiation`")[9:11] == ["episode", "off"]
 
 
 def test_check_reports_a_stale_file(tmp_path: Path, capsys: pytest.CaptureFixture[str],

@@ -245,7 +245,8 @@ def test_registry_loads_kuhn_with_existing_pool_members() -> None:
     assert game.demonstrators == {"Nash": 0.45, "TightValue": 0.25, "PotControl": 0.20,
                                   "RandomLegal": 0.08, "AlwaysPassQueen": 0.02}
     assert game.defaults["lambdas"] == {"exploit": 1.5, "collusion": 0.0, "externality": 0.0}
-    assert game.defaults["sepo"] == {"beta": 0.2, "lr": 3e-6, "oracle_every": 1}
+    assert game.defaults["sepo"] == {"beta": 0.2, "lr": 3e-6, "oracle_every": 1,
+                                     "exact_credit": True, "exact_expected": True}
 
 
 @pytest.mark.parametrize("name", sorted(GAME.strategies))

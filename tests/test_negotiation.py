@@ -127,7 +127,7 @@ def test_registry_loads_the_negotiation_with_its_pools() -> None:
     assert GAME.demonstrators == {"Fair": 0.32, "Balanced": 0.27, "Concede": 0.18,
                                   "TitForTat": 0.15, "Random": 0.08}
     assert GAME.defaults["lambdas"] == {"exploit": 3.0, "collusion": 2.0, "externality": 1.8}
-    assert GAME.defaults["sepo"] == {"beta": 0.1, "lr": 1e-5}
+    assert GAME.defaults["sepo"] == {"beta": 0.1, "lr": 1e-5, "normalize": "episode"}
 
 
 def test_full_episode_totals_equal_the_sum_of_round_payoffs() -> None:

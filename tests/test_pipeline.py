@@ -324,3 +324,10 @@ def test_the_study_configs_build_the_documented_conditions(tmp_path: Path) -> No
     for game in ("auction", "negotiation", "bargaining"):
         config = RunConfig(out=tmp_path, games=[game], **read_settings(study / "other.toml"))
         assert config.trained_conditions == ["sepo", "reward-only", "sepo-paper"]
+        # The paper's per-round advantages, whatever the game's default; SEPO and its
+        # baseline share the game's.
+        paper = config.sepo_config(game, 0, tmp_path, tmp_path, "sepo-paper")
+        assert (paper.advantage, paper.oracle, paper.normalize) == ("group", False, "per-round")
+        default = "per-round" if game == "auction" else "episode"
+        for condition in ("sepo", "reward-only"):
+            assert config.sepo_config(game, 0, tmp_path, tmp_path, condition).normalize == default

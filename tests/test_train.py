@@ -175,6 +175,28 @@ def test_config_fills_the_games_defaults_and_rejects_unknown_names(tmp_path: Pat
                    lambdas={"exploitability": 1.0, "collusion": 0.0, "externality": 0.0})
 
 
+def test_normalize_defaults_to_the_games_toml(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """`[sepo] normalize` in a game's toml is its default for every trained condition (the
+    baseline too, so that conditions differ only by their switch); a run saved under another
+    default resumes as it was; a bad value names the file and the choices."""
+    game = get_game("ipd")
+    assert SEPOConfig(game="ipd", model="tiny", out=tmp_path).normalize == "per-round"
+    saved = SEPOConfig(game="ipd", model="tiny", out=tmp_path)
+    monkeypatch.setitem(game.defaults, "sepo", {**game.defaults["sepo"], "normalize": "episode"})
+    for reward_only in (False, True):
+        config = SEPOConfig(game="ipd", model="tiny", out=tmp_path, reward_only=reward_only)
+        assert config.normalize == "episode"
+    default = SEPOConfig(game="ipd", model="tiny", out=tmp_path)
+    assert default.condition == "sepo"
+    assert SEPOConfig(game="ipd", model="tiny", out=tmp_path,
+                      normalize="per-round").condition == "sepo-per-round-norm"
+    assert default.resumed_from(saved).normalize == "per-round"
+    monkeypatch.setitem(game.defaults, "sepo", {**game.defaults["sepo"], "normalize": "turn"})
+    with pytest.raises(SepoError, match=r"ipd\.toml: \[sepo\] normalize.*per-round.*'turn'"):
+        SEPOConfig(game="ipd", model="tiny", out=tmp_path)
+
+
 def test_resume_allows_only_changes_that_keep_the_run_the_same() -> None:
     saved = SEPOConfig(game="kuhn", model="x", out="run", steps=10)
     saved.model_copy(update={"steps": 20, "resume": True, "device": "cpu",

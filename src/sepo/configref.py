@@ -484,7 +484,8 @@ def _per_game() -> list[str]:
     # tiny_lr has its own column, beside the lr it replaces.
     budget_fields = [k for k in GameBudget.table_keys() if k != "tiny_lr"]
     header = ["game", "λe", "λc", "λx", "β", "lr", "lr, `sepo run` on tiny", "oracle",
-              "`oracle_every`", *(f"`{f}`" for f in budget_fields)]
+              "`oracle_every`", "`normalize`", "exact credit",
+              *(f"`{f}`" for f in budget_fields)]
     rows = []
     for name in sorted(game_names()):
         # Through the code that applies them: the config's toml fill-in and the run's budget.
@@ -498,11 +499,15 @@ def _per_game() -> list[str]:
                   else "population" if has_exploiter_library(game) else "none")
         rows.append([f"`{name}`", *(_number(float(lambdas[k])) for k in LAMBDA_KEYS),
                      _number(sepo.beta), _number(sepo.lr), _number(run_lr), oracle,
-                     _number(sepo.oracle_every), *(_number(budget[f]) for f in budget_fields)])
+                     _number(sepo.oracle_every), str(sepo.normalize),
+                     ("expected" if sepo.exact_expected else "sampled" if sepo.exact_credit
+                      else "off"),
+                     *(_number(budget[f]) for f in budget_fields)])
     generic = GENERIC_BUDGET.as_dict()
     rows.append(["any other game", "its toml", "its toml", "its toml", "its toml", "its toml",
                  _number(generic["tiny_lr"]), "its declarations",
-                 f"its toml, else {DEFAULT_ORACLE_EVERY}",
+                 f"its toml, else {DEFAULT_ORACLE_EVERY}", "its toml, else per-round",
+                 "its toml, else off",
                  *(_number(generic[f]) for f in budget_fields)])
     legend = "".join(f"\n- `{f}`: {GameBudget.description(f)}." for f in budget_fields)
     return [
@@ -515,7 +520,9 @@ def _per_game() -> list[str]:
         "`--set sepo.lr=...` is given. `oracle` is the kind of SEPO's best-response oracle "
         "(docs/method.md §5.7): the exact best response of an `ExactSolvable` game, a "
         "population oracle over the game's candidate exploiters (`[oracle]`, "
-        "`exploiter_families()`), or none; `oracle_every` (K) is `[sepo] oracle_every`. "
+        "`exploiter_families()`), or none; `oracle_every` (K) is `[sepo] oracle_every`; "
+        "`normalize` (SEPO and reward-only alike) and the exact credit (`exact_credit`, "
+        "`exact_expected`: docs/method.md §5.7.1-5.7.2; SEPO only) are `[sepo]`'s too. "
         "The other columns are the per-seed budgets of `sepo run` "
         "(the rest of `[budget]`; a game without that table, or without one of its keys, "
         "gets the values of the last row, `GENERIC_BUDGET`), each overridden by the "

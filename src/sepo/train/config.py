@@ -138,8 +138,10 @@ class SEPOConfig(StrictModel):
     credit: Credit = Field("per-pool", description="penalty credit: per-pool | aux (the paper's "
                                                    "Algorithm 1) | constant (the paper's "
                                                    "released code)")
-    normalize: Normalize = Field("per-round", description="advantage normalisation: per-round "
-                                                          "(per group and round) | episode")
+    normalize: Normalize | None = Field(
+        None, description="advantage normalisation: per-round (per group and round) | episode "
+                          "(one advantage per rollout, from its summed reward). Default: the "
+                          "game's [sepo] normalize, else per-round")
     advantage: AdvantageScale = Field(
         DEFAULT_ADVANTAGE,
         description="what divides the group-centred rewards: group (each group's own std: "
@@ -290,7 +292,8 @@ class SEPOConfig(StrictModel):
     @classmethod
     def _one_of(cls, v: Any, info: ValidationInfo) -> Any:
         kind, choices = cls._CHOICES[info.field_name]
-        return _choice(kind, v, choices)
+        # None: a default filled in later (`normalize`: the game's).
+        return v if v is None and info.field_name == "normalize" else _choice(kind, v, choices)
 
     @field_validator("report_to", mode="before")
     @classmethod
@@ -336,6 +339,8 @@ class SEPOConfig(StrictModel):
             object.__setattr__(self, "lr", float(stage2.get("lr", 1e-5)))
         if self.beta is None:
             object.__setattr__(self, "beta", float(stage2.get("beta", 0.1)))
+        if self.normalize is None:
+            object.__setattr__(self, "normalize", _game_normalize(stage2, self.game))
         if self.oracle_every is None:
             every = stage2.get("oracle_every", DEFAULT_ORACLE_EVERY)
             if isinstance(every, bool) or not isinstance(every, int) or every < 1:
@@ -455,7 +460,8 @@ class SEPOConfig(StrictModel):
             name += "-budget"
         if self.advantage != DEFAULT_ADVANTAGE:
             name += f"-{self.advantage}-scale"
-        return name if self.normalize == "per-round" else f"{name}-episode-norm"
+        default = _game_normalize(get_game(self.game).defaults.get("sepo", {}), self.game)
+        return name if self.normalize == default else f"{name}-{self.normalize}-norm"
 
     # Fields that may differ between a run and its resumption (everything else must match,
     # otherwise the resumed run is not the run that was checkpointed). `share_prompt_prefix`
@@ -465,7 +471,8 @@ class SEPOConfig(StrictModel):
 
     #: Fields whose default depends on the version that saved a run: a resumed run that does
     #: not set them takes the saved value (`resumed_from`).
-    SAVED_DEFAULTS: ClassVar[tuple[str, ...]] = ("oracle", "exact_credit", "exact_expected")
+    SAVED_DEFAULTS: ClassVar[tuple[str, ...]] = ("oracle", "exact_credit", "exact_expected",
+                                                 "normalize")
 
     def resumed_from(self, saved: SEPOConfig) -> SEPOConfig:
         """This config with the saved run's value of each `SAVED_DEFAULTS` field it left
@@ -512,3 +519,12 @@ def _toml_flag(stage2: dict[str, Any], key: str, game: str) -> bool:
     if not isinstance(value, bool):
         raise SepoError(f"{game}.toml: [sepo] {key} must be true or false, got {value!r}")
     return value
+
+
+def _game_normalize(stage2: dict[str, Any], game: str) -> str:
+    """The game's `[sepo] normalize` (absent: per-round)."""
+    value = stage2.get("normalize", "per-round")
+    if value not in NORMALIZATIONS:
+        raise SepoError(f"{game}.toml: [sepo] normalize must be one of "
+                        f"{', '.join(NORMALIZATIONS)}; got {value!r}")
+    return str(value)
