@@ -75,11 +75,13 @@ def test_two_processes_train_exactly_as_one(tiny_lm_path: Path, tmp_path: Path,
     assert alone["world"] == 1 and [r["world"] for r in ranks] == [2, 2]
 
     # The same decisions, each with the same advantage, at every step: the processes split
-    # the step's groups (neither trains on nothing) and together make the one-process batch.
+    # the step's groups and together make the one-process batch. (Kuhn's default credits the
+    # oracle's group by its expectation, which the main process adds: the process that plays
+    # that group may have no sampled decision of its own.)
     assert len(alone["trained"]) == 2
     for step, decisions in enumerate(alone["trained"]):
         shares = [r["trained"][step] for r in ranks]
-        assert all(shares) and sum(map(len, shares)) == len(decisions)
+        assert any(shares) and sum(map(len, shares)) == len(decisions)
         assert sorted(d for share in shares for d in share) == sorted(decisions)
 
     # The same weights after the optimiser steps: exactly on both ranks (the summed gradients
