@@ -9,7 +9,9 @@ the default oracle (docs/method.md §5.7): its m exploit groups are in every ste
 
 The oracle's refresh (the trainer's `StepOracle`) is timed apart, once before each timed step
 whatever K: the population oracle plays every candidate against the current policy, Kuhn's
-exact oracle reads the policy and solves. The trainer refreshes every K steps
+exact oracle reads the policy and solves (and, as in training, Kuhn's step then credits the
+oracle's group exactly: its expected form adds one forward and backward pass over the 24
+tabular-policy prompts to the update). The trainer refreshes every K steps
 (`oracle_every`), so its share of a step at the defaults is (refresh / K) / (step + refresh /
 K); the table also gives refresh / step, the share were it run every step. `--no-oracle`
 times the fixed pools alone.
@@ -145,6 +147,9 @@ def bench_game(game_name: str, model_name: str, steps: int, warmup: int,
         compute_advantages,
         compute_rewards,
         decision_samples,
+        exact_advantages,
+        exact_credit_inputs,
+        expected_credit,
         optimise,
         rollout_episodes,
         rollout_groups,
@@ -178,15 +183,30 @@ def bench_game(game_name: str, model_name: str, steps: int, warmup: int,
                 oracle.refresh(step)
             refresh = time.perf_counter() - t_oracle
         t0 = time.perf_counter()
+        opponents = oracle.opponents() if oracle else {}
         with torch.no_grad():
+            # Kuhn's default exact credit (docs/method.md §5.7.1-5.7.2), as the trainer does.
+            policy_table, tables = (exact_credit_inputs(
+                game, agent, groups, opponents,
+                read=oracle.policy_read_at(step) if oracle else None)
+                if config.exact_credit else ({}, {}))
             records = Engine(rollout_episodes(game, agent, groups, config, step,
-                                              oracle.opponents() if oracle else None)).run()
+                                              opponents or None)).run()
         t1 = time.perf_counter()
         rewards = compute_rewards(game, records, config)
-        advantages = compute_advantages(rewards.per_round, rewards.groups, config.normalize)
-        samples = decision_samples(records, advantages, rewards.groups)
+        weight = config.train_lambdas.exploit * game.scale
+        exact = (exact_advantages(game, records, tables, policy_table, weight)
+                 if tables else {})
+        advantages = compute_advantages(rewards.per_round, rewards.groups, config.normalize,
+                                        config.advantage, exact=exact)
+        expected = (expected_credit(game, records, tables, policy_table, exact, advantages,
+                                    weight) if config.exact_expected and exact else None)
+        loss_groups = [None if expected is not None and k in exact else g
+                       for k, g in enumerate(rewards.groups)]
+        samples = decision_samples(records, advantages, loss_groups, exact.keys())
         t2 = time.perf_counter()
-        optimise(policy, samples, optimizer, accelerator, config, step)
+        optimise(policy, samples, optimizer, accelerator, config, step,
+                 (expected, agent, game) if expected is not None else None)
         t3 = time.perf_counter()
         if step <= warmup:
             continue
