@@ -130,3 +130,42 @@ def test_run_gives_budgets_to_sepo_and_not_to_reward_only(tmp_path: Path) -> Non
     baseline = run.sepo_config("ipd", 0, tmp_path / "sft", tmp_path / "r", "reward-only")
     assert sepo.budgets == {"exploit": 0.3} and sepo.condition == "sepo-budget-batch-scale"
     assert baseline.budgets == {} and baseline.reward_only
+
+
+def test_budget_exact_needs_an_exploit_budget_and_an_exact_oracle() -> None:
+    base = dict(model="tiny", out="r", advantage="batch", budget_exact=True)
+    with pytest.raises(SepoError, match=r"budget_exact.*kuhn.*not ipd"):
+        SEPOConfig(game="ipd", budgets={"exploit": 0.3}, **base)
+    with pytest.raises(SepoError, match=r"budget_exact.*budgets none"):
+        SEPOConfig(game="kuhn", **base)
+    with pytest.raises(SepoError, match="budget_exact"):
+        SEPOConfig(game="kuhn", budgets={"exploit": 0.1}, oracle=False, **base)
+    assert SEPOConfig(game="kuhn", budgets={"exploit": 0.1}, **base).budget_exact
+
+
+@pytest.mark.slow
+def test_budget_exact_measures_the_read_policys_exact_exploitability(
+        tiny_lm_path: Path, tmp_path: Path) -> None:
+    """Each step's measured exploit (metrics.csv, the multiplier's input) is the exact
+    exploitability of the policy the oracle read that step (oracle.jsonl)."""
+    import csv
+    import json
+
+    from sepo.games.kuhn import exploitability
+    from sepo.train import sepo as trainer
+
+    config = SEPOConfig(game="kuhn", model=str(tiny_lm_path), out=tmp_path / "run", steps=2,
+                        group_size=2, checkpoint_every=2, eval_episodes=1, eval_bootstrap=10,
+                        max_new_tokens=6, reasoning=False, device="cpu", advantage="batch",
+                        budgets={"exploit": 0.05}, budget_exact=True, budget_warmup=0)
+    trainer.train_sepo(config, progress=False)
+    with open(tmp_path / "run" / "metrics.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    reads = [json.loads(line) for line in
+             (tmp_path / "run" / "oracle.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["step"] for r in reads] == [1, 2]
+    for row, read in zip(rows, reads, strict=True):
+        assert float(row["measured_exploit"]) == pytest.approx(exploitability(read["policy"]),
+                                                               abs=1e-12)
+    # Over budget from the first step (warm-up 0): λe rose from the toml's 1.5.
+    assert float(rows[1]["lambda_exploit"]) > 1.5

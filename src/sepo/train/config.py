@@ -166,6 +166,12 @@ class SEPOConfig(StrictModel):
     lambda_max: float = Field(100.0, gt=0.0, description="upper bound of a budgeted λ")
     lambda_min: float = Field(1e-3, gt=0.0, description="lower bound of a budgeted λ (the log "
                                                         "parameterisation keeps it positive)")
+    budget_exact: bool = Field(
+        False, description="an exploit budget bounds the exact exploitability (per round) of "
+                           "the policy read each step, in place of the rollouts' clipped exploit "
+                           "gap, whose sampling noise alone puts Kuhn's Nash policy at 0.39 "
+                           "(a game with exact best responses, its oracle on; docs/method.md "
+                           "§5.4.1)")
     oracle: bool | None = Field(
         None, description="adaptive exploiters (docs/method.md §5.7): every oracle_every steps "
                           "a best-response oracle picks exploiters of the current policy, "
@@ -395,6 +401,13 @@ class SEPOConfig(StrictModel):
         if self.exact_expected and not self.exact_credit:
             raise SepoError("exact_expected replaces exact_credit's sampled decisions by their "
                             "expectation: it needs exact_credit=true")
+        if self.budget_exact and not ("exploit" in self.budgets and self.oracle
+                                      and capability(game, ExactSolvable) is not None):
+            raise SepoError(f"budget_exact bounds an exploit budget by the exact "
+                            f"exploitability of the policy the oracle reads: it needs a budget "
+                            f"on exploit and the oracle of a game with exact best responses "
+                            f"({', '.join(games_with(ExactSolvable))}), not {self.game} with "
+                            f"budgets {sorted(self.budgets) or 'none'}")
         if self.budgets and self.reward_only:
             raise SepoError("budgets steer the λ of the safety penalties; the reward-only "
                             "baseline has none (drop --reward-only or the budgets)")

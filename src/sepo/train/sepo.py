@@ -1071,6 +1071,19 @@ def step_budgets(config: SEPOConfig, game: Game) -> SafetyBudgets | None:
     return SafetyBudgets.start(settings, config.train_lambdas.as_dict())
 
 
+def exact_exploitability_now(game: Game, agent: LMAgent, oracle: StepOracle | None,
+                             step: int, collective: Collective = SINGLE_PROCESS) -> float:
+    """`budget_exact`'s measured exploit: the exact exploitability of the policy this step
+    trained (the oracle's reading when it refreshed this step, else read now, rank 0's)."""
+    solver = capability(game, ExactSolvable)
+    if solver is None:  # SEPOConfig refuses this
+        raise SepoError(f"budget_exact needs a game with exact best responses, not {game.name}")
+    read = oracle.policy_read_at(step) if oracle is not None else None
+    policy = (dict(read) if read is not None
+              else dict(collective.all_gather(dict(agent.tabular_policy(game)))[0]))
+    return float(solver.exact_exploitability(policy))
+
+
 def all_records(records: Sequence[EpisodeRecord],
                 accelerator: Any) -> tuple[list[EpisodeRecord], list[int]]:
     """Every process's records of a step, in the order one process would have them, and the
@@ -1462,6 +1475,9 @@ def _train_locked(config: SEPOConfig, game: Game, run_dir: Path, accelerator: An
             lambdas = fixed if budgets is None else Lambdas(**budgets.lambdas(fixed.as_dict()))
             rewards = compute_rewards(game, everyone, config, lambdas)
             measured = role_metrics(game, everyone)
+            if config.budget_exact:
+                measured["exploit"] = exact_exploitability_now(game, agent, oracle, step,
+                                                               collective)
             if budgets is not None:
                 budgets.update(step, measured)  # the next step's λ
                 state.budgets = budgets.state()
