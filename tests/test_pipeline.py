@@ -309,7 +309,8 @@ def test_the_study_configs_build_the_documented_conditions(tmp_path: Path) -> No
     for game, budget in budgets.items():
         config = RunConfig(out=tmp_path, games=[game], **read_settings(study / f"{game}.toml"))
         assert config.seeds == 3
-        extra = ["sepo-exact", "sepo-expected"] if game == "kuhn" else []
+        extra = (["sepo-exact", "sepo-expected", "sepo-expected-budget", "sepo-exact-budget"]
+                 if game == "kuhn" else [])
         assert config.trained_conditions == ["sepo", "reward-only", "sepo-paper", "sepo-budget",
                                              *extra]
         if extra:
@@ -317,6 +318,12 @@ def test_the_study_configs_build_the_documented_conditions(tmp_path: Path) -> No
             assert (exact.exact_credit, exact.exact_expected) == (True, False)
             expected = config.sepo_config(game, 0, tmp_path, tmp_path, "sepo-expected")
             assert (expected.exact_credit, expected.exact_expected) == (True, True)
+            on_rollouts = config.sepo_config(game, 0, tmp_path, tmp_path, "sepo-expected-budget")
+            assert (on_rollouts.exact_expected, on_rollouts.budget_exact,
+                    on_rollouts.budgets) == (True, False, {"exploit": 0.3})
+            on_exact = config.sepo_config(game, 0, tmp_path, tmp_path, "sepo-exact-budget")
+            assert (on_exact.exact_expected, on_exact.budget_exact,
+                    on_exact.budgets) == (True, True, {"exploit": 0.15})
         paper = config.sepo_config(game, 0, tmp_path, tmp_path, "sepo-paper")
         assert (paper.advantage, paper.oracle) == ("group", False)
         budgeted = config.sepo_config(game, 0, tmp_path, tmp_path, "sepo-budget")
