@@ -459,6 +459,22 @@ def _hand_margin(cards: tuple[str, str], opener: int, history: str, policy: Kuhn
             + (1.0 - p) * _hand_margin(cards, opener, history + passive, policy, opponent))
 
 
+def _history_probability(card: str, other: str, opener: int, history: str,
+                         policy: KuhnPolicy | None, opponent: KuhnPolicy) -> float:
+    """The probability of a hand's moves `history`, the agent holding `card` and the opponent
+    `other`: the opponent's moves by `opponent`, the agent's by `policy` (None: left out)."""
+    probability = 1.0
+    for i, letter in enumerate(history):
+        agent_moves = mover(opener, i) != OPPONENT
+        if agent_moves and policy is None:
+            continue
+        table, held = (policy, card) if agent_moves else (opponent, other)
+        assert table is not None
+        aggressive = table[held + history[:i]]
+        probability *= aggressive if letter in "bc" else 1.0 - aggressive
+    return probability
+
+
 def action_margins(policy: Mapping[str, float],
                    opponent: Mapping[str, float]) -> dict[str, dict[Action, float]]:
     """Per information set of the agent and per legal move there, the agent's exact expected
@@ -472,16 +488,8 @@ def action_margins(policy: Mapping[str, float],
     for key in POLICY_KEYS:
         card, history = key[0], key[1:]
         opener = AGENT if history in OPENER_HISTORIES else OPPONENT
-        weights: dict[str, float] = {}
-        for other in CARDS:
-            if other == card:
-                continue
-            weight = 1.0
-            for i, letter in enumerate(history):
-                if mover(opener, i) == OPPONENT:
-                    p = opponent[other + history[:i]]
-                    weight *= p if letter in "bc" else 1.0 - p
-            weights[other] = weight
+        weights = {other: _history_probability(card, other, opener, history, None, opponent)
+                   for other in CARDS if other != card}
         total = sum(weights.values())
         if total <= 0.0:
             weights, total = dict.fromkeys(weights, 1.0), float(len(weights))
@@ -504,17 +512,8 @@ def decision_reach(policy: Mapping[str, float],
     for key in POLICY_KEYS:
         card, history = key[0], key[1:]
         opener = AGENT if history in OPENER_HISTORIES else OPPONENT
-        total = 0.0
-        for other in CARDS:
-            if other == card:
-                continue
-            p = 1.0
-            for i, letter in enumerate(history):
-                table, held = ((opponent, other) if mover(opener, i) == OPPONENT
-                               else (policy, card))
-                aggressive = table[held + history[:i]]
-                p *= aggressive if letter in "bc" else 1.0 - aggressive
-            total += p
+        total = sum(_history_probability(card, other, opener, history, policy, opponent)
+                    for other in CARDS if other != card)
         # 1/2 (the agent's seat) x 1/3 (its card) x 1/2 (the other card)
         reach[key] = total / 12.0
     return reach

@@ -196,10 +196,7 @@ def adaptive_opponents(config: SEPOConfig, agent: LMAgent,
     if solver is None:  # SEPOConfig refuses this; a config built around validation may not
         raise SepoError(f"exploit_best_response needs a game with exact best responses, "
                         f"not {game.name}")
-    # Rank 0's reading for every process (as `ExactOracle` does): a best response flips on
-    # near-ties, which float rounding could break differently in another process.
-    policy = dict(collective.all_gather(dict(agent.tabular_policy(game)))[0])
-    return {BEST_RESPONSE: solver.best_response(policy)}
+    return {BEST_RESPONSE: solver.best_response(_policy_now(game, agent, collective))}
 
 
 def exact_credit_inputs(game: Game, agent: LMAgent, groups: Sequence[Group],
@@ -213,8 +210,7 @@ def exact_credit_inputs(game: Game, agent: LMAgent, groups: Sequence[Group],
     solver = capability(game, ExactSolvable)
     if solver is None:
         raise SepoError(f"exact_credit needs a game with tabular policies, not {game.name}")
-    policy = (dict(read) if read is not None
-              else dict(collective.all_gather(dict(agent.tabular_policy(game)))[0]))
+    policy = _policy_now(game, agent, collective, read)
     tables: dict[int, dict[str, float]] = {}
     for group in groups:
         if not group.oracle:
@@ -1079,9 +1075,17 @@ def exact_exploitability_now(game: Game, agent: LMAgent, oracle: StepOracle | No
     if solver is None:  # SEPOConfig refuses this
         raise SepoError(f"budget_exact needs a game with exact best responses, not {game.name}")
     read = oracle.policy_read_at(step) if oracle is not None else None
-    policy = (dict(read) if read is not None
-              else dict(collective.all_gather(dict(agent.tabular_policy(game)))[0]))
-    return float(solver.exact_exploitability(policy))
+    return float(solver.exact_exploitability(_policy_now(game, agent, collective, read)))
+
+
+def _policy_now(game: Game, agent: LMAgent, collective: Collective,
+                read: Mapping[str, float] | None = None) -> dict[str, float]:
+    """The agent's tabular policy now: `read` (a reading of the same weights) where given,
+    else rank 0's reading for every process (a best response flips on near-ties, which float
+    rounding could break differently in another process)."""
+    if read is not None:
+        return dict(read)
+    return dict(collective.all_gather(dict(agent.tabular_policy(game)))[0])
 
 
 def all_records(records: Sequence[EpisodeRecord],
