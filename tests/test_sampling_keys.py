@@ -65,3 +65,29 @@ def test_a_keyed_episode_plays_the_same_in_any_batch_on_either_engine(
     assert play(agent(4, "generate"), [2]) == {2: batch[2]}
     # The fallback's choices (parse failures) are keyed too, and some happen here.
     assert any(failed for moves in batch.values() for *_, failed in moves)
+
+
+def test_evaluation_gives_every_condition_the_same_random_numbers(
+        tiny_lm: tuple[Any, Any]) -> None:
+    """Evaluation keys the agent's draws by (opponent, seed index, episode): another agent seed,
+    or fewer opponents in the batch, plays every shared episode move for move alike, so paired
+    conditions differ only where their policies do (docs/method.md §7.1)."""
+    from sepo.evaluation import evaluate, evaluation_sampling_key
+
+    model, tokenizer = tiny_lm
+
+    def moves(seed: int, roles: tuple[str, ...]) -> dict[tuple[str, int], Any]:
+        agent = LMAgent(model, tokenizer, SamplingConfig(
+            temperature=1.0, max_new_tokens=12, reasoning=False, seed=seed))
+        report = evaluate("kuhn", agent, episodes=3, n_boot=10, roles=roles)
+        return {(r.opponent, r.tags["episode"]): [(d.trace.completion_ids, d.action)
+                                                  for d in r.decisions]
+                for r in report.records}
+
+    everyone = moves(0, ("train", "exploit"))
+    exploit_only = moves(5, ("exploit",))
+    assert exploit_only == {k: everyone[k] for k in exploit_only}
+    assert {o for o, _ in exploit_only} == {"Nash", "AlwaysBet"}
+    # Not one stream shared by all: the keys differ by opponent and by episode.
+    keys = {evaluation_sampling_key(o, 0, i) for o in ("Nash", "AlwaysBet") for i in range(3)}
+    assert len(keys) == 6

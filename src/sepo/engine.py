@@ -34,8 +34,9 @@ from sepo.games.base import (
 #: The episode tag that gives its agent's sampling a key of its own (an int): an LM agent then
 #: draws the tokens of the episode's k-th agent decision from a stream seeded by (key, k), so
 #: that what an episode plays does not depend on which episodes share its batch, its engine step
-#: or its process (`sepo.agents.lm.LMAgent.decide`). The trainer keys every rollout;
-#: episodes without a key (evaluation, play) draw from the agent's per-call stream.
+#: or its process (`sepo.agents.lm.LMAgent.decide`). The trainer keys every rollout and
+#: evaluation every episode (`sepo.evaluation.evaluation_sampling_key`); episodes without a
+#: key (`sepo play`, a caller's own engine) draw from the agent's per-call stream.
 SAMPLING_KEY = "sampling_key"
 
 

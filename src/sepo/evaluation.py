@@ -11,16 +11,23 @@ An opponent that sits in several pools is played once; its episodes count in eve
 belongs to. In a game with the `ExactSolvable` capability (Kuhn poker) the agent's tabular
 policy, when it has one, is also scored exactly (`exact_exploitability`) and its exact best
 response joins the held-out pool.
+
+The agent's own sampling is keyed too (`evaluation_sampling_key`): the k-th decision of an
+episode draws from a stream of (opponent, seed index, episode, k) alone, whatever the agent's
+seed or the batch. Two agents evaluated on the same arguments therefore share their random
+numbers as well as their deals: where their policies agree they play alike, so a paired
+difference between conditions measures the policies, not the sampling (docs/method.md §7.4).
 """
 
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sepo.engine import Engine, Episode, EpisodeRecord, Player, as_player
+from sepo.engine import SAMPLING_KEY, Engine, Episode, EpisodeRecord, Player, as_player
 from sepo.errors import SepoError, UnknownNameError
 from sepo.games import POOL_ROLES, get_game, get_strategy
 from sepo.games.base import ExactSolvable, Game, Strategy, TabularPolicy, capability, derive_seed
@@ -43,6 +50,14 @@ Progress = Callable[[int, int], None]
 def evaluation_seed(seed_index: int, episode: int) -> int:
     """The episode seed of evaluation seed index k, episode i (the same for every opponent)."""
     return derive_seed(EVAL_TAG, seed_index, episode)
+
+
+def evaluation_sampling_key(opponent: str, seed_index: int, episode: int) -> int:
+    """The sampling key of the evaluation episode (opponent, seed index k, episode i): the same
+    for every agent, so that conditions meet the same random numbers (common random numbers).
+    The opponent's name enters (CRC-32, stable across processes) so that an agent does not
+    draw the same numbers against every opponent."""
+    return derive_seed(EVAL_TAG, zlib.crc32(opponent.encode()), seed_index, episode)
 
 
 def _interval(lo_hi: Sequence[float]) -> list[float | None]:
@@ -185,7 +200,9 @@ def evaluate(game: Game | str, agent: Player | Strategy | str, *, episodes: int 
         raise SepoError(f"no opponents to evaluate against in pools {list(roles)}")
     seed_indices = range(seed, seed + seeds)
     engine = Engine(
-        Episode(game, player, opp, evaluation_seed(k, i), {"seed_index": k, "episode": i})
+        Episode(game, player, opp, evaluation_seed(k, i),
+                {"seed_index": k, "episode": i,
+                 SAMPLING_KEY: evaluation_sampling_key(opp.name, k, i)})
         for opp in opponents for k in seed_indices for i in range(episodes)
     )
     total_rounds = sum(e.state.num_rounds for e in engine.episodes)

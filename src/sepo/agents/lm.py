@@ -14,8 +14,9 @@ carries an `LMTrace` with the token ids and log-probabilities the trainer needs.
 
 Randomness: one stream per call, seeded from (`SamplingConfig.seed`, the call counter), for the
 whole batch; except that a decision of an episode with a sampling key (`SAMPLING_KEY`, every
-training rollout) draws its tokens and fallback from a stream of (key, decision index) alone,
-so that what it plays does not depend on the batch, the engine step or the process.
+training rollout and evaluation episode) draws its tokens and fallback from a stream of (key,
+decision index) alone, so that what it plays does not depend on the batch, the engine step or
+the process.
 
 Log-probability convention (the trainer must recompute exactly this, with gradients):
 for a trace with prompt ids P, completion ids C = c_1..c_n and temperature T,
@@ -509,7 +510,7 @@ def row_seeds(keys: Sequence[tuple[int, int] | None], seed: int, call: int,
     """One seed per row of a call, for `stream` (sampling or the fallback): from the row's
     (key, decision index) where it has one, so that its draws depend on nothing else in the
     batch. None where no row has a key: the call keeps its one stream, seeded from (seed,
-    call), exactly as before keys existed, so unkeyed play (evaluation) is unchanged. A row
+    call), exactly as before keys existed, so unkeyed play (`sepo play`) is unchanged. A row
     without a key in a keyed call gets (seed, call, its position): deterministic, though not
     batch-independent."""
     if all(k is None for k in keys):
