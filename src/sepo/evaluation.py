@@ -15,8 +15,8 @@ response joins the held-out pool.
 The agent's own sampling is keyed too (`evaluation_sampling_key`): the k-th decision of an
 episode draws from a stream of (opponent, seed index, episode, k) alone, whatever the agent's
 seed or the batch. Two agents evaluated on the same arguments therefore share their random
-numbers as well as their deals: where their policies agree they play alike, so a paired
-difference between conditions measures the policies, not the sampling (docs/method.md §7.4).
+numbers as well as their deals, and a report does not depend on which opponents or roles share
+its batch, or on how the episodes are split over processes (docs/method.md §7.1).
 """
 
 from __future__ import annotations

@@ -1159,8 +1159,9 @@ class RunResult:
 def evaluate_checkpoint(game: Game, policy: Policy, config: SEPOConfig) -> dict[str, float | None]:
     """The cheap in-training evaluation: train, exploit and collusive pools (no held-out),
     `eval_episodes` per opponent, at the training temperature. Its episode seeds and the
-    agent's sampling seed are the same at every checkpoint (common random numbers), so
-    checkpoints are compared on the same games."""
+    agent's sampling keys (`sepo.evaluation.evaluation_sampling_key`) are the same at every
+    checkpoint (common random numbers), so checkpoints are compared on the same games and
+    draws."""
     from sepo.evaluation import evaluate
 
     assert config.lambdas is not None
