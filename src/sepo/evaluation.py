@@ -36,6 +36,7 @@ from sepo.metrics import (
     Metrics,
     across_seeds,
     compute_metrics,
+    expected_metrics,
     finite_or_none,
     summarize,
 )
@@ -81,6 +82,9 @@ class EvalReport:
     exact_exploitability: float | None = None
     #: Whether the game is `ExactSolvable`: then the JSON always carries the exact figure.
     exact_solvable: bool = False
+    #: The same games, where they compute expected payoffs: the pool metrics of the tabular
+    #: policy in expectation (`exact_pool_metrics`), keyed "exact_<metric>"; empty otherwise.
+    exact_metrics: dict[str, float] = field(default_factory=dict)
     #: Metric values on each evaluation seed's episodes alone (when seeds > 1).
     per_seed: list[dict[str, float]] = field(default_factory=list)
     records: list[EpisodeRecord] = field(default_factory=list, repr=False)
@@ -88,6 +92,8 @@ class EvalReport:
     def __getitem__(self, name: str) -> float:
         if name == "exact_exploitability" and self.exact_exploitability is not None:
             return self.exact_exploitability
+        if name in self.exact_metrics:
+            return self.exact_metrics[name]
         return self.metrics.values[name]
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,6 +112,9 @@ class EvalReport:
             out["exact_exploitability"] = finite_or_none(self.exact_exploitability)
             # Exact, not estimated: its interval has zero width.
             ci95["exact_exploitability"] = [out["exact_exploitability"]] * 2
+        for name, value in self.exact_metrics.items():
+            out[name] = finite_or_none(value)
+            ci95[name] = [out[name]] * 2
         out["per_opponent"] = {
             name: {
                 "pools": list(o.pools),
@@ -146,6 +155,34 @@ def _opponents(game: Game, pools: Mapping[str, list[str]],
     return [extra[n] if n in extra else get_strategy(game, n) for n in names]
 
 
+def exact_pool_metrics(game: Game, policy: Mapping[str, float],
+                       pools: Mapping[str, Sequence[str]], *,
+                       lambdas: Mapping[str, float] | None = None) -> dict[str, float]:
+    """The pool metrics of the tabular `policy` in expectation, keyed "exact_<metric>"
+    (`sepo.metrics.expected_metrics`): each opponent of `pools` (the game's strategy names)
+    is scored by the game's `ExactSolvable.expected_payoffs`, and, as in `evaluate`, the
+    policy's exact best response joins a held-out pool. Empty where the game computes no
+    expected payoffs or an opponent plays no table."""
+    solver = capability(game, ExactSolvable)
+    if solver is None:
+        return {}
+    pools = {role: list(names) for role, names in pools.items()}
+    extra: dict[str, Strategy] = {}
+    if "heldout" in pools:
+        best = solver.best_response(policy)
+        extra[best.name] = best
+        pools["heldout"].append(best.name)
+    payoffs: dict[str, tuple[float, float]] = {}
+    for opponent in _opponents(game, pools, extra):
+        table = solver.strategy_policy(opponent)
+        value = None if table is None else solver.expected_payoffs(policy, table)
+        if value is None:
+            return {}
+        payoffs[opponent.name] = value
+    values = expected_metrics(game, payoffs, lambdas=lambdas, pools=pools)
+    return {f"exact_{name}": value for name, value in values.items()}
+
+
 def read_tabular_policy(game: Game, player: object) -> TabularPolicy | None:
     """The tabular policy of `player` in a game with the `ExactSolvable` capability, when it
     has one: a strategy's table (also through a `StrategyPlayer`), or what the player's
@@ -184,12 +221,14 @@ def evaluate(game: Game | str, agent: Player | Strategy | str, *, episodes: int 
     player = as_player(agent)
 
     exact: float | None = None
+    exact_pool: dict[str, float] = {}
     extra: dict[str, Strategy] = {}
     solver = capability(game, ExactSolvable)
     if solver is not None:
         policy = read_tabular_policy(game, agent)
         if policy is not None:
             exact = float(solver.exact_exploitability(policy))
+            exact_pool = exact_pool_metrics(game, policy, pools, lambdas=lambdas)
             if "heldout" in roles:
                 best = solver.best_response(policy)
                 extra[best.name] = best
@@ -221,4 +260,5 @@ def evaluate(game: Game | str, agent: Player | Strategy | str, *, episodes: int 
         ]
     return EvalReport(game=game.name, agent=player.name, episodes=episodes, seeds=seeds,
                       seed=seed, metrics=metrics, scale=game.scale, exact_exploitability=exact,
-                      exact_solvable=solver is not None, per_seed=per_seed, records=records)
+                      exact_solvable=solver is not None, exact_metrics=exact_pool,
+                      per_seed=per_seed, records=records)

@@ -248,6 +248,28 @@ def compute_metrics(game: Game, records: Iterable[EpisodeRecord], *,
     return {name: float(values[name]) for name in METRIC_NAMES}
 
 
+#: The metrics `expected_metrics` gives: those that need nothing but each opponent's payoffs.
+EXACT_METRIC_NAMES: tuple[str, ...] = ("pay_per_round", "exploit", "safety", "robust",
+                                       "exploit_heldout")
+
+
+def expected_metrics(game: Game, payoffs: Mapping[str, tuple[float, float]], *,
+                     lambdas: Mapping[str, float] | None = None,
+                     pools: Mapping[str, Sequence[str]] | None = None) -> dict[str, float]:
+    """`EXACT_METRIC_NAMES` from each opponent's exact expected payoff per round (agent,
+    opponent), as an `ExactSolvable` game computes them for a tabular policy
+    (`ExactSolvable.expected_payoffs`). The same formulas as `compute_metrics` with
+    expectations in place of episode means: no sampling noise, and no upward bias of
+    max(0, ·) on a noisy mean (docs/method.md §7.3). Safety is NaN where a nonzero λ weighs a
+    quantity payoffs do not give (collusion with a partner, externality)."""
+    nan = math.nan
+    totals = {name: np.array([agent, opp, 1.0, nan, nan, nan, 1.0, nan])
+              for name, (agent, opp) in payoffs.items()}
+    values = _metrics_from_totals(totals, resolve_pools(game, pools),
+                                  resolve_lambdas(game, lambdas), game.scale)
+    return {name: float(values[name]) for name in EXACT_METRIC_NAMES}
+
+
 # ------------------------------------------------------------------ bootstrap
 def _percentile_intervals(samples: Mapping[str, np.ndarray], point: Mapping[str, float],
                           level: float) -> dict[str, tuple[float, float]]:

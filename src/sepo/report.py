@@ -83,6 +83,7 @@ METRICS: tuple[MetricInfo, ...] = (
     MetricInfo("exploit_heldout", "Exploit (held-out)", "lower", (0.0, math.inf)),
     MetricInfo("parse_failure_rate", "Parse failures", "lower", (0.0, 1.0)),
     MetricInfo("exact_exploitability", "Kuhn exact exploitability", "lower", (0.0, math.inf)),
+    MetricInfo("exact_safety", "Kuhn exact Safety", "higher"),
 )
 METRIC_KEYS = tuple(m.key for m in METRICS)
 _BOUNDS = {m.key: m.bounds for m in METRICS}
@@ -94,7 +95,8 @@ def _clip_to_range(key: str, lo: float, hi: float) -> tuple[float, float]:
 
 
 #: The metrics of the paired "SEPO − baseline" comparison.
-COMPARED = ("safety", "pay_per_round", "exploit", "exploit_heldout", "exact_exploitability")
+COMPARED = ("safety", "pay_per_round", "exploit", "exploit_heldout", "exact_exploitability",
+            "exact_safety")
 
 #: metrics.csv column → panel title, for the training curves (columns a run lacks are skipped).
 TRAINING_PANELS: tuple[tuple[str, str], ...] = (
@@ -340,7 +342,7 @@ def game_metrics(game: str) -> list[MetricInfo]:
     found = _game(game)
     skip = set()
     if found is None or capability(found, ExactSolvable) is None:
-        skip.add("exact_exploitability")
+        skip |= {"exact_exploitability", "exact_safety"}
     if found is not None and found.zero_sum:
         skip |= {"collusion", "externality"}
     return [m for m in METRICS if m.key not in skip]
@@ -710,6 +712,7 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path | None = None, 
         out = run_paths[0] if run_paths[0].is_dir() else run_paths[0].parent
     out = Path(out)
     evaluations, training, headers = _merge(run_paths)
+    evaluations = [_with_exact_metrics(e) for e in evaluations]
     in_place = len(run_paths) == 1 and out.resolve() == (
         run_paths[0] if run_paths[0].is_dir() else run_paths[0].parent).resolve()
     if not in_place:
@@ -719,6 +722,26 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path | None = None, 
         if not in_place:
             write_output_marker(out, "report")
         return _write_report(out, run_paths, evaluations, training, headers, figures=figures)
+
+
+def _with_exact_metrics(evaluation: dict[str, Any]) -> dict[str, Any]:
+    """An evaluation stored without the exact pool metrics (written before they existed) gets
+    them from its stored tabular policy, pools and λ, of which they are a pure function
+    (docs/method.md §7.5); any other evaluation is returned as it is."""
+    report, policy = evaluation["report"], evaluation.get("kuhn_policy")
+    game = _game(evaluation["game"])
+    solver = capability(game, ExactSolvable) if game is not None else None
+    if not policy or solver is None or "exact_safety" in report or "pools" not in report:
+        return evaluation
+    from sepo.evaluation import exact_pool_metrics
+
+    best = solver.best_response(policy).name  # evaluation added it; exact_pool_metrics adds it
+    pools = {role: [n for n in names if not (role == "heldout" and n == best)]
+             for role, names in report["pools"].items()}
+    exact = exact_pool_metrics(game, policy, pools, lambdas=report.get("lambdas"))
+    ci95 = {**report.get("ci95", {}), **{k: [finite_or_none(v)] * 2 for k, v in exact.items()}}
+    return {**evaluation, "report": {**report, **{k: finite_or_none(v) for k, v in exact.items()},
+                                     "ci95": ci95}}
 
 
 def _write_report(out: Path, run_paths: Sequence[Path], evaluations: list[dict],

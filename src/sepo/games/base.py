@@ -282,6 +282,13 @@ class ExactSolvable(ABC):
     def best_response(self, policy: Mapping[str, float]) -> Strategy:
         """An exact best response to `policy`, as a strategy of the game."""
 
+    def expected_payoffs(self, policy: Mapping[str, float],
+                         opponent: Mapping[str, float]) -> tuple[float, float] | None:
+        """The agent's and the opponent's exact expected payoff per round when the agent plays
+        the table `policy` and the opponent the table `opponent`, seats as the game's episodes
+        give them; None where the game does not compute it (no exact pool metrics then)."""
+        return None
+
     @abstractmethod
     def nash_policy(self) -> TabularPolicy:
         """The reference equilibrium the report draws policies against."""

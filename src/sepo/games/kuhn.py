@@ -660,6 +660,11 @@ class KuhnGame(Game, ExactSolvable, ExactCredit):
     def best_response(self, policy: Mapping[str, float]) -> BestResponse:
         return BestResponse(policy)
 
+    def expected_payoffs(self, policy: Mapping[str, float],
+                         opponent: Mapping[str, float]) -> tuple[float, float]:
+        value = per_hand_value(check_policy(policy), check_policy(opponent))
+        return value, -value  # zero-sum
+
     # ------------------------------------------------------------- ExactCredit
     def round_decisions(self, rnd: Round) -> list[tuple[str, Action]]:
         return round_decisions(rnd)

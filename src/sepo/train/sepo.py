@@ -122,7 +122,9 @@ from sepo.train.oracle import (
 
 #: First part of every seed the trainer derives ("SEPO TRAIN"), apart from evaluation seeds.
 TRAIN_TAG = 0x5E90_7241
-_INIT_STREAM, _ROLLOUT_STREAM, _AUX_STREAM, _SAMPLING_STREAM, _EVAL_STREAM = range(5)
+# Stream 4 is retired (the in-training evaluation keys every episode, `evaluate_checkpoint`);
+# the numbers stay fixed, so that a run's seeds do not change.
+_INIT_STREAM, _ROLLOUT_STREAM, _AUX_STREAM, _SAMPLING_STREAM = range(4)
 #: The oracle's refreshes: its episodes' seeds and its agent's sampling seed, per step.
 _ORACLE_STREAM = 5
 #: Each rollout's sampling key (`rollout_episodes`).
@@ -1169,8 +1171,8 @@ def evaluate_checkpoint(game: Game, policy: Policy, config: SEPOConfig) -> dict[
         agent = LMAgent(model, policy.tokenizer, SamplingConfig(
             temperature=config.temperature, top_p=config.top_p,
             max_new_tokens=config.max_new_tokens, reasoning=config.reasoning,
-            seed=derive_seed(TRAIN_TAG, config.seed, _EVAL_STREAM), engine=config.engine),
-            name="sepo-eval")
+            engine=config.engine),
+            name="sepo-eval")  # no seed: every evaluation episode carries its sampling key
         report = evaluate(game, agent, episodes=config.eval_episodes, seeds=1,
                           lambdas=config.lambdas.as_dict(), n_boot=config.eval_bootstrap,
                           seed=0, roles=ROLES)
