@@ -188,6 +188,8 @@ def test_build_report_writes_every_artifact(run_dir: Path) -> None:
     # Kuhn, whose runs logged none.
     ipd_text, kuhn_text = text.split("\n## ipd\n", 1)[1].split("\n## kuhn\n", 1)
     assert "### Adaptive exploiters" in ipd_text
+    # Kuhn-only metrics get no column in another game's tables, the paired one included.
+    assert "Kuhn exact" not in ipd_text and "Kuhn exact exploitability" in kuhn_text
     assert "### Adaptive exploiters" not in kuhn_text
     for seed in (0, 1, 2):
         assert (f"| SEPO | {seed} | 6 | population | 3 | DefectFrom(1) "

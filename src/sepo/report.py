@@ -417,9 +417,11 @@ def _comparison_markdown(evaluations: Sequence[Mapping[str, Any]], game: str) ->
     if not pairs:
         return ""
     labels = {m.key: m for m in METRICS}
+    meaningful = {m.key for m in game_metrics(game)}  # no Kuhn-only columns for other games
+    compared = [k for k in COMPARED if k in meaningful]
     lines = ["| paired difference | " + " | ".join(
-        labels[k].label + {"higher": " ↑", "lower": " ↓"}[labels[k].better] for k in COMPARED)
-        + " |", "|" + "---|" * (len(COMPARED) + 1)]
+        labels[k].label + {"higher": " ↑", "lower": " ↓"}[labels[k].better] for k in compared)
+        + " |", "|" + "---|" * (len(compared) + 1)]
     shown = False
     for treatment, baseline in pairs:
         diffs = paired_differences(evaluations, game, treatment, baseline)
@@ -427,7 +429,7 @@ def _comparison_markdown(evaluations: Sequence[Mapping[str, Any]], game: str) ->
             continue
         shown = True
         cells = [format_value(diffs[k]["value"], diffs[k]["ci95"]) if k in diffs else "—"
-                 for k in COMPARED]
+                 for k in compared]
         lines.append(f"| {plots.condition_label(treatment)} − "
                      f"{plots.condition_label(baseline)} | " + " | ".join(cells) + " |")
     if not shown:
