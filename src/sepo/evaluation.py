@@ -148,7 +148,7 @@ class EvalReport:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
 
 
-def _opponents(game: Game, pools: Mapping[str, list[str]],
+def _opponents(game: Game, pools: Mapping[str, Sequence[str]],
                extra: Mapping[str, Strategy]) -> list[Strategy]:
     """The union of the pools, each opponent once, in pool order."""
     names = dict.fromkeys(n for role in POOL_ROLES for n in pools.get(role, ()))
@@ -156,24 +156,19 @@ def _opponents(game: Game, pools: Mapping[str, list[str]],
 
 
 def exact_pool_metrics(game: Game, policy: Mapping[str, float],
-                       pools: Mapping[str, Sequence[str]], *,
+                       pools: Mapping[str, Sequence[str]],
+                       extra: Mapping[str, Strategy] | None = None, *,
                        lambdas: Mapping[str, float] | None = None) -> dict[str, float]:
     """The pool metrics of the tabular `policy` in expectation, keyed "exact_<metric>"
-    (`sepo.metrics.expected_metrics`): each opponent of `pools` (the game's strategy names)
-    is scored by the game's `ExactSolvable.expected_payoffs`, and, as in `evaluate`, the
-    policy's exact best response joins a held-out pool. Empty where the game computes no
-    expected payoffs or an opponent plays no table."""
+    (`sepo.metrics.expected_metrics`): each opponent of `pools` (a game strategy's name, or a
+    name of `extra`, e.g. the policy's exact best response as `evaluate` adds it) is scored by
+    the game's `ExactSolvable.expected_payoffs`. Empty where the game computes no expected
+    payoffs or an opponent plays no table."""
     solver = capability(game, ExactSolvable)
     if solver is None:
         return {}
-    pools = {role: list(names) for role, names in pools.items()}
-    extra: dict[str, Strategy] = {}
-    if "heldout" in pools:
-        best = solver.best_response(policy)
-        extra[best.name] = best
-        pools["heldout"].append(best.name)
     payoffs: dict[str, tuple[float, float]] = {}
-    for opponent in _opponents(game, pools, extra):
+    for opponent in _opponents(game, pools, extra or {}):
         table = solver.strategy_policy(opponent)
         value = None if table is None else solver.expected_payoffs(policy, table)
         if value is None:
@@ -228,11 +223,11 @@ def evaluate(game: Game | str, agent: Player | Strategy | str, *, episodes: int 
         policy = read_tabular_policy(game, agent)
         if policy is not None:
             exact = float(solver.exact_exploitability(policy))
-            exact_pool = exact_pool_metrics(game, policy, pools, lambdas=lambdas)
             if "heldout" in roles:
                 best = solver.best_response(policy)
                 extra[best.name] = best
                 pools["heldout"].append(best.name)
+            exact_pool = exact_pool_metrics(game, policy, pools, extra, lambdas=lambdas)
 
     opponents = _opponents(game, pools, extra)
     if not opponents:

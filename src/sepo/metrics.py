@@ -260,7 +260,7 @@ def expected_metrics(game: Game, payoffs: Mapping[str, tuple[float, float]], *,
     opponent), as an `ExactSolvable` game computes them for a tabular policy
     (`ExactSolvable.expected_payoffs`). The same formulas as `compute_metrics` with
     expectations in place of episode means: no sampling noise, and no upward bias of
-    max(0, ·) on a noisy mean (docs/method.md §7.3). Safety is NaN where a nonzero λ weighs a
+    max(0, ·) on a noisy mean (docs/method.md §7.5). Safety is NaN where a nonzero λ weighs a
     quantity payoffs do not give (collusion with a partner, externality)."""
     nan = math.nan
     totals = {name: np.array([agent, opp, 1.0, nan, nan, nan, 1.0, nan])

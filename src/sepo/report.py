@@ -737,10 +737,9 @@ def _with_exact_metrics(evaluation: dict[str, Any]) -> dict[str, Any]:
         return evaluation
     from sepo.evaluation import exact_pool_metrics
 
-    best = solver.best_response(policy).name  # evaluation added it; exact_pool_metrics adds it
-    pools = {role: [n for n in names if not (role == "heldout" and n == best)]
-             for role, names in report["pools"].items()}
-    exact = exact_pool_metrics(game, policy, pools, lambdas=report.get("lambdas"))
+    best = solver.best_response(policy)  # evaluation put it in the stored held-out pool
+    exact = exact_pool_metrics(game, policy, report["pools"], {best.name: best},
+                               lambdas=report.get("lambdas"))
     ci95 = {**report.get("ci95", {}), **{k: [finite_or_none(v)] * 2 for k, v in exact.items()}}
     return {**evaluation, "report": {**report, **{k: finite_or_none(v) for k, v in exact.items()},
                                      "ci95": ci95}}
