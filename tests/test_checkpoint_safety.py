@@ -461,3 +461,50 @@ def test_train_refuses_a_directory_of_other_files_and_its_own_model(
     with pytest.raises(SepoError, match="lies inside the input"):
         trainer.train_sepo(kuhn_config(tiny_lm_path, tiny_lm_path / "run"), progress=False)
     assert not (tiny_lm_path / "run").exists()
+
+
+# ------------------------------------------------------------------ best-checkpoint selection
+def _scripted_eval(mp: pytest.MonkeyPatch, script: dict[int, tuple[float, float]]) -> None:
+    """The in-training evaluation replaced by `script`: step -> (Safety, parse-failure rate)."""
+    real_checkpoint = trainer._checkpoint
+    current = {"step": 0}
+
+    def checkpoint(run_dir: Path, game: Any, policy: Any, config: SEPOConfig,
+                   state: ckpt.TrainerState, *args: Any) -> Path:
+        current["step"] = state.step
+        return real_checkpoint(run_dir, game, policy, config, state, *args)
+
+    def evaluate(game: Any, policy: Any, config: SEPOConfig) -> dict[str, float | None]:
+        safety, failures = script[current["step"]]
+        return {"eval_safety": safety, "eval_exploit": 0.0, "eval_pay_per_round": 0.0,
+                "eval_collusion": 0.0, "eval_externality": 0.0,
+                "eval_exact_exploitability": 0.0, "eval_parse_failure_rate": failures}
+
+    mp.setattr(trainer, "_checkpoint", checkpoint)
+    mp.setattr(trainer, "evaluate_checkpoint", evaluate)
+
+
+@pytest.mark.parametrize(("ceiling", "best_step", "best_safety"),
+                         [(0.1, 3, 1.0), (1.0, 2, 2.0), (0.01, None, None)])
+def test_the_best_checkpoint_is_never_one_whose_answers_did_not_parse(
+        tiny_lm_path: Path, tmp_path: Path, small_pools: None, monkeypatch: pytest.MonkeyPatch,
+        ceiling: float, best_step: int | None, best_safety: float | None) -> None:
+    # Step 2 has the highest Safety, but 60% of its answers fell back: its Safety is the
+    # fallback's. Under the default ceiling (0.1) step 3 is the best; with no ceiling step 2;
+    # under a ceiling no step meets, there is no best/ and `sepo run` evaluates the last one.
+    from sepo.pipeline.layout import trained_checkpoint
+
+    _scripted_eval(monkeypatch, {1: (0.5, 0.05), 2: (2.0, 0.6), 3: (1.0, 0.08)})
+    out = tmp_path / "run"
+    result = trainer.train_sepo(kuhn_config(tiny_lm_path, out, steps=3, keep_checkpoints=0,
+                                            best_max_parse_failures=ceiling), progress=False)
+    assert (result.best_step, result.best_safety) == (best_step, best_safety)
+    assert [r["eval_parse_failure_rate"] for r in ckpt.read_metrics(out)] == ["0.05", "0.6",
+                                                                              "0.08"]
+    if best_step is None:
+        assert result.best_checkpoint is None and not (out / ckpt.BEST).exists()
+        assert trained_checkpoint(out, "best") == out / ckpt.CHECKPOINTS / ckpt.step_dir_name(3)
+    else:
+        saved = json.loads((out / ckpt.BEST / ckpt.EVAL).read_text())
+        assert (saved["step"], saved["eval_safety"]) == (best_step, best_safety)
+        assert trained_checkpoint(out, "best") == out / ckpt.BEST

@@ -24,11 +24,13 @@ from sepo.report import CONDITION_ORDER, load_results
 from sepo.train.config import SEPOConfig
 
 #: The smallest budget that still exercises every stage: 2 steps, one checkpoint evaluation.
+#: The test model's answers rarely parse: no parse-failure ceiling, so best/ is written.
 SMOKE = dict(steps=2, checkpoint_every=2, sft_episodes=1, sft_epochs=1.0, eval_episodes=1,
-             group_size=2, train_eval_episodes=1, max_new_tokens=8)
+             group_size=2, train_eval_episodes=1, max_new_tokens=8,
+             sepo={"best_max_parse_failures": 1.0})
 SMOKE_CLI = ["--steps", "2", "--checkpoint-every", "2", "--sft-episodes", "1", "--sft-epochs",
              "1", "--eval-episodes", "1", "--group-size", "2", "--train-eval-episodes", "1",
-             "--max-new-tokens", "8"]
+             "--max-new-tokens", "8", "--sepo", "best_max_parse_failures=1.0"]
 
 
 def cli() -> typer.Typer:

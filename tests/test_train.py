@@ -145,7 +145,9 @@ def run_config(game: str, model_path: Path, out: Path, **overrides: Any) -> SEPO
     fields: dict[str, Any] = dict(
         game=game, model=str(model_path), out=out, steps=2, group_size=2, checkpoint_every=2,
         eval_episodes=1, eval_bootstrap=10, max_new_tokens=16, reasoning=False, device="cpu",
-        lr=1e-3, temperature=1.0)
+        lr=1e-3, temperature=1.0,
+        # The test model's answers rarely parse: no parse-failure ceiling, so best/ is written.
+        best_max_parse_failures=1.0)
     fields.update(overrides)
     return SEPOConfig(**fields)
 
@@ -1037,7 +1039,8 @@ def test_two_step_kuhn_run_from_the_command_line(tiny_lm_path: Path, tmp_path: P
         "kuhn", "--model", str(tiny_lm_path), "--out", str(out), "--steps", "2",
         "--group-size", "2", "--checkpoint-every", "2", "--eval-episodes", "1",
         "--max-new-tokens", "6", "--no-reasoning", "--device", "cpu", "--credit", "constant",
-        "--exploit-best-response", "--no-share-prompt-prefix", "--json", "--no-progress"])
+        "--exploit-best-response", "--no-share-prompt-prefix", "--best-max-parse-failures",
+        "1", "--json", "--no-progress"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output[result.output.index("{"):])
     assert summary["condition"] == "sepo-constant" and summary["steps"] == 2
@@ -1049,7 +1052,7 @@ def test_two_step_kuhn_run_from_the_command_line(tiny_lm_path: Path, tmp_path: P
     assert math.isfinite(float(rows[1]["penalty"]))
     saved = SEPOConfig.model_validate_json((out / "config.json").read_text())
     assert saved.credit == "constant" and saved.beta == 0.2 and saved.exploit_best_response
-    assert saved.share_prompt_prefix is False
+    assert saved.share_prompt_prefix is False and saved.best_max_parse_failures == 1.0
     assert (out / "checkpoints" / "step-000002" / "training" / "state.json").exists()
     # The checkpoint tells `load_lm_agent` how it was trained to answer.
     for where in (out / "checkpoints" / "step-000002", out / "best"):

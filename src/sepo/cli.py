@@ -636,6 +636,8 @@ def train(
     = None,
     checkpoint_every: Annotated[int | None, field_option(SEPOConfig, "checkpoint_every")] = None,
     eval_episodes: Annotated[int | None, field_option(SEPOConfig, "eval_episodes")] = None,
+    best_max_parse_failures: Annotated[float | None, field_option(
+        SEPOConfig, "best_max_parse_failures")] = None,
     seed: Annotated[int | None, field_option(SEPOConfig, "seed")] = None,
     mixed_precision: Annotated[str | None, field_option(SEPOConfig, "mixed_precision")] = None,
     device: Annotated[str | None, field_option(SEPOConfig, "device")] = None,
@@ -676,6 +678,10 @@ def train(
     if summary["best_checkpoint"] is not None:
         typer.echo(f"best checkpoint (Safety {summary['best_safety']:.3f}, step "
                    f"{summary['best_step']}): {summary['best_checkpoint']}")
+    else:
+        typer.echo(f"no best checkpoint: no evaluation had a finite Safety with at most "
+                   f"{config.best_max_parse_failures:.0%} parse failures (metrics.csv, "
+                   "eval_parse_failure_rate)")
 
 
 # ------------------------------------------------------------------ sepo run, sepo report

@@ -109,6 +109,8 @@ TRAINING_PANELS: tuple[tuple[str, str], ...] = (
     ("eval_exploit", "checkpoint eval: Exploit (↓)"),
     ("eval_pay_per_round", "checkpoint eval: Pay/r (↑)"),
     ("eval_exact_exploitability", "checkpoint eval: Kuhn exact exploitability (↓)"),
+    ("eval_parse_failure_rate", "checkpoint eval: parse failures (↓; the best checkpoint has "
+                                "at most best_max_parse_failures)"),
     ("advantage_share_exploit", "exploit pool's share of Σ|advantage|"),
     ("lambda_exploit", "λe in training (moves under an exploit budget)"),
     ("lambda_collusion", "λc in training (moves under a collusion budget)"),

@@ -270,6 +270,15 @@ class SEPOConfig(StrictModel):
                                description="episodes per opponent in the in-training evaluation")
     eval_bootstrap: int = Field(200, ge=1, le=MAX_BOOTSTRAP,
                                 description="bootstrap resamples of that evaluation")
+    # Why a ceiling: where the policy's answers do not parse, the constrained fallback plays,
+    # and a checkpoint's Safety is the fallback's (an auction run chose a checkpoint with
+    # 97.9% parse failures; research/2026-12-08-auction-20-steps.md). 0.1 is well above a
+    # trained model's 1-4% (research/2026-12-05-sft-3-62m-3-seeds.md).
+    best_max_parse_failures: float = Field(
+        0.1, ge=0.0, le=1.0,
+        description="a checkpoint whose in-training evaluation has a larger share of parse "
+                    "failures is never the best one (its moves are the fallback's); none "
+                    "eligible: the final checkpoint is evaluated. 1: no ceiling")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="run seed: rollouts, sampling, "
                                                         "initialisation")
     mixed_precision: MixedPrecision = Field("no", description="no | bf16 | fp16 (CPU: no)")

@@ -994,7 +994,8 @@ STEP_COLUMNS = (
     "time_oracle", "time_rollout", "time_rewards", "time_update", "time_step",
 )
 EVAL_COLUMNS = ("eval_safety", "eval_exploit", "eval_pay_per_round", "eval_collusion",
-                "eval_externality", "eval_exact_exploitability", "time_eval")
+                "eval_externality", "eval_exact_exploitability", "eval_parse_failure_rate",
+                "time_eval")
 COLUMNS = STEP_COLUMNS + EVAL_COLUMNS
 #: Columns that measure the machine, not the run (they differ between identical runs).
 TIMING_COLUMNS = frozenset(c for c in COLUMNS if c.startswith("time_"))
@@ -1183,7 +1184,17 @@ def evaluate_checkpoint(game: Game, policy: Policy, config: SEPOConfig) -> dict[
         "eval_collusion": finite_or_none(report["collusion"]),
         "eval_externality": finite_or_none(report["externality"]),
         "eval_exact_exploitability": finite_or_none(report.exact_exploitability),
+        "eval_parse_failure_rate": finite_or_none(report["parse_failure_rate"]),
     }
+
+
+def eligible_for_best(evaluation: Mapping[str, float | None], config: SEPOConfig) -> bool:
+    """Whether a checkpoint's in-training evaluation may make it the best one: a finite
+    Safety, and no more parse failures than `best_max_parse_failures` (above it the
+    fallback's moves, not the policy's, earned the Safety)."""
+    failures = evaluation.get("eval_parse_failure_rate")
+    return (evaluation.get("eval_safety") is not None
+            and (failures is None or failures <= config.best_max_parse_failures))
 
 
 def _load_starting_model(config: SEPOConfig, device: torch.device,
@@ -1576,7 +1587,8 @@ def _checkpoint(run_dir: Path, game: Game, policy: Policy, config: SEPOConfig,
     row.update(evaluation, time_eval=time.perf_counter() - t0)
     state.last_eval = dict(evaluation)
     safety = evaluation["eval_safety"]
-    improved = safety is not None and (state.best_safety is None or safety > state.best_safety)
+    improved = eligible_for_best(evaluation, config) and (
+        state.best_safety is None or safety > state.best_safety)
     if improved:
         state.best_safety, state.best_step = safety, state.step
     training = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
