@@ -508,3 +508,26 @@ def test_the_best_checkpoint_is_never_one_whose_answers_did_not_parse(
         saved = json.loads((out / ckpt.BEST / ckpt.EVAL).read_text())
         assert (saved["step"], saved["eval_safety"]) == (best_step, best_safety)
         assert trained_checkpoint(out, "best") == out / ckpt.BEST
+
+
+def test_under_a_budget_the_best_checkpoint_is_a_feasible_one(tmp_path: Path) -> None:
+    ok = {"eval_safety": 1.0, "eval_exploit": 0.4, "eval_collusion": 0.15,
+          "eval_exact_exploitability": 0.14, "eval_parse_failure_rate": 0.02}
+    ipd = SEPOConfig(game="ipd", model="x", out=tmp_path, budgets={"collusion": 0.2},
+                     advantage="batch")
+    assert trainer.eligible_for_best(ok, ipd)
+    assert not trainer.eligible_for_best({**ok, "eval_collusion": 0.25}, ipd)
+    assert trainer.eligible_for_best({**ok, "eval_collusion": None}, ipd)  # not measured
+    assert not trainer.eligible_for_best({**ok, "eval_safety": None}, ipd)
+    assert not trainer.eligible_for_best({**ok, "eval_parse_failure_rate": 0.11}, ipd)
+    # Without a budget, collusion does not decide; the exact-exploitability budget reads the
+    # exact column, not the sampled exploit.
+    free = SEPOConfig(game="ipd", model="x", out=tmp_path)
+    assert trainer.eligible_for_best({**ok, "eval_collusion": 0.9}, free)
+    kuhn = SEPOConfig(game="kuhn", model="x", out=tmp_path, budgets={"exploit": 0.15},
+                      budget_exact=True, advantage="batch")
+    assert trainer.eligible_for_best(ok, kuhn)
+    assert not trainer.eligible_for_best({**ok, "eval_exact_exploitability": 0.16}, kuhn)
+    sampled = kuhn.model_copy(update={"budget_exact": False, "budgets": {"exploit": 0.5}})
+    assert trainer.eligible_for_best({**ok, "eval_exact_exploitability": 0.9}, sampled)
+    assert not trainer.eligible_for_best({**ok, "eval_exploit": 0.6}, sampled)

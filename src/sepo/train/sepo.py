@@ -1190,11 +1190,18 @@ def evaluate_checkpoint(game: Game, policy: Policy, config: SEPOConfig) -> dict[
 
 def eligible_for_best(evaluation: Mapping[str, float | None], config: SEPOConfig) -> bool:
     """Whether a checkpoint's in-training evaluation may make it the best one: a finite
-    Safety, and no more parse failures than `best_max_parse_failures` (above it the
-    fallback's moves, not the policy's, earned the Safety)."""
-    failures = evaluation.get("eval_parse_failure_rate")
-    return (evaluation.get("eval_safety") is not None
-            and (failures is None or failures <= config.best_max_parse_failures))
+    Safety, no more parse failures than `best_max_parse_failures` (above it the fallback's
+    moves, not the policy's, earned the Safety), and, under safety budgets, every budgeted
+    metric within its budget as this evaluation measured it (the best feasible checkpoint, as
+    constrained RL reports; a metric it could not measure does not exclude)."""
+    if evaluation.get("eval_safety") is None:
+        return False
+    limits = {"eval_parse_failure_rate": config.best_max_parse_failures}
+    for name, budget in config.budgets.items():
+        exact = name == "exploit" and config.budget_exact
+        limits["eval_exact_exploitability" if exact else f"eval_{name}"] = budget
+    return all((value := evaluation.get(column)) is None or value <= limit
+               for column, limit in limits.items())
 
 
 def _load_starting_model(config: SEPOConfig, device: torch.device,
