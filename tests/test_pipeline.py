@@ -260,6 +260,18 @@ def test_run_config_defaults_and_overrides(tmp_path: Path) -> None:
                                     "reward-only").exploit_best_response
 
 
+def test_a_further_condition_may_set_its_own_steps_and_nothing_else_of_the_pipelines(
+        tmp_path: Path) -> None:
+    config = RunConfig(games=["ipd"], out=tmp_path, conditions={
+        "sepo-budget-40": {"steps": 40, "advantage": "batch", "budgets": {"collusion": 0.2}}})
+    longer = config.sepo_config("ipd", 0, tmp_path / "sft", tmp_path / "a", "sepo-budget-40")
+    default = config.sepo_config("ipd", 0, tmp_path / "sft", tmp_path / "b", "sepo")
+    assert (longer.steps, default.steps) == (40, get_game("ipd").budget.sepo_steps) == (40, 20)
+    assert longer.budgets == {"collusion": 0.2} and default.budgets == {}
+    with pytest.raises(SepoError, match=r"conditions\.x\.seed is set by the pipeline"):
+        RunConfig(games=["ipd"], out=tmp_path, conditions={"x": {"seed": 3}})
+
+
 def test_run_config_bad_input_names_the_choices(tmp_path: Path) -> None:
     with pytest.raises(UnknownNameError, match="kuhn"):
         RunConfig(games=["poker"], out=tmp_path)
@@ -312,10 +324,13 @@ def test_the_study_configs_build_the_documented_conditions(tmp_path: Path) -> No
         config = RunConfig(out=tmp_path, games=[game], **read_settings(study / f"{game}.toml"))
         assert config.seeds == 3
         extra = (["sepo-exact", "sepo-expected", "sepo-expected-budget", "sepo-exact-budget"]
-                 if game == "kuhn" else [])
+                 if game == "kuhn" else ["sepo-budget-40"])
         assert config.trained_conditions == ["sepo", "reward-only", "sepo-paper", "sepo-budget",
                                              *extra]
-        if extra:
+        if game == "ipd":
+            longer = config.sepo_config(game, 0, tmp_path, tmp_path, "sepo-budget-40")
+            assert (longer.steps, longer.budget_lr, longer.budgets) == (40, 2.0, budget)
+        else:
             exact = config.sepo_config(game, 0, tmp_path, tmp_path, "sepo-exact")
             assert (exact.exact_credit, exact.exact_expected) == (True, False)
             expected = config.sepo_config(game, 0, tmp_path, tmp_path, "sepo-expected")

@@ -29,6 +29,8 @@ from sepo.limits import (
 )
 
 Selection = Literal["best", "final"]
+#: Fields the pipeline sets that a further condition may set for itself.
+CONDITION_OWN = frozenset({"steps"})
 
 #: The conditions every run has; `RunConfig.conditions` adds trained ones under other names.
 FIXED_CONDITIONS = ("base", "sft", "reward-only", "sepo")
@@ -104,8 +106,10 @@ class RunConfig(StrictModel):
         description="further trained conditions: name → SEPOConfig fields over `sepo`, e.g. "
                     "conditions.sepo-paper = {advantage = 'group', oracle = false}; each is "
                     "trained from the same SFT checkpoint, evaluated on the same episodes and "
-                    "compared with SFT, reward-only and SEPO, paired by seed. Adding one to an "
-                    "earlier run trains and evaluates only it")
+                    "compared with SFT, reward-only and SEPO, paired by seed. A condition may "
+                    "set its own `steps` (a budget's multiplier may need more steps than the "
+                    "game's budget gives). Adding one to an earlier run trains and evaluates "
+                    "only it")
 
     @field_validator("games", mode="before")
     @classmethod
@@ -179,7 +183,7 @@ class RunConfig(StrictModel):
         tables = {"sepo": self.sepo} | {f"conditions.{n}": f for n, f in self.conditions.items()}
         for table, fields in tables.items():
             for key in fields:
-                if key in owned:
+                if key in owned and not (key in CONDITION_OWN and table != "sepo"):
                     raise SepoError(f"{table}.{key} is set by the pipeline; use the run option "
                                     "instead")
                 check_field(SEPOConfig, SEPOConfig.field_kind, key)
@@ -260,7 +264,9 @@ class RunConfig(StrictModel):
             raise UnknownNameError("trained condition", condition, self.trained_conditions)
         b = self.budget(game)
         reward_only = condition == "reward-only"
+        settings = self.sepo_settings(game, seed, model, out, reward_only=reward_only)
         extra = {**self.sepo, **self.conditions.get(condition, {})}
+        settings.update({k: extra.pop(k) for k in CONDITION_OWN if k in extra})
         if reward_only:
             # Its λ = 0 gives the adaptive exploiter's group constant rewards: it would only add
             # episodes and change the baseline's random draws. The baseline stays the plain one.
@@ -269,8 +275,7 @@ class RunConfig(StrictModel):
             extra.pop("budgets", None)
         if self.base_is_tiny():
             extra.setdefault("lr", b.tiny_lr)
-        return SEPOConfig(**self.sepo_settings(game, seed, model, out, reward_only=reward_only),
-                          **extra)
+        return SEPOConfig(**settings, **extra)
 
     def comparable(self) -> dict[str, Any]:
         """The fields two runs in one directory must share: all but the seed range and the
