@@ -329,7 +329,7 @@ def test_the_study_configs_build_the_documented_conditions(tmp_path: Path) -> No
                                              *extra]
         if game == "ipd":
             longer = config.sepo_config(game, 0, tmp_path, tmp_path, "sepo-budget-40")
-            assert (longer.steps, longer.budget_lr, longer.budgets) == (40, 2.0, budget)
+            assert (longer.steps, longer.advantage, longer.budgets) == (40, "batch", budget)
         else:
             exact = config.sepo_config(game, 0, tmp_path, tmp_path, "sepo-exact")
             assert (exact.exact_credit, exact.exact_expected) == (True, False)
