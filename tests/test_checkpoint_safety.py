@@ -39,10 +39,10 @@ def small_pools(monkeypatch: pytest.MonkeyPatch) -> None:
     _small_kuhn_pools(monkeypatch)
 
 
-def _cheap_eval(mp: pytest.MonkeyPatch) -> None:
-    """The in-training evaluation replaced by an instant one whose Safety is the step, so
-    every checkpoint is the best so far and also rewrites best/ (its writes are part of the
-    kill test)."""
+def _instant_eval(mp: pytest.MonkeyPatch,
+                  figures: Callable[[int], tuple[float, float]]) -> None:
+    """The in-training evaluation replaced by an instant one: `figures(step)` gives its
+    (Safety, parse-failure rate); every other metric is 0."""
     real_checkpoint = trainer._checkpoint
     current = {"step": 0}
 
@@ -52,12 +52,19 @@ def _cheap_eval(mp: pytest.MonkeyPatch) -> None:
         return real_checkpoint(run_dir, game, policy, config, state, *args)
 
     def evaluate(game: Any, policy: Any, config: SEPOConfig) -> dict[str, float | None]:
-        return {"eval_safety": float(current["step"]), "eval_exploit": 0.0,
-                "eval_pay_per_round": 0.0, "eval_collusion": 0.0, "eval_externality": 0.0,
-                "eval_exact_exploitability": 0.0}
+        safety, failures = figures(current["step"])
+        return {"eval_safety": safety, "eval_exploit": 0.0, "eval_pay_per_round": 0.0,
+                "eval_collusion": 0.0, "eval_externality": 0.0,
+                "eval_exact_exploitability": 0.0, "eval_parse_failure_rate": failures}
 
     mp.setattr(trainer, "_checkpoint", checkpoint)
     mp.setattr(trainer, "evaluate_checkpoint", evaluate)
+
+
+def _cheap_eval(mp: pytest.MonkeyPatch) -> None:
+    """An instant evaluation whose Safety is the step, so every checkpoint is the best so far
+    and also rewrites best/ (its writes are part of the kill test)."""
+    _instant_eval(mp, lambda step: (float(step), 0.0))
 
 
 @pytest.fixture()
@@ -464,26 +471,6 @@ def test_train_refuses_a_directory_of_other_files_and_its_own_model(
 
 
 # ------------------------------------------------------------------ best-checkpoint selection
-def _scripted_eval(mp: pytest.MonkeyPatch, script: dict[int, tuple[float, float]]) -> None:
-    """The in-training evaluation replaced by `script`: step -> (Safety, parse-failure rate)."""
-    real_checkpoint = trainer._checkpoint
-    current = {"step": 0}
-
-    def checkpoint(run_dir: Path, game: Any, policy: Any, config: SEPOConfig,
-                   state: ckpt.TrainerState, *args: Any) -> Path:
-        current["step"] = state.step
-        return real_checkpoint(run_dir, game, policy, config, state, *args)
-
-    def evaluate(game: Any, policy: Any, config: SEPOConfig) -> dict[str, float | None]:
-        safety, failures = script[current["step"]]
-        return {"eval_safety": safety, "eval_exploit": 0.0, "eval_pay_per_round": 0.0,
-                "eval_collusion": 0.0, "eval_externality": 0.0,
-                "eval_exact_exploitability": 0.0, "eval_parse_failure_rate": failures}
-
-    mp.setattr(trainer, "_checkpoint", checkpoint)
-    mp.setattr(trainer, "evaluate_checkpoint", evaluate)
-
-
 @pytest.mark.parametrize(("ceiling", "best_step", "best_safety"),
                          [(0.1, 3, 1.0), (1.0, 2, 2.0), (0.01, None, None)])
 def test_the_best_checkpoint_is_never_one_whose_answers_did_not_parse(
@@ -494,7 +481,7 @@ def test_the_best_checkpoint_is_never_one_whose_answers_did_not_parse(
     # under a ceiling no step meets, there is no best/ and `sepo run` evaluates the last one.
     from sepo.pipeline.layout import trained_checkpoint
 
-    _scripted_eval(monkeypatch, {1: (0.5, 0.05), 2: (2.0, 0.6), 3: (1.0, 0.08)})
+    _instant_eval(monkeypatch, {1: (0.5, 0.05), 2: (2.0, 0.6), 3: (1.0, 0.08)}.__getitem__)
     out = tmp_path / "run"
     result = trainer.train_sepo(kuhn_config(tiny_lm_path, out, steps=3, keep_checkpoints=0,
                                             best_max_parse_failures=ceiling), progress=False)

@@ -197,7 +197,7 @@ def test_further_conditions_override_the_shared_sepo_fields(tmp_path: Path) -> N
     ({"SEPO Paper": {}}, "lower-case letters"),
     ({"sft": {}}, "is taken; reserved: base, eval, reward-only, sepo, sft, sft-data"),
     ({"paper": {"adventage": "group"}}, "adventage"),
-    ({"paper": {"steps": 3}}, "conditions.paper.steps is set by the pipeline"),
+    ({"paper": {"seed": 3}}, "conditions.paper.seed is set by the pipeline"),
     ({"paper": {"advantage": "bach"}}, "batch"),
     ({"paper": "group"}, "must be a table of SEPOConfig fields"),
 ])
