@@ -94,8 +94,9 @@ class RunConfig(StrictModel):
     n_boot: int = Field(1000, ge=1, le=MAX_BOOTSTRAP,
                         description="bootstrap resamples of the final evaluation")
     select: Selection = Field("best", description="trained checkpoint to evaluate: 'best' (by "
-                                                  "in-training Safety, both conditions) or "
-                                                  "'final'")
+                                                  "in-training Safety, among the checkpoints "
+                                                  "whose answers parse and, under budgets, "
+                                                  "within them) or 'final'")
     device: str | None = Field(None, description="cpu or cuda; default: automatic")
     sepo: dict[str, Any] = Field(default_factory=dict, description="extra SEPOConfig fields")
     sft: dict[str, Any] = Field(default_factory=dict, description="extra SFTRunConfig fields")
