@@ -679,9 +679,8 @@ def train(
         typer.echo(f"best checkpoint (Safety {summary['best_safety']:.3f}, step "
                    f"{summary['best_step']}): {summary['best_checkpoint']}")
     else:
-        typer.echo(f"no best checkpoint: no evaluation had a finite Safety with at most "
-                   f"{config.best_max_parse_failures:.0%} parse failures (metrics.csv, "
-                   "eval_parse_failure_rate)")
+        typer.echo(f"no best checkpoint: no in-training evaluation had "
+                   f"{config.best_checkpoint_rule()} (metrics.csv)")
 
 
 # ------------------------------------------------------------------ sepo run, sepo report

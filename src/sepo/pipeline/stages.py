@@ -153,9 +153,8 @@ def _stage_train(config: RunConfig, game: str, seed: int, sft: Path, condition: 
         log.console.print(f"  best checkpoint: step {result.best_step}, in-training Safety "
                           f"{result.best_safety:.3f}")
     else:
-        log.console.print(f"  no checkpoint eligible as best (a finite Safety with at most "
-                          f"{sepo_config.best_max_parse_failures:.0%} parse failures): the "
-                          "final one is evaluated")
+        log.console.print(f"  no checkpoint eligible as best "
+                          f"({sepo_config.best_checkpoint_rule()}): the final one is evaluated")
     return out
 
 

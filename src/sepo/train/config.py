@@ -496,6 +496,22 @@ class SEPOConfig(StrictModel):
     SAVED_DEFAULTS: ClassVar[tuple[str, ...]] = ("oracle", "exact_credit", "exact_expected",
                                                  "normalize")
 
+    def best_checkpoint_limits(self) -> dict[str, float]:
+        """The in-training evaluation's columns (metrics.csv) a checkpoint must keep within
+        their limits to be the best one (`sepo.train.sepo.eligible_for_best`): the
+        parse-failure rate and each budgeted metric, an exact exploit budget's as the exact
+        exploitability."""
+        limits = {"eval_parse_failure_rate": self.best_max_parse_failures}
+        for name, budget in self.budgets.items():
+            exact = name == "exploit" and self.budget_exact
+            limits["eval_exact_exploitability" if exact else f"eval_{name}"] = budget
+        return limits
+
+    def best_checkpoint_rule(self) -> str:
+        """`best_checkpoint_limits` in words, for the messages of a run without a best one."""
+        return "a finite Safety and " + ", ".join(
+            f"{column} ≤ {limit:g}" for column, limit in self.best_checkpoint_limits().items())
+
     def resumed_from(self, saved: SEPOConfig) -> SEPOConfig:
         """This config with the saved run's value of each `SAVED_DEFAULTS` field it left
         unset: a run from before the oracle resumes without it."""

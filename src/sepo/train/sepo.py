@@ -1196,12 +1196,8 @@ def eligible_for_best(evaluation: Mapping[str, float | None], config: SEPOConfig
     constrained RL reports; a metric it could not measure does not exclude)."""
     if evaluation.get("eval_safety") is None:
         return False
-    limits = {"eval_parse_failure_rate": config.best_max_parse_failures}
-    for name, budget in config.budgets.items():
-        exact = name == "exploit" and config.budget_exact
-        limits["eval_exact_exploitability" if exact else f"eval_{name}"] = budget
     return all((value := evaluation.get(column)) is None or value <= limit
-               for column, limit in limits.items())
+               for column, limit in config.best_checkpoint_limits().items())
 
 
 def _load_starting_model(config: SEPOConfig, device: torch.device,
